@@ -1,0 +1,151 @@
+/**
+ * The device contract: what a usbd-tui block device implements. The engine (network export, kernel attach)
+ * turns NBD requests into these calls; everything a device author needs to know is on this page.
+ *
+ * Offsets and lengths are byte counts (JavaScript numbers, exact up to 2^53). The engine checks every request
+ * against `size` before calling the device, but a device must still reject an out-of-range call with a
+ * `DeviceError("EINVAL")` (the conformance suite calls devices directly and checks this).
+ *
+ * Any method may return its result directly or as a Promise; returning directly saves a microtask on hot paths.
+ * The engine may issue several calls concurrently (pipelined requests, several connections). A device must keep
+ * each call atomic with respect to others on the same bytes or document that it is not (then it must report
+ * `multiConn: false`).
+ */
+
+/** A value, or a promise of it: devices choose per call. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/** Options carried by NBD command flags. */
+export interface WriteOptions {
+  /** Force Unit Access: the data must be durable (as after `flush`) before the call completes. */
+  readonly fua?: boolean;
+}
+
+export interface ZeroOptions extends WriteOptions {
+  /** The range must read back as zeros and stay allocated (NBD_CMD_FLAG_NO_HOLE): no hole may be punched. */
+  readonly noHole?: boolean;
+}
+
+/** One run of bytes with the same allocation state, as reported to NBD `base:allocation` queries. */
+export interface Extent {
+  readonly length: number;
+  /** The range is not allocated (a hole). */
+  readonly hole: boolean;
+  /** The range is known to read as zeros. */
+  readonly zero: boolean;
+}
+
+/** What a device can do natively. The engine advertises only these and emulates the rest centrally. */
+export interface DeviceCapabilities {
+  /**
+   * Honours `fua` on writes itself. Default false: the engine then emulates FUA by calling `flush` after the write.
+   * FLUSH and FUA are always advertised (a kernel that sees no FLUSH turns its write cache off).
+   */
+  readonly fua?: boolean;
+  /** `trim` releases space (otherwise the engine advertises no TRIM). Default true. */
+  readonly trim?: boolean;
+  /** `writeZeroes` is cheaper than writing zeros (enables NBD FAST_ZERO). Default: `writeZeroes` present. */
+  readonly fastZero?: boolean;
+  /** Every connection sees every other connection's completed writes and flushes (NBD CAN_MULTI_CONN). */
+  readonly multiConn?: boolean;
+  /** The device refuses writes. */
+  readonly readOnly?: boolean;
+  /** The data survives close and reopen (the conformance suite then tests reopening). */
+  readonly persistent?: boolean;
+}
+
+/** A named gauge shown by the dashboard and headless stats: dirty objects, cache bytes, dedup ratio, ... */
+export interface DeviceGauge {
+  readonly name: string;
+  readonly value: number;
+  /** How to show it: a byte count, a ratio, a plain count, or a fraction of `max` (a bar). */
+  readonly unit: "bytes" | "ratio" | "count" | "seconds";
+  readonly max?: number;
+}
+
+export interface DeviceStats {
+  /** Device-specific gauges, in display order. */
+  readonly gauges: readonly DeviceGauge[];
+  /** The last error the device met in the background (an upload failing, a disk filling), if any. */
+  readonly lastError?: string;
+}
+
+export interface BlockDevice {
+  /** A short kind name shown to users ("mem", "file", ...). */
+  readonly kind: string;
+  /** Size in bytes. Fixed for the life of the device. */
+  readonly size: number;
+  /** Preferred I/O granularity in bytes (a power of two, 512..65536); the engine advertises it to clients. */
+  readonly blockSize: number;
+  readonly capabilities: DeviceCapabilities;
+
+  /**
+   * Reads `length` bytes at `offset`. The result must be exactly `length` bytes. It may be a view of the
+   * device's own memory: the engine copies or sends it before it awaits anything else, so a view only has to stay
+   * valid until the returned value (or promise) has been consumed in the same turn.
+   */
+  read(offset: number, length: number): MaybePromise<Uint8Array>;
+
+  /** Writes `data` at `offset`. `data` belongs to the engine and is reused after the call completes: copy it. */
+  write(offset: number, data: Uint8Array, options?: WriteOptions): MaybePromise<void>;
+
+  /** Discards a range: later reads may return zeros or the old data, but must not fail. */
+  trim(offset: number, length: number, options?: WriteOptions): MaybePromise<void>;
+
+  /** Makes a range read as zeros. Optional: the engine emulates it with `write` when absent. */
+  writeZeroes?(offset: number, length: number, options?: ZeroOptions): MaybePromise<void>;
+
+  /** Allocation map for `base:allocation`; covers at least a prefix of the range. Absent: all data. */
+  extents?(offset: number, length: number): MaybePromise<readonly Extent[]>;
+
+  /** Makes every write completed before this call durable. */
+  flush(): MaybePromise<void>;
+
+  /** Flushes and releases resources. Idempotent; every call after it fails with DeviceError("ESHUTDOWN"). */
+  close(): MaybePromise<void>;
+
+  /** Device-specific gauges for the dashboard. */
+  stats?(): DeviceStats;
+}
+
+/** NBD error names a device may raise; the engine maps them to NBD error codes. */
+export type DeviceErrorCode = "EPERM" | "EIO" | "ENOMEM" | "EINVAL" | "ENOSPC" | "EOVERFLOW" | "ENOTSUP" | "ESHUTDOWN";
+
+/** The error a device throws so that the client receives a precise NBD error instead of EIO. */
+export class DeviceError extends Error {
+  constructor(
+    readonly code: DeviceErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "DeviceError";
+  }
+}
+
+/** Throws DeviceError("EINVAL") unless [offset, offset+length) lies inside a device of `size` bytes. */
+export function checkRange(size: number, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new DeviceError("EINVAL", `invalid range: offset ${offset}, length ${length}`);
+  }
+  if (offset + length > size) {
+    throw new DeviceError("EINVAL", `range ${offset}+${length} ends past the device size ${size}`);
+  }
+}
+
+/** Throws DeviceError("ESHUTDOWN") for calls on a closed device. */
+export function checkOpen(closed: boolean, kind: string): void {
+  if (closed) throw new DeviceError("ESHUTDOWN", `${kind} device is closed`);
+}
+
+/** Resolved capabilities with every default applied. */
+export function resolveCapabilities(device: BlockDevice): Required<DeviceCapabilities> {
+  const c = device.capabilities;
+  return {
+    fua: c.fua ?? false,
+    trim: c.trim ?? true,
+    fastZero: c.fastZero ?? device.writeZeroes !== undefined,
+    multiConn: c.multiConn ?? false,
+    readOnly: c.readOnly ?? false,
+    persistent: c.persistent ?? false,
+  };
+}
