@@ -1,0 +1,112 @@
+/**
+ * Conformance: trim, write-zeroes and the allocation map. Trim may keep old data but must not fail or touch
+ * bytes outside its range; write-zeroes must read back exact zeros; extents must never call data zero.
+ */
+import { describe, expect, test } from "bun:test";
+import {
+  MiB,
+  allExtents,
+  expectSameBytes,
+  isAllZero,
+  overlapping,
+  pattern,
+  readCopy,
+  type SuiteContext,
+} from "./helpers.ts";
+
+/** The region these tests use: 3 MiB starting one block in, so ranges cross 1 MiB boundaries unaligned. */
+function region(blockSize: number): { start: number; length: number } {
+  return { start: blockSize, length: 3 * MiB };
+}
+
+export function registerDiscard(ctx: SuiteContext): void {
+  describe("trim", () => {
+    test("leaves zeros or the old data inside, and the neighbours untouched", async () => {
+      const { dev } = ctx;
+      const { start, length } = region(dev.blockSize);
+      const old = pattern(length, 11);
+      await dev.write(start, old);
+      const cases: Array<[number, number]> = [
+        [start + 1000, 3000],
+        [start + MiB - 4096, 2 * MiB + 8192 + 1],
+      ];
+      for (const [offset, n] of cases) await dev.trim(offset, n);
+      const after = await readCopy(dev, start, length);
+      for (let i = 0; i < length; i++) {
+        const inside = cases.some(([o, n]) => start + i >= o && start + i < o + n);
+        const b = after[i];
+        if (inside ? b !== 0 && b !== old[i] : b !== old[i]) {
+          expect(`byte ${start + i} (${inside ? "inside" : "outside"} a trim) is ${b}`).toBe("zero or old");
+        }
+      }
+    });
+
+    test("a trim of the whole device and of zero bytes succeeds", async () => {
+      const { dev } = ctx;
+      await dev.write(0, pattern(4096, 12));
+      await dev.trim(0, 0);
+      await dev.trim(0, dev.size);
+    });
+  });
+
+  describe("writeZeroes", () => {
+    for (const noHole of [false, true]) {
+      test(`reads back exact zeros with untouched neighbours (noHole: ${noHole})`, async () => {
+        const { dev } = ctx;
+        if (dev.writeZeroes === undefined) return;
+        const { start, length } = region(dev.blockSize);
+        const old = pattern(length, noHole ? 13 : 14);
+        await dev.write(start, old);
+        const cases: Array<[number, number]> = [
+          [start + 7, 5],
+          [start + dev.blockSize - 100, 2 * dev.blockSize + 200],
+          // Whole 1 MiB units in the middle and partial edges: sparse devices release and zero differently.
+          [start + MiB - 512, MiB + 4096 + 1024],
+        ];
+        for (const [offset, n] of cases) await dev.writeZeroes(offset, n, { noHole });
+        const expected = old.slice();
+        for (const [offset, n] of cases) expected.fill(0, offset - start, offset - start + n);
+        expectSameBytes(await readCopy(dev, start, length), expected, "after writeZeroes");
+        expect((await readCopy(dev, start - 1, 1))[0]).toBe(0);
+      });
+    }
+
+    test("with fua, and over a range never written", async () => {
+      const { dev } = ctx;
+      if (dev.writeZeroes === undefined) return;
+      await dev.writeZeroes(MiB, 2 * MiB, { fua: true });
+      expect(isAllZero(await readCopy(dev, MiB, 2 * MiB))).toBe(true);
+    });
+  });
+
+  describe("extents", () => {
+    test("cover the asked range with positive lengths", async () => {
+      const { dev } = ctx;
+      if (dev.extents === undefined) return;
+      const length = Math.min(dev.size, 16 * MiB);
+      const fresh = await allExtents(dev, 0, length);
+      expect(fresh.reduce((s, e) => s + e.length, 0)).toBe(length);
+      const tail = await allExtents(dev, dev.size - 4096 - 3, 4096 + 3);
+      expect(tail.reduce((s, e) => s + e.length, 0)).toBe(4096 + 3);
+    });
+
+    test("never report written data as zero, and report a zeroed region as zero", async () => {
+      const { dev } = ctx;
+      if (dev.extents === undefined) return;
+      const { start, length } = region(dev.blockSize);
+      await dev.write(start, pattern(length, 15));
+      await dev.flush();
+      const written = await allExtents(dev, start, length);
+      for (const e of written) expect(e.zero).toBe(false);
+      if (dev.writeZeroes === undefined) return;
+      // A whole aligned MiB: any sparse device can release it, so it must read as known zeros.
+      const zeroAt = start - dev.blockSize + MiB;
+      await dev.writeZeroes(zeroAt, MiB);
+      await dev.flush();
+      const after = await allExtents(dev, start, length);
+      for (const e of overlapping(after, start, zeroAt, MiB)) expect(e.zero).toBe(true);
+      // The bytes written around it are still data.
+      for (const e of overlapping(after, start, start, zeroAt - start)) expect(e.zero).toBe(false);
+    });
+  });
+}
