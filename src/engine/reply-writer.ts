@@ -1,0 +1,110 @@
+/**
+ * Coalesces NBD replies into as few socket writes as possible and handles backpressure, so that a burst of small
+ * replies costs one syscall and large read payloads go to the socket without an extra copy.
+ */
+
+/** The byte stream a session writes to: a Bun socket, or the kernel's end of a socket pair. */
+export interface Transport {
+  /** Writes as much as the OS takes now; returns the bytes written (may be fewer), or -1 once closed. */
+  write(data: Uint8Array, byteOffset: number, byteLength: number): number;
+  /** Closes the stream after everything written so far. */
+  end(): void;
+}
+
+const STAGING_SIZE = 256 * 1024;
+/** Payloads at least this large skip the staging buffer and are written straight from their own memory. */
+const DIRECT_THRESHOLD = 64 * 1024;
+
+export class ReplyWriter {
+  /** Reply headers and small payloads collect here until `flush`. */
+  readonly staging: Buffer = Buffer.allocUnsafe(STAGING_SIZE);
+  used = 0;
+  /** Owned copies of bytes the socket did not take yet, in order. */
+  private backlog: Uint8Array[] = [];
+  private backlogBytes = 0;
+  private flushScheduled = false;
+  private closed = false;
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  constructor(private readonly transport: Transport) {}
+
+  /** Bytes queued but not yet accepted by the socket. */
+  get pendingBytes(): number {
+    return this.backlogBytes + this.used;
+  }
+
+  /** Makes room for `n` bytes in the staging buffer and returns the offset to write them at. */
+  reserve(n: number): number {
+    if (this.used + n > STAGING_SIZE) this.flush();
+    const at = this.used;
+    this.used += n;
+    return at;
+  }
+
+  /** Queues a payload: small ones are copied into staging, large ones are sent from their own memory. */
+  payload(data: Uint8Array): void {
+    if (data.length < DIRECT_THRESHOLD) {
+      const at = this.reserve(data.length);
+      this.staging.set(data, at);
+      return;
+    }
+    this.flush();
+    this.send(data);
+  }
+
+  /** Sends staged bytes soon (after the current burst of completions), coalescing replies of one tick. */
+  scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(this.scheduledFlush);
+  }
+
+  flush(): void {
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    this.send(this.staging.subarray(0, n));
+  }
+
+  /** The socket can take more: write the backlog out. */
+  drain(): void {
+    while (this.backlog.length > 0 && !this.closed) {
+      const head = this.backlog[0]!;
+      const written = this.transport.write(head, 0, head.length);
+      if (written < 0) return this.markClosed();
+      this.backlogBytes -= Math.max(written, 0);
+      if (written < head.length) {
+        this.backlog[0] = head.subarray(written);
+        return;
+      }
+      this.backlog.shift();
+    }
+    this.flush();
+  }
+
+  markClosed(): void {
+    this.closed = true;
+    this.backlog = [];
+    this.backlogBytes = 0;
+    this.used = 0;
+  }
+
+  /** Writes now if nothing is waiting; otherwise (or for whatever the socket leaves) keeps an owned copy. */
+  private send(bytes: Uint8Array): void {
+    if (this.closed) return;
+    let written = 0;
+    if (this.backlog.length === 0) {
+      written = this.transport.write(bytes, 0, bytes.length);
+      if (written < 0) return this.markClosed();
+      if (written === bytes.length) return;
+    }
+    // Copy (Buffer.slice would only make a view): staging is reused and device views may change once we return.
+    const rest = new Uint8Array(bytes.length - written);
+    rest.set(bytes.subarray(written));
+    this.backlog.push(rest);
+    this.backlogBytes += rest.length;
+  }
+}

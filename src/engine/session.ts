@@ -1,0 +1,410 @@
+/**
+ * One NBD connection in the transmission phase, over any byte stream (a network socket after the handshake, or
+ * the kernel's socket with no handshake at all). It parses requests in place as bytes arrive, runs them against
+ * the device concurrently, and writes replies as each finishes, in whatever order that is.
+ */
+import { type BlockDevice, DeviceError, type WriteOptions, resolveCapabilities } from "../devices/device.ts";
+import type { Logger } from "./log.ts";
+import type { DeviceMetrics } from "./metrics.ts";
+import {
+  CMD,
+  CMD_FLAG_FAST_ZERO,
+  CMD_FLAG_FUA,
+  CMD_FLAG_NO_HOLE,
+  CMD_FLAG_REQ_ONE,
+  CMD_NAMES,
+  NBD_ERR,
+  REQUEST_HEADER_SIZE,
+  REQUEST_MAGIC,
+} from "./protocol/constants.ts";
+import { blockStatusReply, errorReply, readReply, simpleReply } from "./protocol/replies.ts";
+import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./protocol/requests.ts";
+import { PayloadPool } from "./payload-pool.ts";
+import { ReplyWriter, type Transport } from "./reply-writer.ts";
+import { emulateWriteZeroes } from "./zeroes.ts";
+
+export interface SessionOptions {
+  readonly device: BlockDevice;
+  readonly metrics: DeviceMetrics;
+  readonly transport: Transport;
+  /** A writer already in use on this transport (the handshake's), so nothing it still holds is reordered. */
+  readonly out?: ReplyWriter;
+  readonly structuredReplies: boolean;
+  readonly baseAllocation: boolean;
+  readonly log: Logger;
+  /** Who is on the other end, for log lines ("unix socket #3", "/dev/nbd0 socket 1"). */
+  readonly peer: string;
+  /** Called once when the session has ended (client gone, DISC, shutdown or protocol error). */
+  readonly onEnd?: () => void;
+}
+
+const FUA: WriteOptions = { fua: true };
+
+type Phase = "header" | "payload" | "discard";
+
+export class Session {
+  private readonly device: BlockDevice;
+  private readonly metrics: DeviceMetrics;
+  private readonly out: ReplyWriter;
+  private readonly policy: RequestPolicy;
+  private readonly nativeFua: boolean;
+  private readonly pool = new PayloadPool();
+
+  private phase: Phase = "header";
+  private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+  private headerFill = 0;
+  /** The WRITE whose payload is arriving, where it is being assembled, and how much has come. */
+  private current: Request | undefined;
+  private assembly: Buffer | undefined;
+  private assemblyFill = 0;
+  /** Bytes of an unacceptable WRITE's payload still to skip, and the error its reply will carry. */
+  private discardLeft = 0;
+  private discardError = 0;
+
+  private outstanding = 0;
+  private readonly writesInFlight = new Set<Promise<unknown>>();
+  private stopping = false;
+  private ended = false;
+  private readonly warned = new Set<string>();
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly options: SessionOptions) {
+    this.device = options.device;
+    this.metrics = options.metrics;
+    this.out = options.out ?? new ReplyWriter(options.transport);
+    const caps = resolveCapabilities(options.device);
+    this.nativeFua = caps.fua;
+    this.policy = {
+      size: options.device.size,
+      readOnly: caps.readOnly,
+      trim: caps.trim,
+      fastZero: caps.fastZero,
+      structuredReplies: options.structuredReplies,
+      baseAllocation: options.baseAllocation,
+    };
+    this.metrics.connections++;
+  }
+
+  /** Requests started and not yet replied to. */
+  get inFlight(): number {
+    return this.outstanding;
+  }
+
+  /** Feeds bytes from the transport. */
+  receive(chunk: Uint8Array): void {
+    if (this.stopping) return;
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let pos = 0;
+    const end = buf.length;
+    while (pos < end && !this.stopping) {
+      if (this.phase === "header") {
+        if (this.headerFill === 0 && end - pos >= REQUEST_HEADER_SIZE) {
+          this.parseHeader(buf, pos);
+          pos += REQUEST_HEADER_SIZE;
+        } else {
+          const take = Math.min(REQUEST_HEADER_SIZE - this.headerFill, end - pos);
+          buf.copy(this.header, this.headerFill, pos, pos + take);
+          this.headerFill += take;
+          pos += take;
+          if (this.headerFill < REQUEST_HEADER_SIZE) break;
+          this.headerFill = 0;
+          this.parseHeader(this.header, 0);
+        }
+      } else if (this.phase === "payload") {
+        pos = this.takePayload(buf, pos);
+      } else {
+        const take = Math.min(this.discardLeft, end - pos);
+        this.discardLeft -= take;
+        pos += take;
+        if (this.discardLeft === 0) this.finishDiscard();
+      }
+    }
+    this.out.flush();
+  }
+
+  /** The transport can take more bytes. */
+  drain(): void {
+    this.out.drain();
+  }
+
+  /** The transport closed underneath us: requests still running finish against the device, replies are dropped. */
+  transportClosed(): void {
+    this.out.markClosed();
+    this.stopping = true;
+    this.end();
+  }
+
+  /**
+   * Stops taking new requests, waits until every request already received has been answered, then closes the
+   * transport. Used for DISC and for a clean shutdown.
+   */
+  async shutdown(): Promise<void> {
+    this.stopping = true;
+    if (this.outstanding > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.out.flush();
+    this.end();
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.metrics.connections--;
+    this.releaseAssembly();
+    this.options.transport.end();
+    this.options.onEnd?.();
+  }
+
+  private parseHeader(b: Buffer, at: number): void {
+    const magic = b.readUInt32BE(at);
+    if (magic !== REQUEST_MAGIC) {
+      // Without a valid magic the stream cannot be resynchronised; the protocol's answer is to hang up.
+      this.warnOnce("magic", `bad request magic 0x${magic.toString(16)}; closing the connection`);
+      this.stopping = true;
+      this.out.flush();
+      this.end();
+      return;
+    }
+    const type = b.readUInt16BE(at + 6);
+    if (type === CMD.DISC) {
+      // DISC gets no reply: finish what was asked before it, then hang up.
+      void this.shutdown();
+      return;
+    }
+    const req: Request = {
+      flags: b.readUInt16BE(at + 4),
+      type,
+      handleHi: b.readUInt32BE(at + 8),
+      handleLo: b.readUInt32BE(at + 12),
+      offset: joinOffset(b.readUInt32BE(at + 16), b.readUInt32BE(at + 20)),
+      length: b.readUInt32BE(at + 24),
+      started: this.metrics.begin(),
+    };
+    this.outstanding++;
+    const rejection = checkRequest(req, this.policy);
+    if (rejection !== undefined) {
+      this.warnOnce(`reject:${rejection.reason.split(" ")[0]}:${req.type}`, `rejected request: ${rejection.reason}`);
+      if (req.type === CMD.WRITE) {
+        this.phase = "discard";
+        this.discardLeft = req.length;
+        this.discardError = rejection.error;
+        this.current = req;
+        if (req.length === 0) this.finishDiscard();
+        return;
+      }
+      this.fail(req, rejection.error, rejection.reason);
+      return;
+    }
+    if (req.type === CMD.WRITE) {
+      this.phase = "payload";
+      this.current = req;
+      this.assemblyFill = 0;
+      return;
+    }
+    this.execute(req);
+  }
+
+  private takePayload(buf: Buffer, pos: number): number {
+    const req = this.current!;
+    const available = buf.length - pos;
+    if (this.assemblyFill === 0 && available >= req.length) {
+      // The whole payload is in this chunk: hand the device a view, no copy. Bun never reuses a chunk's memory.
+      this.phase = "header";
+      this.current = undefined;
+      this.write(req, buf.subarray(pos, pos + req.length), undefined);
+      return pos + req.length;
+    }
+    this.assembly ??= this.pool.take(req.length);
+    const take = Math.min(req.length - this.assemblyFill, available);
+    buf.copy(this.assembly, this.assemblyFill, pos, pos + take);
+    this.assemblyFill += take;
+    if (this.assemblyFill === req.length) {
+      const assembled = this.assembly;
+      this.assembly = undefined;
+      this.assemblyFill = 0;
+      this.phase = "header";
+      this.current = undefined;
+      this.write(req, assembled.subarray(0, req.length), assembled);
+    }
+    return pos + take;
+  }
+
+  private finishDiscard(): void {
+    const req = this.current!;
+    this.current = undefined;
+    this.phase = "header";
+    this.fail(req, this.discardError, "rejected write");
+  }
+
+  private execute(req: Request): void {
+    const device = this.device;
+    try {
+      switch (req.type) {
+        case CMD.READ: {
+          const result = device.read(req.offset, req.length);
+          if (result instanceof Promise) {
+            result.then(
+              (data) => this.readDone(req, data),
+              (error: unknown) => this.failWith(req, error),
+            );
+          } else {
+            this.readDone(req, result);
+          }
+          return;
+        }
+        case CMD.FLUSH:
+          return this.track(req, this.flushAfterWrites());
+        case CMD.TRIM:
+          return this.track(req, this.withFua(req, device.trim(req.offset, req.length, this.fuaOption(req))));
+        case CMD.WRITE_ZEROES:
+          return this.track(req, this.zeroes(req));
+        case CMD.CACHE:
+          // A hint with nothing to prefetch for devices that keep their data local; the range was validated.
+          return this.complete(req, 0, 0);
+        case CMD.BLOCK_STATUS: {
+          const extents = device.extents?.(req.offset, req.length) ?? [{ length: req.length, hole: false, zero: false }];
+          const onlyOne = (req.flags & CMD_FLAG_REQ_ONE) !== 0;
+          if (extents instanceof Promise) {
+            extents.then(
+              (list) => this.blockStatusDone(req, list, onlyOne),
+              (error: unknown) => this.failWith(req, error),
+            );
+          } else {
+            this.blockStatusDone(req, extents, onlyOne);
+          }
+          return;
+        }
+      }
+    } catch (error) {
+      this.failWith(req, error);
+    }
+  }
+
+  private write(req: Request, data: Uint8Array, pooled: Buffer | undefined): void {
+    let result: unknown;
+    try {
+      result = this.device.write(req.offset, data, this.fuaOption(req));
+      if ((req.flags & CMD_FLAG_FUA) !== 0 && !this.nativeFua) result = this.withFua(req, result);
+    } catch (error) {
+      if (pooled) this.pool.give(pooled);
+      this.failWith(req, error);
+      return;
+    }
+    if (result instanceof Promise) {
+      const settled = result.then(
+        () => this.complete(req, 0, req.length),
+        (error: unknown) => this.failWith(req, error),
+      );
+      this.writesInFlight.add(settled);
+      void settled.finally(() => {
+        this.writesInFlight.delete(settled);
+        if (pooled) this.pool.give(pooled);
+      });
+      return;
+    }
+    if (pooled) this.pool.give(pooled);
+    this.complete(req, 0, req.length);
+  }
+
+  private fuaOption(req: Request): WriteOptions | undefined {
+    return this.nativeFua && (req.flags & CMD_FLAG_FUA) !== 0 ? FUA : undefined;
+  }
+
+  /** Emulates FUA with a flush after the operation when the device does not honour it itself. */
+  private withFua(req: Request, result: unknown): unknown {
+    if ((req.flags & CMD_FLAG_FUA) === 0 || this.nativeFua) return result;
+    return Promise.resolve(result).then(() => this.device.flush());
+  }
+
+  private zeroes(req: Request): unknown {
+    const noHole = (req.flags & CMD_FLAG_NO_HOLE) !== 0;
+    const fua = (req.flags & CMD_FLAG_FUA) !== 0 && this.nativeFua;
+    if (this.device.writeZeroes) {
+      return this.withFua(req, this.device.writeZeroes(req.offset, req.length, { noHole, fua }));
+    }
+    if ((req.flags & CMD_FLAG_FAST_ZERO) !== 0) {
+      throw new DeviceError("ENOTSUP", "the device cannot zero faster than writing");
+    }
+    return this.withFua(req, emulateWriteZeroes(this.device, req.offset, req.length, fua));
+  }
+
+  /** FLUSH covers every write received before it on this connection, even those still running. */
+  private async flushAfterWrites(): Promise<void> {
+    if (this.writesInFlight.size > 0) await Promise.allSettled([...this.writesInFlight]);
+    await this.device.flush();
+  }
+
+  private track(req: Request, result: unknown): void {
+    if (result instanceof Promise) {
+      result.then(
+        () => this.complete(req, 0, req.length),
+        (error: unknown) => this.failWith(req, error),
+      );
+    } else {
+      this.complete(req, 0, req.length);
+    }
+  }
+
+  private readDone(req: Request, data: Uint8Array): void {
+    if (data.length !== req.length) {
+      this.failWith(req, new Error(`device returned ${data.length} bytes for a ${req.length}-byte read`));
+      return;
+    }
+    this.metrics.end(CMD.READ, req.length, req.started, true);
+    readReply(this.out, req, data, this.policy.structuredReplies);
+    this.replied();
+  }
+
+  private blockStatusDone(req: Request, extents: Parameters<typeof blockStatusReply>[2], onlyOne: boolean): void {
+    this.metrics.end(CMD.BLOCK_STATUS, req.length, req.started, true);
+    blockStatusReply(this.out, req, extents, onlyOne);
+    this.replied();
+  }
+
+  private complete(req: Request, error: number, bytes: number): void {
+    this.metrics.end(req.type, bytes, req.started, error === 0);
+    simpleReply(this.out, req, error);
+    this.replied();
+  }
+
+  private fail(req: Request, error: number, message: string): void {
+    this.metrics.end(req.type, 0, req.started, false);
+    // READ and BLOCK_STATUS answer in structured chunks once negotiated; other commands may use simple replies.
+    const chunked = this.policy.structuredReplies && (req.type === CMD.READ || req.type === CMD.BLOCK_STATUS);
+    errorReply(this.out, req, error, chunked, message);
+    this.replied();
+  }
+
+  private failWith(req: Request, error: unknown): void {
+    const name = CMD_NAMES[req.type] ?? `command ${req.type}`;
+    if (error instanceof DeviceError) {
+      this.warnOnce(`device:${error.code}:${req.type}`, `${name} failed: ${error.message}`);
+      this.fail(req, NBD_ERR[error.code], error.message);
+      return;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    this.warnOnce(`error:${req.type}:${message}`, `${name} at ${req.offset}+${req.length} failed: ${message}`);
+    this.fail(req, NBD_ERR.EIO, message);
+  }
+
+  private replied(): void {
+    this.outstanding--;
+    this.out.scheduleFlush();
+    if (this.outstanding === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  private releaseAssembly(): void {
+    if (this.assembly) this.pool.give(this.assembly);
+    this.assembly = undefined;
+  }
+
+  /** Logs the first occurrence of each kind of problem on this connection; a misbehaving client cannot flood the log. */
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.options.log.log("warn", message, { peer: this.options.peer });
+  }
+}
