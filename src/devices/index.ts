@@ -1,0 +1,73 @@
+/**
+ * The device kinds usbd-tui ships and one way to create any of them from CLI-level options. A new kind adds one
+ * entry to `deviceKinds`; nothing else needs to change.
+ */
+import path from "node:path";
+import type { BlockDevice, MaybePromise } from "./device.ts";
+import { openFileDevice } from "./file/index.ts";
+import { createMemDevice } from "./mem/index.ts";
+
+export * from "./device.ts";
+export { createMemDevice, type MemDevice, type MemDeviceOptions } from "./mem/index.ts";
+export { openFileDevice, type FileDevice, type FileDeviceOptions } from "./file/index.ts";
+
+/** Options every kind is created from (the CLI's --store-* flags). Each kind uses the ones it needs. */
+export interface DeviceOptions {
+  /** Size in bytes (--store-size). Required for new stores; persistent kinds may take it from the store. */
+  readonly size?: number;
+  readonly blockSize?: number;
+  /** Directory holding persistent stores (--store-dir). */
+  readonly storeDir?: string;
+  /** Name of the store inside storeDir (--store-name). */
+  readonly storeName?: string;
+}
+
+export interface DeviceKindInfo {
+  /** One line for `--help` and the dashboard. */
+  readonly description: string;
+  /** The data survives a restart. */
+  readonly persistent: boolean;
+  create(options: DeviceOptions): MaybePromise<BlockDevice>;
+}
+
+function need<T>(value: T | undefined, kind: string, flag: string): T {
+  if (value === undefined) throw new Error(`the ${kind} device needs ${flag}; pass it on the command line`);
+  return value;
+}
+
+/** The path of a file-backed store: `<storeDir>/<storeName>.img`. */
+export function storeImagePath(options: DeviceOptions, kind: string): string {
+  return path.join(need(options.storeDir, kind, "--store-dir"), `${need(options.storeName, kind, "--store-name")}.img`);
+}
+
+export const deviceKinds = {
+  mem: {
+    description: "in memory, sparse; contents are lost when the daemon stops",
+    persistent: false,
+    create: (o: DeviceOptions) =>
+      createMemDevice({ size: need(o.size, "mem", "--store-size"), blockSize: o.blockSize }),
+  },
+  file: {
+    description: "a sparse image file <store-dir>/<store-name>.img; trim punches holes",
+    persistent: true,
+    create: (o: DeviceOptions) => openFileDevice({ path: storeImagePath(o, "file"), size: o.size, blockSize: o.blockSize }),
+  },
+} as const satisfies Record<string, DeviceKindInfo>;
+
+export type DeviceKind = keyof typeof deviceKinds;
+
+/** The kind names, in the order `--help` lists them. */
+export const DEVICE_KINDS = Object.keys(deviceKinds) as DeviceKind[];
+
+export function isDeviceKind(name: string): name is DeviceKind {
+  return Object.hasOwn(deviceKinds, name);
+}
+
+/** Creates a device of `kind`. Throws a user-facing Error for an unknown kind or missing options. */
+export async function createDevice(kind: string, options: DeviceOptions): Promise<BlockDevice> {
+  if (!isDeviceKind(kind)) {
+    throw new Error(`unknown device type "${kind}"; --dev-type must be one of: ${DEVICE_KINDS.join(", ")}`);
+  }
+  const info: DeviceKindInfo = deviceKinds[kind];
+  return info.create(options);
+}

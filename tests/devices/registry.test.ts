@@ -1,0 +1,38 @@
+// The device registry: every kind is created from CLI-level options, and mistakes name the flag to fix.
+import { afterAll, describe, expect, test } from "bun:test";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { DEVICE_KINDS, createDevice, isDeviceKind } from "../../src/devices/index.ts";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-registry-"));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe("createDevice", () => {
+  test("knows mem and file", () => {
+    expect(DEVICE_KINDS).toEqual(["mem", "file"]);
+    expect(isDeviceKind("file")).toBe(true);
+    expect(isDeviceKind("toString")).toBe(false);
+  });
+
+  test("creates a mem device of the given size", async () => {
+    const dev = await createDevice("mem", { size: 1 << 20 });
+    expect(dev.kind).toBe("mem");
+    expect(dev.size).toBe(1 << 20);
+    await dev.close();
+  });
+
+  test("creates the file device at <storeDir>/<storeName>.img", async () => {
+    const dev = await createDevice("file", { size: 1 << 20, storeDir: dir, storeName: "disk0", blockSize: 512 });
+    expect(dev.kind).toBe("file");
+    expect(dev.blockSize).toBe(512);
+    expect(fs.statSync(path.join(dir, "disk0.img")).size).toBe(1 << 20);
+    await dev.close();
+  });
+
+  test("names the missing flag or the unknown kind", async () => {
+    await expect(createDevice("mem", {})).rejects.toThrow("the mem device needs --store-size");
+    await expect(createDevice("file", { size: 4096, storeName: "x" })).rejects.toThrow("needs --store-dir");
+    await expect(createDevice("tape", {})).rejects.toThrow('unknown device type "tape"; --dev-type must be one of: mem, file');
+  });
+});
