@@ -1,0 +1,194 @@
+/**
+ * Command-line flags: the seed's names (`--dev-type`, `--store-size`, ...) in `--flag=value`, `--flag value` and
+ * the Go original's single-dash spelling, parsed into one typed options object with every default applied.
+ */
+import { homedir } from "node:os";
+import path from "node:path";
+import { parseSize } from "./sizes.ts";
+
+/** A mistake on the command line: the CLI prints it with a hint and exits 2. */
+export class UsageError extends Error {}
+
+type FlagType = "boolean" | "string" | "size" | "integer" | "seconds";
+
+interface FlagSpec {
+  readonly type: FlagType;
+  readonly help: string;
+  /** Shown in --help after the flag name. */
+  readonly value?: string;
+}
+
+/** Every flag the CLI knows, in --help order. Kind-specific ones are read by the device kinds that use them. */
+export const FLAGS = {
+  headless: { type: "boolean", help: "run without the dashboard: log to stderr, stats to stdout" },
+  listen: { type: "string", value: "ADDR", help: "serve over NBD on unix:/path/sock or tcp:HOST:PORT instead of the kernel" },
+  "export-name": { type: "string", value: "NAME", help: "NBD export name (default: the store name)" },
+  "dev-type": { type: "string", value: "KIND", help: "device kind: mem (default) or file" },
+  "store-dir": { type: "string", value: "DIR", help: "where persistent devices keep their data" },
+  "store-name": { type: "string", value: "NAME", help: "name of the store inside --store-dir (default usbd)" },
+  "store-size": { type: "size", value: "SIZE", help: "device size, like 1GiB or 500M (default 1GiB)" },
+  "block-size": { type: "size", value: "SIZE", help: "preferred block size advertised to clients (default 4KiB)" },
+  "nbd-max-devs": { type: "integer", value: "N", help: "nbds_max when loading the kernel nbd module (default 16)" },
+  "stats-interval": { type: "seconds", value: "SECONDS", help: "print a stats line every SECONDS in headless mode (0: off)" },
+  json: { type: "boolean", help: "stats and logs as JSON lines" },
+  "log-level": { type: "string", value: "LEVEL", help: "debug, info (default), warn or error" },
+  help: { type: "boolean", help: "show this help" },
+  version: { type: "boolean", help: "print the version" },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+
+export interface CliOptions {
+  readonly headless: boolean;
+  readonly listen: string | undefined;
+  readonly exportName: string;
+  readonly devType: string;
+  readonly storeDir: string;
+  readonly storeName: string;
+  readonly storeSize: number;
+  /** Whether --store-size was given (persistent stores otherwise keep their own size). */
+  readonly storeSizeGiven: boolean;
+  readonly blockSize: number;
+  readonly nbdMaxDevs: number;
+  readonly statsInterval: number;
+  readonly json: boolean;
+  readonly logLevel: "debug" | "info" | "warn" | "error";
+  readonly help: boolean;
+  readonly version: boolean;
+  /** A positional /dev/nbdX naming the kernel device to use. */
+  readonly nbdDevice: string | undefined;
+}
+
+type RawValue = string | boolean;
+
+function defaultStoreDir(): string {
+  if (process.getuid?.() === 0) return "/var/lib/usbd-tui";
+  const xdg = process.env.XDG_DATA_HOME;
+  return path.join(xdg && xdg !== "" ? xdg : path.join(homedir(), ".local", "share"), "usbd-tui");
+}
+
+function isFlag(name: string): name is FlagName {
+  return Object.hasOwn(FLAGS, name);
+}
+
+/** Splits argv into flag values and positionals, accepting --x=v, --x v, -x=v and -x v. */
+function tokenize(argv: readonly string[]): { values: Map<FlagName, RawValue>; positionals: string[] } {
+  const values = new Map<FlagName, RawValue>();
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    const match = /^--?([a-z][a-z0-9-]*)(?:=(.*))?$/s.exec(arg);
+    if (!match) {
+      positionals.push(arg);
+      continue;
+    }
+    const name = match[1]!;
+    if (!isFlag(name)) throw new UsageError(`unknown flag ${arg}; run usbd-tui --help for the list`);
+    if (values.has(name)) throw new UsageError(`--${name} is given twice`);
+    const spec: FlagSpec = FLAGS[name];
+    if (spec.type === "boolean") {
+      const v = match[2];
+      if (v !== undefined && v !== "true" && v !== "false") throw new UsageError(`--${name} takes true or false, not "${v}"`);
+      values.set(name, v !== "false");
+      continue;
+    }
+    let value = match[2];
+    if (value === undefined) {
+      value = argv[++i];
+      if (value === undefined) throw new UsageError(`--${name} needs a value (${spec.value ?? "VALUE"})`);
+    }
+    values.set(name, value);
+  }
+  return { values, positionals };
+}
+
+function numberFlag(name: FlagName, raw: RawValue | undefined, type: FlagType, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const text = String(raw);
+  try {
+    if (type === "size") return parseSize(text);
+  } catch (error) {
+    throw new UsageError(`--${name}: ${(error as Error).message}`);
+  }
+  const value = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(value) || (type === "integer" && !Number.isInteger(value))) {
+    throw new UsageError(`--${name} takes a ${type === "integer" ? "whole number" : "number of seconds"}, not "${text}"`);
+  }
+  return value;
+}
+
+export function parseFlags(argv: readonly string[]): CliOptions {
+  const { values, positionals } = tokenize(argv);
+  const str = (name: FlagName): string | undefined => {
+    const v = values.get(name);
+    return v === undefined ? undefined : String(v);
+  };
+  if (positionals.length > 1) throw new UsageError(`expected at most one device path, got: ${positionals.join(" ")}`);
+  const nbdDevice = positionals[0];
+  if (nbdDevice !== undefined && !/^\/dev\/nbd\d+$/.test(nbdDevice)) {
+    throw new UsageError(`"${nbdDevice}" is not an NBD device path; name one like /dev/nbd0, or use flags only`);
+  }
+  const logLevel = str("log-level") ?? "info";
+  if (logLevel !== "debug" && logLevel !== "info" && logLevel !== "warn" && logLevel !== "error") {
+    throw new UsageError(`--log-level takes debug, info, warn or error, not "${logLevel}"`);
+  }
+  const storeName = str("store-name") ?? "usbd";
+  if (!/^[A-Za-z0-9._-]+$/.test(storeName)) {
+    throw new UsageError(`--store-name "${storeName}" may only use letters, digits, '.', '_' and '-'`);
+  }
+  const storeSize = numberFlag("store-size", values.get("store-size"), "size", 1024 ** 3);
+  if (storeSize <= 0 || storeSize % 512 !== 0) {
+    throw new UsageError(`--store-size must be a positive multiple of 512 bytes, got ${storeSize}`);
+  }
+  const blockSize = numberFlag("block-size", values.get("block-size"), "size", 4096);
+  if (blockSize < 512 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new UsageError(`--block-size must be a power of two from 512 to 64KiB, got ${blockSize}`);
+  }
+  return {
+    headless: values.get("headless") === true,
+    listen: str("listen"),
+    exportName: str("export-name") ?? storeName,
+    devType: str("dev-type") ?? "mem",
+    storeDir: str("store-dir") ?? defaultStoreDir(),
+    storeName,
+    storeSize,
+    storeSizeGiven: values.has("store-size"),
+    blockSize,
+    nbdMaxDevs: numberFlag("nbd-max-devs", values.get("nbd-max-devs"), "integer", 16),
+    statsInterval: numberFlag("stats-interval", values.get("stats-interval"), "seconds", 0),
+    json: values.get("json") === true,
+    logLevel,
+    help: values.get("help") === true,
+    version: values.get("version") === true,
+    nbdDevice,
+  };
+}
+
+/** The --help text, generated from FLAGS so it cannot drift from the parser. */
+export function helpText(version: string, kinds: readonly { name: string; description: string }[]): string {
+  const lines = [
+    `usbd-tui ${version}: user-space block devices in TypeScript, served to the kernel (/dev/nbdX) or over NBD sockets`,
+    "",
+    "Usage:",
+    "  usbd-tui [flags] [/dev/nbdX]           attach to the kernel NBD driver (needs root and nbd.ko)",
+    "  usbd-tui --listen unix:/path/sock ...  serve over a socket for nbdfuse, qemu, nbdcopy, nbd-client",
+    "",
+    "Flags (--flag=value, --flag value and the single-dash -flag forms all work):",
+  ];
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    const left = `  --${name}${spec.value ? ` ${spec.value}` : ""}`;
+    lines.push(`${left.padEnd(30)} ${spec.help}`);
+  }
+  lines.push("", "Device kinds:");
+  for (const kind of kinds) lines.push(`  ${kind.name.padEnd(10)} ${kind.description}`);
+  lines.push(
+    "",
+    "Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.",
+    "Signals: SIGINT/SIGTERM stop accepting, finish in-flight requests, flush, close; SIGUSR1 flushes every device.",
+  );
+  return `${lines.join("\n")}\n`;
+}
