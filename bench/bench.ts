@@ -1,0 +1,303 @@
+/**
+ * usbd-tui vs nbdkit, measured in one run with the servers alternating job by job. Run it through bench/run.sh,
+ * which checks the tools first; `bench/run.sh --help` lists the options, docs/BENCHMARKS.md explains the method.
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { JOBS, type JobSpec, prefill, runCopy, runFio } from "./lib/jobs.ts";
+import { markdown, type RecordRow, summarize } from "./lib/report.ts";
+import { type DeviceKind, describe, PAIRS, type RunningServer, type ServerName, startServer } from "./lib/servers.ts";
+import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
+
+const HELP = `usage: bench/run.sh [options]
+
+  --rounds N         rounds (default 5); each round starts fresh servers, prefills them, and runs every job
+                     against usbd-tui and nbdkit back to back (A B, then B A in the next round)
+  --runtime S        measured seconds per fio job and minimum per nbdcopy series (default 6)
+  --ramp S           fio ramp_time before measuring (default 1)
+  --only mem|file    only one device pair (default: both)
+  --jobs a,b         comma list of jobs (default: all): ${JOBS.map((j) => j.name).join(", ")}
+  --pin POLICY       CPU placement, applied equally to both servers (default split):
+                       split  server on --server-cpu (0), fio/nbdcopy on --client-cpu (1), via taskset
+                       same   server and client both on --server-cpu
+                       none   no pinning; the scheduler decides (QD1 results then vary a lot)
+  --server-cpu N     CPU for the servers (default 0)
+  --client-cpu N     CPU for fio and nbdcopy (default 1)
+  --size SIZE        export size, e.g. 1GiB or 512MiB (default 1GiB)
+  --scratch DIR      sockets, images and logs (default /dev/shm/usbd-bench, tmpfs; both file devices' images
+                     live here, on the same filesystem)
+  --gate CORES       before each job wait (max 30 s) until the box is at most CORES busy; 0 = off (default 0.3)
+  --out DIR          where the JSON results go (default bench/results)
+  --keep             keep the scratch directory afterwards
+  --aa               A/A check of the harness: nbdkit stands in for usbd-tui, so every ratio should be ~1.0
+                     and the spread shows the noise floor
+`;
+
+interface Options {
+  rounds: number;
+  runtime: number;
+  ramp: number;
+  only: DeviceKind[];
+  jobs: JobSpec[];
+  pin: "split" | "same" | "none";
+  serverCpu: number;
+  clientCpu: number;
+  sizeBytes: number;
+  scratch: string;
+  gate: number;
+  out: string;
+  keep: boolean;
+  aa: boolean;
+}
+
+function parseSize(s: string): number {
+  const m = /^(\d+)\s*(GiB|G|MiB|M)?$/i.exec(s);
+  if (!m) throw new Error(`bad size ${s} (use e.g. 1GiB or 512MiB)`);
+  const unit = (m[2] ?? "").toUpperCase().startsWith("G") ? 2 ** 30 : m[2] ? 2 ** 20 : 1;
+  return Number(m[1]) * unit;
+}
+
+function parseArgs(argv: string[], repo: string): Options {
+  const o: Options = {
+    rounds: 5,
+    runtime: 6,
+    ramp: 1,
+    only: ["mem", "file"],
+    jobs: [...JOBS],
+    pin: "split",
+    serverCpu: 0,
+    clientCpu: 1,
+    sizeBytes: 2 ** 30,
+    scratch: "/dev/shm/usbd-bench",
+    gate: 0.3,
+    out: join(repo, "bench/results"),
+    keep: false,
+    aa: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf("=");
+    const key = eq > 0 ? arg.slice(0, eq) : arg;
+    const value = (): string => {
+      const v = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+      if (v === undefined) throw new Error(`${key} needs a value`);
+      return v;
+    };
+    const num = (min: number): number => {
+      const v = Number(value());
+      if (!Number.isFinite(v) || v < min) throw new Error(`${key} must be a number >= ${min}`);
+      return v;
+    };
+    switch (key) {
+      case "-h":
+      case "--help":
+        process.stdout.write(HELP);
+        process.exit(0);
+      case "--rounds": o.rounds = Math.floor(num(1)); break;
+      case "--runtime": o.runtime = num(1); break;
+      case "--ramp": o.ramp = num(0); break;
+      case "--only": {
+        const v = value();
+        if (v !== "mem" && v !== "file") throw new Error("--only takes mem or file");
+        o.only = [v];
+        break;
+      }
+      case "--jobs": {
+        const names = value().split(",").map((s) => s.trim()).filter(Boolean);
+        const unknown = names.filter((n) => !JOBS.some((j) => j.name === n));
+        if (unknown.length) throw new Error(`unknown job(s) ${unknown.join(", ")}; jobs: ${JOBS.map((j) => j.name).join(", ")}`);
+        o.jobs = JOBS.filter((j) => names.includes(j.name));
+        break;
+      }
+      case "--pin": {
+        const v = value();
+        if (v !== "split" && v !== "same" && v !== "none") throw new Error("--pin takes split, same or none");
+        o.pin = v;
+        break;
+      }
+      case "--server-cpu": o.serverCpu = Math.floor(num(0)); break;
+      case "--client-cpu": o.clientCpu = Math.floor(num(0)); break;
+      case "--size": o.sizeBytes = parseSize(value()); break;
+      case "--scratch": o.scratch = resolve(value()); break;
+      case "--gate": o.gate = num(0); break;
+      case "--out": o.out = resolve(value()); break;
+      case "--keep": o.keep = true; break;
+      case "--aa": o.aa = true; break;
+      default:
+        throw new Error(`unknown option ${arg}\n\n${HELP}`);
+    }
+  }
+  const cpus = navigator.hardwareConcurrency;
+  if (o.pin !== "none" && (o.serverCpu >= cpus || o.clientCpu >= cpus)) {
+    throw new Error(`--pin ${o.pin} needs CPUs ${o.serverCpu} and ${o.clientCpu}, this machine has ${cpus}; use --pin none`);
+  }
+  if (o.pin === "split" && o.serverCpu === o.clientCpu) throw new Error("--pin split needs different server and client CPUs");
+  return o;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+function fmtResult(r: RecordRow): string {
+  if (!r.ok || !r.result) return `FAILED: ${r.error}`;
+  const m = r.result;
+  const main = m.iops > 0 && !r.job.includes("1m") ? `${(m.iops / 1000).toFixed(1)}k IOPS` : `${(m.bw / 1e9).toFixed(2)} GB/s`;
+  const lat = m.p99LatUs != null ? ` p99 ${m.p99LatUs.toFixed(0)}us` : "";
+  return `${main}${lat} srvCPU ${r.serverCpuPct?.toFixed(0)}% cli ${m.clientCpuPct.toFixed(0)}% other ${r.otherCores?.toFixed(2)}`;
+}
+
+async function main(): Promise<void> {
+  const repo = resolve(import.meta.dir, "..");
+  const o = parseArgs(process.argv.slice(2), repo);
+  const serverPin = o.pin === "none" ? [] : ["taskset", "-c", String(o.serverCpu)];
+  const clientPin = o.pin === "none" ? [] : ["taskset", "-c", String(o.pin === "same" ? o.serverCpu : o.clientCpu)];
+  const policy =
+    o.pin === "split"
+      ? `split: servers pinned to CPU ${o.serverCpu}, fio/nbdcopy to CPU ${o.clientCpu} (taskset)`
+      : o.pin === "same"
+        ? `same: servers and fio/nbdcopy all pinned to CPU ${o.serverCpu} (taskset)`
+        : "none: no pinning, the scheduler places every thread";
+
+  rmSync(o.scratch, { recursive: true, force: true });
+  mkdirSync(o.scratch, { recursive: true });
+  mkdirSync(o.out, { recursive: true });
+  const facts = await machineFacts(repo, o.scratch);
+  const stamp = facts.date.replace(/[:.]/g, "-").slice(0, 19);
+  const resultsPath = join(o.out, `bench-${stamp}.json`);
+  const rows: RecordRow[] = [];
+  const servers: Record<string, unknown> = {};
+  const stops: Array<{ round: number; server: ServerName; clean: boolean; exitCode: number | null; signal: string | null }> = [];
+  const save = (extra: Record<string, unknown> = {}) =>
+    writeFileSync(
+      resultsPath,
+      JSON.stringify(
+        {
+          facts,
+          options: { ...o, jobs: o.jobs.map((j) => j.name) },
+          policy,
+          servers,
+          stops,
+          records: rows,
+          ...extra,
+        },
+        null,
+        1,
+      ),
+    );
+
+  const running = new Set<RunningServer>();
+  let interrupted = false;
+  const onSignal = async (sig: string) => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${sig}: stopping servers`);
+    await Promise.all([...running].map((s) => s.stop(2000)));
+    save({ interrupted: true });
+    process.exit(130);
+  };
+  process.on("SIGINT", () => void onSignal("SIGINT"));
+  process.on("SIGTERM", () => void onSignal("SIGTERM"));
+
+  log(`bun ${facts.bun}, ${facts.nbdkit}, ${facts.fio}, ${facts.libnbd}; ${facts.cpus} CPUs (${facts.cpuModel})`);
+  log(`policy ${policy}; rounds ${o.rounds}, runtime ${o.runtime}s + ramp ${o.ramp}s; pairs ${o.only.join(",")}; ` +
+    `jobs ${o.jobs.map((j) => j.name).join(",")}; scratch ${o.scratch} (${facts.scratchFs})`);
+  log(`results -> ${resultsPath}`);
+  if (o.aa) log("A/A mode: nbdkit stands in for usbd-tui");
+
+  for (let round = 1; round <= o.rounds; round++) {
+    for (const pair of o.only) {
+      const { usbd, peer } = PAIRS[pair];
+      const order: ServerName[] = round % 2 === 1 ? [usbd, peer] : [peer, usbd];
+      const dir = join(o.scratch, `r${round}-${pair}`);
+      const up = new Map<ServerName, RunningServer>();
+      let startError: string | undefined;
+      for (const name of order) {
+        try {
+          const s = await startServer(name, { repo, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
+            standIn: o.aa });
+          running.add(s);
+          up.set(name, s);
+          servers[name] ??= { command: s.command, uri: s.uri, nbdinfo: await describe(s.uri) };
+          const secs = await prefill({ uri: s.uri, pin: clientPin, outFile: join(dir, `${name}.prefill.json`) });
+          log(`r${round} ${name} up (pid ${s.pid}), prefilled in ${secs.toFixed(1)}s`);
+        } catch (e) {
+          startError = `${name}: ${(e as Error).message}`;
+          log(`r${round} ${startError}`);
+          break;
+        }
+      }
+      for (const job of o.jobs) {
+        for (const [pos, name] of order.entries()) {
+          const s = up.get(name);
+          const row: RecordRow = { round, pair, server: name, job: job.name, order: pos, startedAt: "", wallS: 0, ok: false };
+          rows.push(row);
+          if (!s) {
+            row.error = startError ?? "server not running";
+            continue;
+          }
+          if (o.gate > 0) row.gate = await quietGate(o.gate, 0.5, 30);
+          row.startedAt = new Date().toISOString();
+          const ctx = {
+            uri: s.uri,
+            sizeBytes: o.sizeBytes,
+            runtimeS: o.runtime,
+            rampS: o.ramp,
+            pin: clientPin,
+            outFile: join(dir, `${name}.${job.name}.json`),
+          };
+          const cpu0 = processCpuSeconds(s.pid);
+          const box0 = sampleCpu();
+          const t0 = performance.now();
+          try {
+            row.result = job.copy ? await runCopy(ctx) : await runFio(job, ctx);
+            row.ok = true;
+          } catch (e) {
+            row.error = (e as Error).message;
+          }
+          row.wallS = (performance.now() - t0) / 1000;
+          const cpu1 = processCpuSeconds(s.pid);
+          const load = coresBusy(box0, sampleCpu(), row.wallS);
+          row.serverCpuPct = ((cpu1 - cpu0) / row.wallS) * 100;
+          row.boxCores = load.box;
+          row.perCpuCores = load.perCpu;
+          row.stealCores = load.steal;
+          if (row.result) row.otherCores = load.box - row.serverCpuPct / 100 - row.result.clientCpuPct / 100;
+          log(`r${round} ${name.padEnd(13)} ${job.name.padEnd(17)} ${fmtResult(row)}`);
+          save();
+        }
+      }
+      for (const [name, s] of up) {
+        const st = await s.stop();
+        running.delete(s);
+        stops.push({ round, server: name, ...st });
+        if (!st.clean) log(`r${round} ${name} did not stop cleanly: exit ${st.exitCode} signal ${st.signal}`);
+      }
+      if (!o.keep) rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  const summary = summarize(rows);
+  const failures = rows.filter((r) => !r.ok).length;
+  const header = [
+    `### usbd-tui vs nbdkit, ${facts.date.slice(0, 10)}`,
+    "",
+    `- machine: ${facts.cpus} x ${facts.cpuModel}, ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}`,
+    `- bun ${facts.bun}; ${facts.nbdkit}; ${facts.fio}; ${facts.libnbd}; usbd-tui at ${facts.gitCommit}${facts.gitDirty ? " (dirty tree)" : ""}`,
+    `- CPU policy: ${policy}`,
+    ...(o.aa ? ["- **A/A check: nbdkit stood in for usbd-tui; these ratios measure the harness, not usbd-tui**"] : []),
+    `- ${o.rounds} rounds, ${o.runtime} s per job after ${o.ramp} s ramp, ${o.sizeBytes / 2 ** 30} GiB exports prefilled by 1M writes; ` +
+      `files on ${o.scratch} (${facts.scratchFs})${failures ? `; **${failures} failed measurements**` : ""}`,
+  ];
+  const md = markdown(summary, header);
+  save({ summary, markdown: md });
+  process.stdout.write(`\n${md}\n\nraw results: ${resultsPath}\n`);
+  const unclean = stops.filter((s) => !s.clean);
+  if (unclean.length) process.stdout.write(`note: ${unclean.length} server stop(s) were not clean (see "stops" in the JSON)\n`);
+  if (!o.keep) rmSync(o.scratch, { recursive: true, force: true });
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${(e as Error).message}\n`);
+  process.exit(1);
+});
