@@ -24,6 +24,8 @@ export class ReplyWriter {
   private backlogBytes = 0;
   private flushScheduled = false;
   private closed = false;
+  /** Callers of `whenDrained` waiting for the backlog to reach the socket. */
+  private drainWaiters: Array<() => void> = [];
   private readonly scheduledFlush = (): void => {
     this.flushScheduled = false;
     this.flush();
@@ -83,6 +85,17 @@ export class ReplyWriter {
       this.backlog.shift();
     }
     this.flush();
+    if (this.backlog.length === 0) this.wakeDrainWaiters();
+  }
+
+  /**
+   * Resolves once everything queued so far has been handed to the socket (or the socket closed), so the caller can
+   * end the stream without cutting off replies still waiting behind backpressure.
+   */
+  whenDrained(): Promise<void> {
+    this.flush();
+    if (this.backlog.length === 0 || this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
   }
 
   markClosed(): void {
@@ -90,6 +103,14 @@ export class ReplyWriter {
     this.backlog = [];
     this.backlogBytes = 0;
     this.used = 0;
+    this.wakeDrainWaiters();
+  }
+
+  private wakeDrainWaiters(): void {
+    if (this.drainWaiters.length === 0) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   /** Writes now if nothing is waiting; otherwise (or for whatever the socket leaves) keeps an owned copy. */

@@ -135,13 +135,14 @@ export class Session {
   }
 
   /**
-   * Stops taking new requests, waits until every request already received has been answered, then closes the
-   * transport. Used for DISC and for a clean shutdown.
+   * Stops taking new requests, waits until every request already received has been answered and those replies have
+   * reached the socket, then closes the transport. Used for DISC and for a clean shutdown.
    */
   async shutdown(): Promise<void> {
     this.stopping = true;
     if (this.outstanding > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    this.out.flush();
+    // Replies held back by a full socket would be cut off by closing now (a large READ usually is).
+    await this.out.whenDrained();
     this.end();
   }
 
