@@ -33,7 +33,7 @@ async function fio(dir: string, name: string, jobFile: string): Promise<FioJob[]
   const path = join(dir, `${name}.fio`);
   const output = join(dir, `${name}.json`);
   await Bun.write(path, jobFile);
-  const r = await runResult(["fio", "--output-format=json", `--output=${output}`, path], { timeoutMs: 90_000 });
+  const r = await runResult(["fio", "--output-format=json", `--output=${output}`, path], { timeoutMs: 90_000, cwd: dir });
   const verifyLines = `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => l.includes("verify:"));
   if (r.exitCode !== 0 || verifyLines.length > 0) {
     throw new Error(
@@ -59,6 +59,7 @@ loops=8
 verify=crc32c
 verify_backlog=512
 verify_fatal=1
+verify_state_save=0
 [randrw-verify]
 `;
 }
@@ -98,7 +99,7 @@ for (const devType of DEV_TYPES) {
       const fresh = verifyJob(daemon.uri).replace("loops=8", "loops=1").replace("[global]", "[global]\nverify_only=1\noffset=512m");
       const path = join(work, "verify-only.fio");
       await Bun.write(path, fresh.replace(`numjobs=${JOBS}`, "numjobs=1"));
-      const r = await runResult(["fio", "--output-format=json", `--output=${join(work, "verify-only.json")}`, path]);
+      const r = await runResult(["fio", "--output-format=json", `--output=${join(work, "verify-only.json")}`, path], { cwd: work });
       expect(r.exitCode).not.toBe(0);
       expect(r.stderr).toContain("verify:");
     });

@@ -23,7 +23,7 @@ export interface DaemonOptions {
   readonly devType: DevType;
   /** Device size in the CLI's spelling, default "1GiB". */
   readonly size?: string;
-  /** Where the file device keeps `<storeName>.img`; a fresh temporary directory when absent. */
+  /** Where the file device keeps `<storeName>.img`; a fresh temporary directory (removed at stop) when absent. */
   readonly storeDir?: string;
   readonly storeName?: string;
   readonly exportName?: string;
@@ -127,6 +127,7 @@ export function removeDir(dir: string): void {
 
 /** Starts the server described by `opts` on a fresh Unix socket and waits until it is ready for clients. */
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const ownStore = opts.storeDir === undefined;
   const storeDir = opts.storeDir ?? tempDir("store");
   const storeName = opts.storeName ?? "usbd";
   const size = opts.size ?? "1GiB";
@@ -154,10 +155,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     proc.kill("SIGKILL");
     await proc.exited;
     await drained;
+    cleanup();
     throw new Error(`${(e as Error).message}\ncommand: ${show(cmd)}\n--- stderr ---\n${err.trim()}\n--- stdout ---\n${out.trim()}`);
   });
 
   let stopped = false;
+  function cleanup(): void {
+    rmSync(sockDir, { recursive: true, force: true });
+    if (ownStore) rmSync(storeDir, { recursive: true, force: true });
+  }
   return {
     uri,
     socket,
@@ -173,7 +179,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       const code = await proc.exited;
       clearTimeout(timer);
       await drained;
-      rmSync(sockDir, { recursive: true, force: true });
+      cleanup();
       if (code !== 0 || proc.signalCode !== null) {
         throw new Error(
           `server did not exit cleanly on SIGTERM: exit code ${code}, signal ${proc.signalCode ?? "none"}` +
@@ -185,7 +191,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     kill() {
       stopped = true;
       if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
-      rmSync(sockDir, { recursive: true, force: true });
+      cleanup();
     },
   };
 }
