@@ -2,7 +2,7 @@
  * Data goes in and comes back out unchanged through real clients: nbdcopy and qemu-img for bulk copies, qemu-io for
  * patterns at unaligned offsets that must not disturb their neighbours.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import {
   type Daemon,
@@ -16,6 +16,9 @@ import {
   tempDir,
   writeRandomFile,
 } from "./helpers.ts";
+
+// Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
+setDefaultTimeout(90_000);
 
 const skip = skipReason("copy suite", ["nbdcopy", "qemu-img", "qemu-io"]);
 const MiB = 1024 * 1024;

@@ -8,9 +8,12 @@
  * randrw job never reaches its verify phase (it passes without checking anything). `loops` repeats the job over
  * the same region, `verify_backlog` verifies while writes are still in flight, and `bsrange` mixes request sizes.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import { type Daemon, DEV_TYPES, SERVER, removeDir, runResult, skipReason, startDaemon, tempDir } from "./helpers.ts";
+
+// Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
+setDefaultTimeout(90_000);
 
 const skip = skipReason("fio suite", ["fio"]);
 const JOBS = 4;
@@ -55,7 +58,7 @@ iodepth=16
 numjobs=${JOBS}
 size=${REGION_MIB}m
 offset_increment=${REGION_MIB}m
-loops=8
+loops=20
 verify=crc32c
 verify_backlog=512
 verify_fatal=1
@@ -96,7 +99,7 @@ for (const devType of DEV_TYPES) {
 
     test("the same verify job fails when the data is not what fio wrote (the check can fail)", async () => {
       // verify_only reads and checks without writing first; on a region nobody wrote, every block is wrong.
-      const fresh = verifyJob(daemon.uri).replace("loops=8", "loops=1").replace("[global]", "[global]\nverify_only=1\noffset=512m");
+      const fresh = verifyJob(daemon.uri).replace("loops=20", "loops=1").replace("[global]", "[global]\nverify_only=1\noffset=512m");
       const path = join(work, "verify-only.fio");
       await Bun.write(path, fresh.replace(`numjobs=${JOBS}`, "numjobs=1"));
       const r = await runResult(["fio", "--output-format=json", `--output=${join(work, "verify-only.json")}`, path], { cwd: work });

@@ -2,11 +2,14 @@
  * A real filesystem on the file device through nbdfuse and a loop device: ext4 made, filled, checked clean, and
  * every file intact after the daemon stops and a new daemon serves the same image.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { type Daemon, removeDir, run, runResult, sha256File, skipReason, startDaemon, tempDir, writeRandomFile } from "./helpers.ts";
+
+// Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
+setDefaultTimeout(90_000);
 
 const skip = skipReason("nbdfuse-ext4 suite", ["nbdfuse", "losetup", "mkfs.ext4", "fsck.ext4", "mount", "umount", "fusermount3"]);
 const MiB = 1024 * 1024;

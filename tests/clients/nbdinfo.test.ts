@@ -2,8 +2,11 @@
  * What libnbd's nbdinfo sees: the export's size and advertised capabilities, the export list, and (on the file
  * device) a trimmed range reported as a hole by base:allocation block status.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { type Daemon, DEV_TYPES, SERVER, removeDir, run, skipReason, startDaemon, tempDir } from "./helpers.ts";
+
+// Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
+setDefaultTimeout(90_000);
 
 const skip = skipReason("nbdinfo suite", ["nbdinfo", "qemu-io"]);
 const MiB = 1024 * 1024;
