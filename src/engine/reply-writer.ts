@@ -3,6 +3,8 @@
  * replies costs one syscall and large read payloads go to the socket without an extra copy.
  */
 
+import { SpillRing } from "./spill-ring.ts";
+
 /** The byte stream a session writes to: a Bun socket, or the kernel's end of a socket pair. */
 export interface Transport {
   /** Writes as much as the OS takes now; returns the bytes written (may be fewer), or -1 once closed. */
@@ -19,9 +21,8 @@ export class ReplyWriter {
   /** Reply headers and small payloads collect here until `flush`. */
   readonly staging: Buffer = Buffer.allocUnsafe(STAGING_SIZE);
   used = 0;
-  /** Owned copies of bytes the socket did not take yet, in order. */
-  private backlog: Uint8Array[] = [];
-  private backlogBytes = 0;
+  /** Copies of bytes the socket did not take yet, in order. */
+  private readonly backlog = new SpillRing();
   private flushScheduled = false;
   private closed = false;
   /** Callers of `whenDrained` waiting for the backlog to reach the socket. */
@@ -31,11 +32,14 @@ export class ReplyWriter {
     this.flush();
   };
 
+  private readonly write = (data: Uint8Array, offset: number, length: number): number =>
+    this.transport.write(data, offset, length);
+
   constructor(private readonly transport: Transport) {}
 
   /** Bytes queued but not yet accepted by the socket. */
   get pendingBytes(): number {
-    return this.backlogBytes + this.used;
+    return this.backlog.size + this.used;
   }
 
   /** Makes room for `n` bytes in the staging buffer and returns the offset to write them at. */
@@ -73,19 +77,11 @@ export class ReplyWriter {
 
   /** The socket can take more: write the backlog out. */
   drain(): void {
-    while (this.backlog.length > 0 && !this.closed) {
-      const head = this.backlog[0]!;
-      const written = this.transport.write(head, 0, head.length);
-      if (written < 0) return this.markClosed();
-      this.backlogBytes -= Math.max(written, 0);
-      if (written < head.length) {
-        this.backlog[0] = head.subarray(written);
-        return;
-      }
-      this.backlog.shift();
-    }
+    if (this.closed) return;
+    if (this.backlog.writeTo(this.write) < 0) return this.markClosed();
+    if (this.backlog.size > 0) return;
     this.flush();
-    if (this.backlog.length === 0) this.wakeDrainWaiters();
+    if (this.backlog.size === 0) this.wakeDrainWaiters();
   }
 
   /**
@@ -94,14 +90,13 @@ export class ReplyWriter {
    */
   whenDrained(): Promise<void> {
     this.flush();
-    if (this.backlog.length === 0 || this.closed) return Promise.resolve();
+    if (this.backlog.size === 0 || this.closed) return Promise.resolve();
     return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
   }
 
   markClosed(): void {
     this.closed = true;
-    this.backlog = [];
-    this.backlogBytes = 0;
+    this.backlog.clear();
     this.used = 0;
     this.wakeDrainWaiters();
   }
@@ -113,19 +108,13 @@ export class ReplyWriter {
     for (const resolve of waiters) resolve();
   }
 
-  /** Writes now if nothing is waiting; otherwise (or for whatever the socket leaves) keeps an owned copy. */
+  /** Writes now if nothing is waiting; otherwise (or for whatever the socket leaves) keeps a copy in the ring. */
   private send(bytes: Uint8Array): void {
     if (this.closed) return;
-    let written = 0;
-    if (this.backlog.length === 0) {
-      written = this.transport.write(bytes, 0, bytes.length);
-      if (written < 0) return this.markClosed();
-      if (written === bytes.length) return;
-    }
-    // Copy (Buffer.slice would only make a view): staging is reused and device views may change once we return.
-    const rest = new Uint8Array(bytes.length - written);
-    rest.set(bytes.subarray(written));
-    this.backlog.push(rest);
-    this.backlogBytes += rest.length;
+    if (this.backlog.size > 0) return this.backlog.push(bytes);
+    const written = this.transport.write(bytes, 0, bytes.length);
+    if (written < 0) return this.markClosed();
+    // Copy what is left: staging is reused and device views may change once we return.
+    if (written < bytes.length) this.backlog.push(bytes.subarray(written));
   }
 }

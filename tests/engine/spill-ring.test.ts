@@ -1,0 +1,44 @@
+// The ring that holds reply bytes behind backpressure: order kept across wrap-around, growth and partial writes.
+import { describe, expect, test } from "bun:test";
+import { SpillRing } from "../../src/engine/spill-ring.ts";
+
+/** A socket that takes at most `limit` bytes per call and records what it took. */
+function stingySocket(limit: number) {
+  const taken: number[] = [];
+  return {
+    taken,
+    write: (data: Uint8Array, offset: number, length: number) => {
+      const n = Math.min(limit, length);
+      for (let i = 0; i < n; i++) taken.push(data[offset + i]!);
+      return n;
+    },
+  };
+}
+
+describe("spill ring", () => {
+  test("bytes come out in the order they went in, across wrap-around and growth", () => {
+    const ring = new SpillRing();
+    const expected: number[] = [];
+    const socket = stingySocket(300_000);
+    let value = 0;
+    for (let round = 0; round < 20; round++) {
+      const chunk = new Uint8Array(100_000 + round * 90_001);
+      for (let i = 0; i < chunk.length; i++) chunk[i] = value++ & 0xff;
+      expected.push(...chunk);
+      ring.push(chunk);
+      ring.writeTo(socket.write);
+    }
+    while (ring.size > 0) ring.writeTo(socket.write);
+    expect(socket.taken.length).toBe(expected.length);
+    expect(Buffer.from(socket.taken).equals(Buffer.from(expected))).toBe(true);
+  });
+
+  test("a closed socket (-1) stops the write-out and keeps the bytes", () => {
+    const ring = new SpillRing();
+    ring.push(new Uint8Array(10));
+    expect(ring.writeTo(() => -1)).toBe(-1);
+    expect(ring.size).toBe(10);
+    ring.clear();
+    expect(ring.size).toBe(0);
+  });
+});
