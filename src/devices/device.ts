@@ -52,6 +52,12 @@ export interface DeviceCapabilities {
   readonly readOnly?: boolean;
   /** The data survives close and reopen (the conformance suite then tests reopening). */
   readonly persistent?: boolean;
+  /**
+   * `write` may receive one client WRITE as several calls on consecutive ranges, as its bytes arrive from the
+   * socket, which saves a copy per byte. Only for devices whose writes cost nothing extra when unaligned (memory, a
+   * plain file). Writes with FUA always arrive whole. Default false.
+   */
+  readonly splitWrites?: boolean;
 }
 
 /** A named gauge shown by the dashboard and headless stats: dirty objects, cache bytes, dedup ratio, ... */
@@ -147,5 +153,6 @@ export function resolveCapabilities(device: BlockDevice): Required<DeviceCapabil
     multiConn: c.multiConn ?? false,
     readOnly: c.readOnly ?? false,
     persistent: c.persistent ?? false,
+    splitWrites: c.splitWrites ?? false,
   };
 }

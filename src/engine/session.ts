@@ -21,6 +21,7 @@ import { blockStatusReply, errorReply, readReply, simpleReply } from "./protocol
 import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./protocol/requests.ts";
 import { PayloadPool } from "./payload-pool.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
+import { SplitWrite } from "./split-write.ts";
 import { emulateWriteZeroes } from "./zeroes.ts";
 
 export interface SessionOptions {
@@ -48,6 +49,7 @@ export class Session {
   private readonly out: ReplyWriter;
   private readonly policy: RequestPolicy;
   private readonly nativeFua: boolean;
+  private readonly splitWrites: boolean;
   private readonly pool = new PayloadPool();
 
   private phase: Phase = "header";
@@ -57,6 +59,8 @@ export class Session {
   private current: Request | undefined;
   private assembly: Buffer | undefined;
   private assemblyFill = 0;
+  /** The WRITE being handed to a `splitWrites` device piece by piece, if any. */
+  private split: SplitWrite | undefined;
   /** Bytes of an unacceptable WRITE's payload still to skip, and the error its reply will carry. */
   private discardLeft = 0;
   private discardError = 0;
@@ -74,6 +78,7 @@ export class Session {
     this.out = options.out ?? new ReplyWriter(options.transport);
     const caps = resolveCapabilities(options.device);
     this.nativeFua = caps.fua;
+    this.splitWrites = caps.splitWrites;
     this.policy = {
       size: options.device.size,
       readOnly: caps.readOnly,
@@ -207,6 +212,9 @@ export class Session {
   private takePayload(buf: Buffer, pos: number): number {
     const req = this.current!;
     const available = buf.length - pos;
+    if (this.split !== undefined || (this.splitWrites && available < req.length && (req.flags & CMD_FLAG_FUA) === 0)) {
+      return this.takeSplit(req, buf, pos, available);
+    }
     if (this.assemblyFill === 0 && available >= req.length) {
       // The whole payload is in this chunk: hand the device a view, no copy. Bun never reuses a chunk's memory.
       this.phase = "header";
@@ -225,6 +233,24 @@ export class Session {
       this.phase = "header";
       this.current = undefined;
       this.write(req, assembled.subarray(0, req.length), assembled);
+    }
+    return pos + take;
+  }
+
+  private takeSplit(req: Request, buf: Buffer, pos: number, available: number): number {
+    const split = (this.split ??= new SplitWrite(req, this.device));
+    const take = Math.min(req.length - split.received, available);
+    // A view of the chunk is safe even for asynchronous devices: Bun never reuses a chunk's memory.
+    split.piece(buf.subarray(pos, pos + take));
+    if (split.complete) {
+      this.split = undefined;
+      this.current = undefined;
+      this.phase = "header";
+      const waited = split.finish((failed, error) => (failed ? this.failWith(req, error) : this.complete(req, 0, req.length)));
+      if (waited !== undefined) {
+        this.writesInFlight.add(waited);
+        void waited.finally(() => this.writesInFlight.delete(waited));
+      }
     }
     return pos + take;
   }
@@ -400,6 +426,7 @@ export class Session {
   private releaseAssembly(): void {
     if (this.assembly) this.pool.give(this.assembly);
     this.assembly = undefined;
+    this.split = undefined;
   }
 
   /** Logs the first occurrence of each kind of problem on this connection; a misbehaving client cannot flood the log. */

@@ -37,6 +37,7 @@ class MemDevice implements BlockDevice {
     fastZero: true,
     multiConn: true,
     persistent: false,
+    splitWrites: true,
   };
   // A Map, not an array: a device of 2^50 bytes has 2^30 pages, almost all of which never exist.
   private readonly pages = new Map<number, Uint8Array>();
