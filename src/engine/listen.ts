@@ -22,7 +22,14 @@ export interface Export {
 
 export interface ListenOptions {
   readonly log: Logger;
+  /**
+   * How long `stop()` lets connections finish their in-flight requests and take their replies before it cuts them
+   * off (a client that stopped reading, a device request that never returns). Default 10 s.
+   */
+  readonly shutdownGraceMs?: number;
 }
+
+const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 
 export interface NbdServer {
   /** Where the server listens (for TCP port 0, the port the OS picked). */
@@ -185,7 +192,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
     stop() {
       stopping ??= (async () => {
         listener.stop(false);
-        await Promise.all(
+        const graceful = Promise.all(
           [...connections].map(async (conn) => {
             if (conn.session) await conn.session.shutdown();
             else {
@@ -194,6 +201,18 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
             }
           }),
         );
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const expired = new Promise<"expired">((resolve) => {
+          timer = setTimeout(() => resolve("expired"), options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS);
+        });
+        if ((await Promise.race([graceful, expired])) === "expired") {
+          for (const conn of connections) {
+            log.log("warn", "connection still busy after the shutdown grace period; closing it", { peer: conn.peer });
+            conn.out.markClosed();
+            conn.socket.terminate();
+          }
+        }
+        clearTimeout(timer);
         listener.stop(true);
         if (bound.kind === "unix" && existsSync(bound.path)) unlinkSync(bound.path);
       })();

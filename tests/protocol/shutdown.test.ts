@@ -3,7 +3,12 @@
  * (their replies arrive in full), closes the connections, and removes the Unix socket file.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { listen } from "../../src/engine/listen.ts";
+import { silentLogger } from "../../src/engine/log.ts";
+import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { MiB, type TestServer, later, startServer, wrapDevice } from "./harness.ts";
@@ -122,5 +127,32 @@ describe("server.stop()", () => {
     await expectRefused(s.path);
     const again = await Promise.race([s.server.stop().then(() => "stopped"), Bun.sleep(2000).then(() => "hung")]);
     expect(again).toBe("stopped");
+  });
+});
+
+describe("server.stop() with a connection that cannot finish", () => {
+  test("cuts it off after the grace period instead of hanging", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "usbd-grace-"));
+    const path = join(dir, "nbd.sock");
+    const stuck = wrapDevice(createMemDevice({ size: 8 * MiB }), { read: () => new Promise<Uint8Array>(() => {}) });
+    const server = await listen({ kind: "unix", path }, [{ name: "disk", device: stuck, metrics: new DeviceMetrics() }], {
+      log: silentLogger,
+      shutdownGraceMs: 200,
+    });
+    try {
+      const c = await openExport(path);
+      c.send({ type: CMD.READ, offset: 0, length: 4096 });
+      await Bun.sleep(20);
+      const started = performance.now();
+      await server.stop();
+      const took = performance.now() - started;
+      expect(took).toBeGreaterThanOrEqual(190);
+      expect(took).toBeLessThan(2000);
+      expect(server.connectionCount).toBe(0);
+      await c.raw.waitClosed(2000);
+      expect(existsSync(path)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
