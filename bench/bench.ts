@@ -2,7 +2,7 @@
  * usbd-tui vs nbdkit, measured in one run with the servers alternating job by job. Run it through bench/run.sh,
  * which checks the tools first; `bench/run.sh --help` lists the options, docs/BENCHMARKS.md explains the method.
  */
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { JOBS, type JobSpec, prefill, runCopy, runFio } from "./lib/jobs.ts";
 import { markdown, type RecordRow, summarize } from "./lib/report.ts";
@@ -29,6 +29,8 @@ const HELP = `usage: bench/run.sh [options]
   --gate CORES       before each job wait (max 30 s) until the box is at most CORES busy; 0 = off (default 0.3)
   --out DIR          where the JSON results go (default bench/results)
   --keep             keep the scratch directory afterwards
+  --live             run usbd-tui from the working tree itself; by default it runs from a copy of bin/, src/ and
+                     package.json taken at start, so edits made by others during a long run cannot mix versions
   --aa               A/A check of the harness: nbdkit stands in for usbd-tui, so every ratio should be ~1.0
                      and the spread shows the noise floor
 `;
@@ -48,6 +50,7 @@ interface Options {
   out: string;
   keep: boolean;
   aa: boolean;
+  live: boolean;
 }
 
 function parseSize(s: string): number {
@@ -73,6 +76,7 @@ function parseArgs(argv: string[], repo: string): Options {
     out: join(repo, "bench/results"),
     keep: false,
     aa: false,
+    live: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -123,6 +127,7 @@ function parseArgs(argv: string[], repo: string): Options {
       case "--out": o.out = resolve(value()); break;
       case "--keep": o.keep = true; break;
       case "--aa": o.aa = true; break;
+      case "--live": o.live = true; break;
       default:
         throw new Error(`unknown option ${arg}\n\n${HELP}`);
     }
@@ -163,6 +168,16 @@ async function main(): Promise<void> {
   mkdirSync(o.scratch, { recursive: true });
   mkdirSync(o.out, { recursive: true });
   const facts = await machineFacts(repo, o.scratch);
+  // usbd-tui runs from a snapshot of the code as it is now (committed or not), recorded in the results.
+  let serverRoot = repo;
+  if (!o.live) {
+    serverRoot = join(o.scratch, "tree");
+    mkdirSync(serverRoot, { recursive: true });
+    for (const p of ["bin", "src", "package.json", "tsconfig.json", "bunfig.toml"]) {
+      cpSync(join(repo, p), join(serverRoot, p), { recursive: true });
+    }
+    symlinkSync(join(repo, "node_modules"), join(serverRoot, "node_modules"));
+  }
   const stamp = facts.date.replace(/[:.]/g, "-").slice(0, 19);
   const resultsPath = join(o.out, `bench-${stamp}.json`);
   const rows: RecordRow[] = [];
@@ -214,7 +229,7 @@ async function main(): Promise<void> {
       let startError: string | undefined;
       for (const name of order) {
         try {
-          const s = await startServer(name, { repo, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
+          const s = await startServer(name, { repo: serverRoot, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
             standIn: o.aa });
           running.add(s);
           up.set(name, s);
@@ -283,7 +298,7 @@ async function main(): Promise<void> {
     `### usbd-tui vs nbdkit, ${facts.date.slice(0, 10)}`,
     "",
     `- machine: ${facts.cpus} x ${facts.cpuModel}, ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}`,
-    `- bun ${facts.bun}; ${facts.nbdkit}; ${facts.fio}; ${facts.libnbd}; usbd-tui at ${facts.gitCommit}${facts.gitDirty ? " (dirty tree)" : ""}`,
+    `- bun ${facts.bun}; ${facts.nbdkit}; ${facts.fio}; ${facts.libnbd}; usbd-tui at ${facts.gitCommit}${facts.gitDirty ? ` + uncommitted changes in bin/ src/ (diff ${facts.gitDiffHash})` : ""}${o.live ? " (live tree)" : ""}`,
     `- CPU policy: ${policy}`,
     ...(o.aa ? ["- **A/A check: nbdkit stood in for usbd-tui; these ratios measure the harness, not usbd-tui**"] : []),
     `- ${o.rounds} rounds, ${o.runtime} s per job after ${o.ramp} s ramp, ${o.sizeBytes / 2 ** 30} GiB exports prefilled by 1M writes; ` +

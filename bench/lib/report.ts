@@ -77,7 +77,11 @@ export interface JobSummary {
   ratioMax: number | null;
   target: number | null;
   met: boolean | null;
+  /** Rounds in which either side's job shared the box with other work (other load > NOISY_CORES). */
+  noisyRounds: number[];
 }
+
+export const NOISY_CORES = 0.15;
 
 function summarizeServer(rows: RecordRow[], metric: Metric): ServerSummary | undefined {
   const ok = rows.filter((r) => r.ok && r.result);
@@ -127,6 +131,7 @@ export function summarize(rows: RecordRow[]): Record<DeviceKind, JobSummary[]> {
         ratioMax: ratios.length ? Math.max(...ratios) : null,
         target,
         met: target === null || ratio === null ? null : ratio >= target,
+        noisyRounds: [...new Set(mine.filter((r) => (r.otherCores ?? 0) > NOISY_CORES).map((r) => r.round))].sort((x, y) => x - y),
       });
     }
     if (jobs.length) out[pair] = jobs;
@@ -160,14 +165,14 @@ export function markdown(summary: Record<DeviceKind, JobSummary[]>, header: stri
     }
     lines.push("");
     lines.push(
-      `| job | p99 lat ${usbd} | p99 lat ${peer} | srv CPU ${usbd} | srv CPU ${peer} | srv us/op ${usbd} | srv us/op ${peer} | other load |`,
+      `| job | p99 lat ${usbd} | p99 lat ${peer} | srv CPU ${usbd} | srv CPU ${peer} | srv us/op ${usbd} | srv us/op ${peer} | other load | noisy rounds |`,
     );
-    lines.push("|---|---:|---:|---:|---:|---:|---:|---:|");
+    lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const j of summary[pair]) {
       lines.push(
         `| ${j.job} | ${f(j.usbd?.p99LatUs, 0, " us")} | ${f(j.peer?.p99LatUs, 0, " us")} | ${f(j.usbd?.serverCpuPct, 0, "%")} | ` +
           `${f(j.peer?.serverCpuPct, 0, "%")} | ${f(j.usbd?.serverCpuUsPerUnit, 2)} | ${f(j.peer?.serverCpuUsPerUnit, 2)} | ` +
-          `${f(Math.max(0, j.usbd?.otherCores ?? 0, j.peer?.otherCores ?? 0), 2)} |`,
+          `${f(Math.max(0, j.usbd?.otherCores ?? 0, j.peer?.otherCores ?? 0), 2)} | ${j.noisyRounds.join(",") || "-"} |`,
       );
     }
     lines.push("");
@@ -177,7 +182,8 @@ export function markdown(summary: Record<DeviceKind, JobSummary[]>, header: stri
       "min-max = its range over rounds. p99 lat = fio completion latency. srv CPU = server process (all threads), " +
       "% of one core over the job. srv us/op = server CPU per request (4k jobs) or per MiB (1M jobs, nbdcopy). " +
       "other load = box CPU (tick-sampled /proc/stat) not used by server or client, in cores (worst of the two medians, " +
-      "floored at 0; > 0.1 means another process competed; tick sampling under-counts at QD1).",
+      "floored at 0; tick sampling under-counts at QD1); noisy rounds = rounds where either side saw > " +
+      `${NOISY_CORES} cores of other load (another process competed).`,
   );
   return lines.join("\n");
 }

@@ -123,7 +123,9 @@ export interface MachineFacts {
   fio: string;
   libnbd: string;
   gitCommit: string;
+  /** Uncommitted changes in bin/ or src/ (what usbd-tui runs), and a short hash of that diff. */
   gitDirty: boolean;
+  gitDiffHash: string;
   scratchFs: string;
 }
 
@@ -131,7 +133,8 @@ export async function machineFacts(repo: string, scratch: string): Promise<Machi
   const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
   const meminfo = readFileSync("/proc/meminfo", "utf8");
   const memKb = Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0);
-  const status = await run(["git", "status", "--porcelain", "--untracked-files=no"], { cwd: repo }).catch(() => undefined);
+  const status = await run(["git", "status", "--porcelain", "--", "bin", "src"], { cwd: repo }).catch(() => undefined);
+  const diff = await run(["git", "diff", "HEAD", "--", "bin", "src"], { cwd: repo }).catch(() => undefined);
   return {
     date: new Date().toISOString(),
     hostname: (await firstLine(["hostname"])) || "unknown",
@@ -145,6 +148,7 @@ export async function machineFacts(repo: string, scratch: string): Promise<Machi
     libnbd: (await run(["nbdcopy", "--version"]).catch(() => undefined))?.stdout.trim().split("\n").pop() ?? "unknown",
     gitCommit: await firstLine(["git", "-C", repo, "rev-parse", "--short", "HEAD"]),
     gitDirty: (status?.stdout.trim().length ?? 0) > 0,
+    gitDiffHash: new Bun.CryptoHasher("sha256").update(diff?.stdout ?? "").digest("hex").slice(0, 10),
     scratchFs: await firstLine(["stat", "-f", "-c", "%T", scratch]),
   };
 }
