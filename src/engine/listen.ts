@@ -11,6 +11,7 @@ import type { DeviceMetrics } from "./metrics.ts";
 import { type ExportInfo, Handshake } from "./protocol/handshake.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
 import { Session } from "./session.ts";
+import { enlargeSocketBuffers } from "./socket-buffers.ts";
 
 /** A device offered under a name. */
 export interface Export {
@@ -117,6 +118,9 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
 
   const handlers = {
     open(socket: Socket<Connection>) {
+      // Bun's Socket has `fd` at run time, though its type declarations omit it.
+      const fd = (socket as unknown as { fd?: number }).fd;
+      if (typeof fd === "number") enlargeSocketBuffers(fd);
       const id = nextId++;
       const peer = address.kind === "unix" ? `unix client #${id}` : `${socket.remoteAddress} #${id}`;
       const conn: Connection = { id, peer, socket, out: new ReplyWriter(transportOf(socket)), handshake: undefined, session: undefined, closed: false };

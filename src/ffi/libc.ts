@@ -21,6 +21,12 @@ export const LOCK_UN = 8;
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
 export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+/** Like SO_SNDBUF/SO_RCVBUF but may exceed net.core.wmem_max/rmem_max; needs CAP_NET_ADMIN. */
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
 
 const ENXIO = 6;
 
@@ -50,6 +56,8 @@ function open() {
     // Fixed three-argument form: variadic calls are not portable through FFI, and every ioctl we use takes one arg.
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     socketpair: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   });
 }
 
@@ -116,4 +124,18 @@ export function socketpair(domain = AF_UNIX, type = SOCK_STREAM): [number, numbe
   const fds = new Int32Array(2);
   if (libc().socketpair(domain, type | SOCK_CLOEXEC, 0, fds) !== 0) throw fail("socketpair", `domain ${domain}`);
   return [fds[0] ?? -1, fds[1] ?? -1];
+}
+
+/** setsockopt(2) for an int-valued option. */
+export function setSocketOption(fd: number, level: number, name: number, value: number): void {
+  const v = new Int32Array([value]);
+  if (libc().setsockopt(fd, level, name, v, 4) !== 0) throw fail("setsockopt", `fd ${fd}, option ${name}`);
+}
+
+/** getsockopt(2) for an int-valued option. */
+export function getSocketOption(fd: number, level: number, name: number): number {
+  const v = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  if (libc().getsockopt(fd, level, name, v, len) !== 0) throw fail("getsockopt", `fd ${fd}, option ${name}`);
+  return v[0] ?? 0;
 }

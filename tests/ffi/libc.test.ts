@@ -169,3 +169,28 @@ describe("errno names", () => {
     expect(errnoNumber("EOPNOTSUPP")).toBe(95);
   });
 });
+
+describe("socket options", () => {
+  test("enlargeSocketBuffers raises SO_SNDBUF and SO_RCVBUF on a socket and ignores a non-socket", async () => {
+    const { SOL_SOCKET, SO_RCVBUF, SO_SNDBUF, getSocketOption, socketpair } = await import("../../src/ffi/libc.ts");
+    const { enlargeSocketBuffers } = await import("../../src/engine/socket-buffers.ts");
+    const { closeSync, openSync } = await import("node:fs");
+    const [a, b] = socketpair();
+    try {
+      const before = getSocketOption(a, SOL_SOCKET, SO_SNDBUF);
+      enlargeSocketBuffers(a, 4 * 1024 * 1024);
+      expect(getSocketOption(a, SOL_SOCKET, SO_SNDBUF)).toBeGreaterThan(before);
+      expect(getSocketOption(a, SOL_SOCKET, SO_RCVBUF)).toBeGreaterThan(before);
+    } finally {
+      closeSync(a);
+      closeSync(b);
+    }
+    const fd = openSync("/dev/null", "r");
+    try {
+      expect(() => enlargeSocketBuffers(fd)).not.toThrow();
+      expect(() => getSocketOption(fd, SOL_SOCKET, SO_SNDBUF)).toThrow(/getsockopt.*ENOTSOCK/);
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
