@@ -12,6 +12,7 @@ import { type ExportInfo, Handshake } from "./protocol/handshake.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
 import { Session } from "./session.ts";
 import { enlargeSocketBuffers } from "./socket-buffers.ts";
+import { recvNonBlocking } from "../ffi/libc.ts";
 
 /** A device offered under a name. */
 export interface Export {
@@ -55,6 +56,15 @@ interface Connection {
 
 export class ListenError extends Error {}
 
+/** Bytes already waiting on `fd`; 0 when none, at end of stream, or on an error (Bun's own read reports those). */
+function receiveWaiting(fd: number, dest: Uint8Array): number {
+  try {
+    return Math.max(0, recvNonBlocking(fd, dest));
+  } catch {
+    return 0;
+  }
+}
+
 function exportInfo(e: Export): ExportInfo {
   const caps = resolveCapabilities(e.device);
   return {
@@ -92,9 +102,13 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
   const findExport = (name: string): ExportInfo | undefined => infos.get(name === "" ? exports[0]!.name : name);
 
   function transportOf(socket: Socket<Connection>): Transport {
+    // Bun's Socket has `fd` at run time, though its type declarations omit it.
+    const fd = (socket as unknown as { fd?: number }).fd;
     return {
       write: (data, offset, length) => socket.write(data, offset, length),
       end: () => socket.end(),
+      // Bun hands each recv() to `data` before it reads again, so bytes read here are the ones that follow.
+      receiveInto: typeof fd === "number" && fd >= 0 ? (dest) => receiveWaiting(fd, dest) : undefined,
     };
   }
 
@@ -118,7 +132,6 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
 
   const handlers = {
     open(socket: Socket<Connection>) {
-      // Bun's Socket has `fd` at run time, though its type declarations omit it.
       const fd = (socket as unknown as { fd?: number }).fd;
       if (typeof fd === "number") enlargeSocketBuffers(fd);
       const id = nextId++;

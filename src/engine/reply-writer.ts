@@ -11,6 +11,12 @@ export interface Transport {
   write(data: Uint8Array, byteOffset: number, byteLength: number): number;
   /** Closes the stream after everything written so far. */
   end(): void;
+  /**
+   * Optional: reads bytes that are already waiting on the stream straight into `dest` (no more than its length),
+   * returning how many; 0 when none are waiting or the stream has ended (its close is reported separately). It
+   * must only return bytes that come after every chunk already handed to the session, in order.
+   */
+  receiveInto?(dest: Uint8Array): number;
 }
 
 const STAGING_SIZE = 256 * 1024;

@@ -20,8 +20,8 @@ import {
 import { blockStatusReply, errorReply, readReply, simpleReply } from "./protocol/replies.ts";
 import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./protocol/requests.ts";
 import { PayloadPool } from "./payload-pool.ts";
+import { type ReceiveBuffer, ReceiveBuffers } from "./receive-buffers.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
-import { SplitWrite } from "./split-write.ts";
 import { emulateWriteZeroes } from "./zeroes.ts";
 
 export interface SessionOptions {
@@ -40,6 +40,8 @@ export interface SessionOptions {
 }
 
 const FUA: WriteOptions = { fua: true };
+/** Payload remainders at least this large are read from the socket directly when the transport allows it. */
+const DIRECT_RECEIVE_MIN = 16 * 1024;
 
 type Phase = "header" | "payload" | "discard";
 
@@ -49,18 +51,20 @@ export class Session {
   private readonly out: ReplyWriter;
   private readonly policy: RequestPolicy;
   private readonly nativeFua: boolean;
-  private readonly splitWrites: boolean;
   private readonly pool = new PayloadPool();
+  private readonly receiveBuffers = new ReceiveBuffers();
+  /** The reused receive buffer the bytes being parsed live in (undefined for chunks Bun allocated). */
+  private borrowed: ReceiveBuffer | undefined;
 
   private phase: Phase = "header";
   private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
   private headerFill = 0;
   /** The WRITE whose payload is arriving, where it is being assembled, and how much has come. */
   private current: Request | undefined;
-  private assembly: Buffer | undefined;
+  private assembly: Uint8Array | undefined;
+  /** `assembly` is the device's own memory (writeTarget), not a pooled buffer. */
+  private assemblyInDevice = false;
   private assemblyFill = 0;
-  /** The WRITE being handed to a `splitWrites` device piece by piece, if any. */
-  private split: SplitWrite | undefined;
   /** Bytes of an unacceptable WRITE's payload still to skip, and the error its reply will carry. */
   private discardLeft = 0;
   private discardError = 0;
@@ -78,7 +82,6 @@ export class Session {
     this.out = options.out ?? new ReplyWriter(options.transport);
     const caps = resolveCapabilities(options.device);
     this.nativeFua = caps.fua;
-    this.splitWrites = caps.splitWrites;
     this.policy = {
       size: options.device.size,
       readOnly: caps.readOnly,
@@ -95,8 +98,37 @@ export class Session {
     return this.outstanding;
   }
 
-  /** Feeds bytes from the transport. */
+  /** Feeds bytes from the transport, then reads whatever else is already waiting on it directly. */
   receive(chunk: Uint8Array): void {
+    this.parse(chunk);
+    // Replies go out before reading on, so the client can refill its queue while we parse.
+    this.out.flush();
+    this.readWaiting();
+  }
+
+  /**
+   * Reads bytes already waiting on the transport into reused buffers and parses them, until the socket has no
+   * more: after one Bun read per wake-up, the rest skips Bun's per-read allocation and copy.
+   */
+  private readWaiting(): void {
+    const receiveInto = this.options.transport.receiveInto;
+    if (receiveInto === undefined) return;
+    while (!this.stopping) {
+      const target = this.receiveBuffers.free();
+      const n = receiveInto(target.bytes);
+      if (n <= 0) return;
+      this.borrowed = target;
+      try {
+        this.parse(target.bytes.subarray(0, n));
+      } finally {
+        this.borrowed = undefined;
+      }
+      this.out.flush();
+      if (n < target.bytes.length) return;
+    }
+  }
+
+  private parse(chunk: Uint8Array): void {
     if (this.stopping) return;
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let pos = 0;
@@ -124,7 +156,6 @@ export class Session {
         if (this.discardLeft === 0) this.finishDiscard();
       }
     }
-    this.out.flush();
   }
 
   /** The transport can take more bytes. */
@@ -212,9 +243,7 @@ export class Session {
   private takePayload(buf: Buffer, pos: number): number {
     const req = this.current!;
     const available = buf.length - pos;
-    if (this.split !== undefined || (this.splitWrites && available < req.length && (req.flags & CMD_FLAG_FUA) === 0)) {
-      return this.takeSplit(req, buf, pos, available);
-    }
+    const direct = this.options.transport.receiveInto;
     if (this.assemblyFill === 0 && available >= req.length) {
       // The whole payload is in this chunk: hand the device a view, no copy. Bun never reuses a chunk's memory.
       this.phase = "header";
@@ -222,35 +251,27 @@ export class Session {
       this.write(req, buf.subarray(pos, pos + req.length), undefined);
       return pos + req.length;
     }
-    this.assembly ??= this.pool.take(req.length);
+    if (this.assembly === undefined) {
+      // Where the device offers its own memory, the payload lands there directly (see BlockDevice.writeTarget).
+      const target = direct !== undefined ? this.device.writeTarget?.(req.offset, req.length) : undefined;
+      this.assemblyInDevice = target !== undefined;
+      this.assembly = target ?? this.pool.take(req.length);
+    }
     const take = Math.min(req.length - this.assemblyFill, available);
-    buf.copy(this.assembly, this.assemblyFill, pos, pos + take);
+    this.assembly.set(buf.subarray(pos, pos + take), this.assemblyFill);
     this.assemblyFill += take;
+    if (this.assemblyFill < req.length && direct !== undefined && req.length - this.assemblyFill >= DIRECT_RECEIVE_MIN) {
+      // Take the rest of a large payload straight from the socket into the reused buffer: this skips Bun's copy
+      // into a freshly allocated chunk (and its page faults), which is most of the cost of large writes.
+      this.assemblyFill += this.options.transport.receiveInto!(this.assembly.subarray(this.assemblyFill, req.length));
+    }
     if (this.assemblyFill === req.length) {
       const assembled = this.assembly;
       this.assembly = undefined;
       this.assemblyFill = 0;
       this.phase = "header";
       this.current = undefined;
-      this.write(req, assembled.subarray(0, req.length), assembled);
-    }
-    return pos + take;
-  }
-
-  private takeSplit(req: Request, buf: Buffer, pos: number, available: number): number {
-    const split = (this.split ??= new SplitWrite(req, this.device));
-    const take = Math.min(req.length - split.received, available);
-    // A view of the chunk is safe even for asynchronous devices: Bun never reuses a chunk's memory.
-    split.piece(buf.subarray(pos, pos + take));
-    if (split.complete) {
-      this.split = undefined;
-      this.current = undefined;
-      this.phase = "header";
-      const waited = split.finish((failed, error) => (failed ? this.failWith(req, error) : this.complete(req, 0, req.length)));
-      if (waited !== undefined) {
-        this.writesInFlight.add(waited);
-        void waited.finally(() => this.writesInFlight.delete(waited));
-      }
+      this.write(req, assembled.subarray(0, req.length), this.assemblyInDevice ? undefined : (assembled as Buffer));
     }
     return pos + take;
   }
@@ -321,10 +342,14 @@ export class Session {
         () => this.complete(req, 0, req.length),
         (error: unknown) => this.failWith(req, error),
       );
+      // The device may still read `data`: a receive buffer it is a view of must not be refilled until then.
+      const held = pooled === undefined ? this.borrowed : undefined;
+      if (held) held.holds++;
       this.writesInFlight.add(settled);
       void settled.finally(() => {
         this.writesInFlight.delete(settled);
         if (pooled) this.pool.give(pooled);
+        if (held) held.holds--;
       });
       return;
     }
@@ -424,9 +449,8 @@ export class Session {
   }
 
   private releaseAssembly(): void {
-    if (this.assembly) this.pool.give(this.assembly);
+    if (this.assembly && !this.assemblyInDevice) this.pool.give(this.assembly as Buffer);
     this.assembly = undefined;
-    this.split = undefined;
   }
 
   /** Logs the first occurrence of each kind of problem on this connection; a misbehaving client cannot flood the log. */

@@ -29,6 +29,9 @@ export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
 
 const ENXIO = 6;
+const EAGAIN = 11;
+const EINTR = 4;
+export const MSG_DONTWAIT = 0x40;
 
 /** A failed libc call; `code` is the errno name ("EOPNOTSUPP"), like Node's fs errors. */
 export class LibcError extends Error {
@@ -56,6 +59,7 @@ function open() {
     // Fixed three-argument form: variadic calls are not portable through FFI, and every ioctl we use takes one arg.
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     socketpair: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+    recv: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64_fast },
     setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   });
@@ -138,4 +142,18 @@ export function getSocketOption(fd: number, level: number, name: number): number
   const len = new Uint32Array([4]);
   if (libc().getsockopt(fd, level, name, v, len) !== 0) throw fail("getsockopt", `fd ${fd}, option ${name}`);
   return v[0] ?? 0;
+}
+
+/**
+ * recv(2) with MSG_DONTWAIT into `dest`: the bytes read, 0 at end of stream, or -1 when nothing is waiting now.
+ * Other failures (the peer reset the connection) throw.
+ */
+export function recvNonBlocking(fd: number, dest: Uint8Array): number {
+  for (;;) {
+    const r = Number(libc().recv(fd, dest, dest.length, MSG_DONTWAIT));
+    if (r >= 0) return r;
+    const errno = lastErrno();
+    if (errno === EAGAIN) return -1;
+    if (errno !== EINTR) throw new LibcError("recv", errno, `fd ${fd}`);
+  }
 }
