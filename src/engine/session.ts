@@ -55,6 +55,8 @@ export class Session {
   private readonly receiveBuffers = new ReceiveBuffers();
   /** The reused receive buffer the bytes being parsed live in (undefined for chunks Bun allocated). */
   private borrowed: ReceiveBuffer | undefined;
+  /** When the bytes being parsed arrived: the start time of every request in them. */
+  private receivedAt = 0;
 
   private phase: Phase = "header";
   private readonly header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
@@ -130,6 +132,7 @@ export class Session {
 
   private parse(chunk: Uint8Array): void {
     if (this.stopping) return;
+    this.receivedAt = performance.now();
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let pos = 0;
     const end = buf.length;
@@ -214,7 +217,7 @@ export class Session {
       handleLo: b.readUInt32BE(at + 12),
       offset: joinOffset(b.readUInt32BE(at + 16), b.readUInt32BE(at + 20)),
       length: b.readUInt32BE(at + 24),
-      started: this.metrics.begin(),
+      started: this.metrics.begin(this.receivedAt),
     };
     this.outstanding++;
     const rejection = checkRequest(req, this.policy);
