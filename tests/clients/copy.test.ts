@@ -7,7 +7,7 @@ import { join } from "node:path";
 import {
   type Daemon,
   DEV_TYPES,
-  removeDir,
+  stopAndRemove,
   run,
   runResult,
   sha256File,
@@ -39,14 +39,7 @@ for (const devType of DEV_TYPES) {
       daemon = await startDaemon({ devType, size: `${DEVICE_BYTES / MiB}MiB`, storeDir: work, storeName: "usbd" });
     });
 
-    afterAll(async () => {
-      try {
-        await daemon?.stop();
-      } finally {
-        daemon?.kill();
-        removeDir(work);
-      }
-    });
+    afterAll(() => stopAndRemove(daemon, work));
 
     test("nbdcopy of a 64 MiB random file into the device and back out keeps its sha256", async () => {
       await run(["nbdcopy", source, daemon.uri]);

@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
-import { type Daemon, DEV_TYPES, SERVER, removeDir, runResult, skipReason, startDaemon, tempDir } from "./helpers.ts";
+import { type Daemon, DEV_TYPES, SERVER, removeDir, runResult, stopAndRemove, skipReason, startDaemon, tempDir } from "./helpers.ts";
 
 // Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
 setDefaultTimeout(90_000);
@@ -77,14 +77,7 @@ for (const devType of DEV_TYPES) {
       daemon = await startDaemon({ devType, size: "1GiB", storeDir: work });
     });
 
-    afterAll(async () => {
-      try {
-        await daemon?.stop();
-      } finally {
-        daemon?.kill();
-        removeDir(work);
-      }
-    });
+    afterAll(() => stopAndRemove(daemon, work));
 
     test(`${JOBS} concurrent jobs, each in its own region, read back every block they wrote intact`, async () => {
       const jobs = await fio(work, "randrw-verify", verifyJob(daemon.uri));

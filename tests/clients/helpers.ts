@@ -125,6 +125,16 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/** afterAll cleanup: stops the daemon cleanly (asserting exit 0), kills it if that failed, removes `dir`. */
+export async function stopAndRemove(daemon: Daemon | undefined, dir: string): Promise<void> {
+  try {
+    await daemon?.stop();
+  } finally {
+    daemon?.kill();
+    removeDir(dir);
+  }
+}
+
 /** Starts the server described by `opts` on a fresh Unix socket and waits until it is ready for clients. */
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const ownStore = opts.storeDir === undefined;

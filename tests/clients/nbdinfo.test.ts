@@ -3,7 +3,7 @@
  * device) a trimmed range reported as a hole by base:allocation block status.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { type Daemon, DEV_TYPES, SERVER, removeDir, run, skipReason, startDaemon, tempDir } from "./helpers.ts";
+import { type Daemon, DEV_TYPES, SERVER, run, skipReason, startDaemon, stopAndRemove, tempDir } from "./helpers.ts";
 
 // Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
 setDefaultTimeout(90_000);
@@ -28,14 +28,7 @@ for (const devType of DEV_TYPES) {
       daemon = await startDaemon({ devType, size: "1GiB", storeDir, storeName: "usbd" });
     });
 
-    afterAll(async () => {
-      try {
-        await daemon?.stop();
-      } finally {
-        daemon?.kill();
-        removeDir(storeDir);
-      }
-    });
+    afterAll(() => stopAndRemove(daemon, storeDir));
 
     test("reports the export size and advertises flush, FUA, trim, zero and multi-conn", async () => {
       const info = JSON.parse(await run(["nbdinfo", "--json", daemon.uri]));

@@ -26,6 +26,18 @@ const ZERO_PAGE = new Uint8Array(PAGE);
 /** extents() answers for at most this many pages per call (the contract allows a prefix). */
 const MAX_EXTENT_PAGES = 1 << 16;
 
+/** Calls `visit` for each page piece of [offset, offset+length): page index, offset in page, length, bytes before. */
+function eachPage(offset: number, length: number, visit: (index: number, inPage: number, n: number, done: number) => void): void {
+  for (let done = 0; done < length; ) {
+    const pos = offset + done;
+    const index = Math.floor(pos / PAGE);
+    const inPage = pos - index * PAGE;
+    const n = Math.min(PAGE - inPage, length - done);
+    visit(index, inPage, n, done);
+    done += n;
+  }
+}
+
 /** A mem device. Every call completes synchronously, so the types promise values, not promises. */
 class MemDevice implements BlockDevice {
   readonly kind = "mem";
@@ -62,16 +74,10 @@ class MemDevice implements BlockDevice {
   private readAcross(offset: number, length: number): Uint8Array {
     // A fresh buffer is already zero, so unallocated pages need no copy.
     const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const index = Math.floor(pos / PAGE);
-      const inPage = pos - index * PAGE;
-      const n = Math.min(PAGE - inPage, length - done);
+    eachPage(offset, length, (index, inPage, n, done) => {
       const page = this.pages.get(index);
       if (page !== undefined) out.set(page.subarray(inPage, inPage + n), done);
-      done += n;
-    }
+    });
     return out;
   }
 
@@ -87,15 +93,7 @@ class MemDevice implements BlockDevice {
       if (data.buffer !== page.buffer || data.byteOffset !== page.byteOffset + inPage) page.set(data, inPage);
       return;
     }
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const i = Math.floor(pos / PAGE);
-      const off = pos - i * PAGE;
-      const n = Math.min(PAGE - off, length - done);
-      this.page(i).set(data.subarray(done, done + n), off);
-      done += n;
-    }
+    eachPage(offset, length, (i, off, n, done) => this.page(i).set(data.subarray(done, done + n), off));
   }
 
   /** In-page ranges can take a WRITE's payload straight from the socket (see BlockDevice.writeTarget). */
