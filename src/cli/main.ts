@@ -72,6 +72,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (kind.persistent) mkdirSync(options.storeDir, { recursive: true, mode: 0o700 });
     const device = await createDevice(options.devType, {
       size: options.storeSizeGiven || !kind.persistent ? options.storeSize : undefined,
+      defaultSize: options.storeSize,
       blockSize: options.blockSize,
       storeDir: options.storeDir,
       storeName: options.storeName,

@@ -2,6 +2,7 @@
  * The device kinds usbd-tui ships and one way to create any of them from CLI-level options. A new kind adds one
  * entry to `deviceKinds`; nothing else needs to change.
  */
+import { existsSync } from "node:fs";
 import path from "node:path";
 import type { BlockDevice, MaybePromise } from "./device.ts";
 import { openFileDevice } from "./file/index.ts";
@@ -15,6 +16,8 @@ export { openFileDevice, type FileDevice, type FileDeviceOptions } from "./file/
 export interface DeviceOptions {
   /** Size in bytes (--store-size). Required for new stores; persistent kinds may take it from the store. */
   readonly size?: number;
+  /** Size for a new store when `size` is not given (the CLI's default --store-size); an existing store keeps its own. */
+  readonly defaultSize?: number;
   readonly blockSize?: number;
   /** Directory holding persistent stores (--store-dir). */
   readonly storeDir?: string;
@@ -50,7 +53,10 @@ export const deviceKinds = {
   file: {
     description: "a sparse image file <store-dir>/<store-name>.img; trim punches holes",
     persistent: true,
-    create: (o: DeviceOptions) => openFileDevice({ path: storeImagePath(o, "file"), size: o.size, blockSize: o.blockSize }),
+    create: (o: DeviceOptions) => {
+      const path = storeImagePath(o, "file");
+      return openFileDevice({ path, size: o.size ?? (existsSync(path) ? undefined : o.defaultSize), blockSize: o.blockSize });
+    },
   },
 } as const satisfies Record<string, DeviceKindInfo>;
 

@@ -105,3 +105,17 @@ describe("running and stopping", () => {
     }
   });
 });
+
+describe("file stores", () => {
+  test("a new file store without --store-size gets the default 1 GiB; reopening keeps its size", async () => {
+    const dir = tempDir("default-size");
+    try {
+      const first = await startDaemon({ devType: "file", storeDir: dir, size: "" });
+      expect((await run(["nbdinfo", "--size", first.uri])).trim()).toBe(String(1024 ** 3));
+      await first.stop();
+      expect(Bun.file(join(dir, "usbd.img")).size).toBe(1024 ** 3);
+    } finally {
+      removeDir(dir);
+    }
+  });
+});

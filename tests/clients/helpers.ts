@@ -21,7 +21,7 @@ export type DevType = "mem" | "file";
 
 export interface DaemonOptions {
   readonly devType: DevType;
-  /** Device size in the CLI's spelling, default "1GiB". */
+  /** Device size in the CLI's spelling, default "1GiB"; "" passes no --store-size at all. */
   readonly size?: string;
   /** Where the file device keeps `<storeName>.img`; a fresh temporary directory (removed at stop) when absent. */
   readonly storeDir?: string;
@@ -212,7 +212,7 @@ function usbdCommand(opts: DaemonOptions, storeDir: string, storeName: string, s
     CLI,
     "--headless",
     `--dev-type=${opts.devType}`,
-    `--store-size=${size}`,
+    ...(size === "" ? [] : [`--store-size=${size}`]),
     `--store-dir=${storeDir}`,
     `--store-name=${storeName}`,
     "--listen",
