@@ -52,6 +52,12 @@ export interface DeviceCapabilities {
   readonly readOnly?: boolean;
   /** The data survives close and reopen (the conformance suite then tests reopening). */
   readonly persistent?: boolean;
+  /**
+   * `write` may receive one large client WRITE as several calls on consecutive ranges, as its bytes arrive,
+   * which keeps each piece in the CPU cache between the socket and the device. Only for devices whose writes cost
+   * nothing extra when split or unaligned (memory, a plain file). Writes with FUA always arrive whole. Default false.
+   */
+  readonly splitWrites?: boolean;
 }
 
 /** A named gauge shown by the dashboard and headless stats: dirty objects, cache bytes, dedup ratio, ... */
@@ -88,15 +94,6 @@ export interface BlockDevice {
 
   /** Writes `data` at `offset`. `data` belongs to the engine and is reused after the call completes: copy it. */
   write(offset: number, data: Uint8Array, options?: WriteOptions): MaybePromise<void>;
-
-  /**
-   * Optional zero-copy path for large writes: a view of the device's own memory for [offset, offset+length) into
-   * which the engine receives a WRITE's payload straight from the socket, then calls `write(offset, view)` with that
-   * same view. Return undefined when no single view backs the range. Until `write` is called the bytes may be
-   * partly there (as with any write in flight, concurrent reads may see them); `write` must also accept a view
-   * whose memory was replaced in between (a concurrent trim), by copying it as usual.
-   */
-  writeTarget?(offset: number, length: number): Uint8Array | undefined;
 
   /** Discards a range: later reads may return zeros or the old data, but must not fail. */
   trim(offset: number, length: number, options?: WriteOptions): MaybePromise<void>;
@@ -156,5 +153,6 @@ export function resolveCapabilities(device: BlockDevice): Required<DeviceCapabil
     multiConn: c.multiConn ?? false,
     readOnly: c.readOnly ?? false,
     persistent: c.persistent ?? false,
+    splitWrites: c.splitWrites ?? false,
   };
 }

@@ -22,6 +22,7 @@ import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./pr
 import { PayloadPool } from "./payload-pool.ts";
 import { type ReceiveBuffer, ReceiveBuffers } from "./receive-buffers.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
+import { SplitWrite } from "./split-write.ts";
 import { emulateWriteZeroes } from "./zeroes.ts";
 
 export interface SessionOptions {
@@ -51,6 +52,7 @@ export class Session {
   private readonly out: ReplyWriter;
   private readonly policy: RequestPolicy;
   private readonly nativeFua: boolean;
+  private readonly splitWrites: boolean;
   private readonly pool = new PayloadPool();
   private readonly receiveBuffers = new ReceiveBuffers();
   /** The reused receive buffer the bytes being parsed live in (undefined for chunks Bun allocated). */
@@ -63,10 +65,10 @@ export class Session {
   private headerFill = 0;
   /** The WRITE whose payload is arriving, where it is being assembled, and how much has come. */
   private current: Request | undefined;
-  private assembly: Uint8Array | undefined;
-  /** `assembly` is the device's own memory (writeTarget), not a pooled buffer. */
-  private assemblyInDevice = false;
+  private assembly: Buffer | undefined;
   private assemblyFill = 0;
+  /** The WRITE being handed to a `splitWrites` device piece by piece, if any. */
+  private split: SplitWrite | undefined;
   /** Bytes of an unacceptable WRITE's payload still to skip, and the error its reply will carry. */
   private discardLeft = 0;
   private discardError = 0;
@@ -84,6 +86,7 @@ export class Session {
     this.out = options.out ?? new ReplyWriter(options.transport);
     const caps = resolveCapabilities(options.device);
     this.nativeFua = caps.fua;
+    this.splitWrites = caps.splitWrites;
     this.policy = {
       size: options.device.size,
       readOnly: caps.readOnly,
@@ -247,6 +250,7 @@ export class Session {
     const req = this.current!;
     const available = buf.length - pos;
     const direct = this.options.transport.receiveInto;
+    if (this.split !== undefined) return this.takeSplit(buf, pos, available);
     if (this.assemblyFill === 0 && available >= req.length) {
       // The whole payload is in this chunk: hand the device a view, no copy. Bun never reuses a chunk's memory.
       this.phase = "header";
@@ -255,13 +259,14 @@ export class Session {
       return pos + req.length;
     }
     if (this.assembly === undefined) {
-      // Where the device offers its own memory, the payload lands there directly (see BlockDevice.writeTarget).
-      const target = direct !== undefined ? this.device.writeTarget?.(req.offset, req.length) : undefined;
-      this.assemblyInDevice = target !== undefined;
-      this.assembly = target ?? this.pool.take(req.length);
+      if (this.splitWrites && (req.flags & CMD_FLAG_FUA) === 0) {
+        this.split = new SplitWrite(req, this.device);
+        return this.takeSplit(buf, pos, available);
+      }
+      this.assembly = this.pool.take(req.length);
     }
     const take = Math.min(req.length - this.assemblyFill, available);
-    this.assembly.set(buf.subarray(pos, pos + take), this.assemblyFill);
+    buf.copy(this.assembly, this.assemblyFill, pos, pos + take);
     this.assemblyFill += take;
     if (this.assemblyFill < req.length && direct !== undefined && req.length - this.assemblyFill >= DIRECT_RECEIVE_MIN) {
       // Take the rest of a large payload straight from the socket into the reused buffer: this skips Bun's copy
@@ -274,7 +279,33 @@ export class Session {
       this.assemblyFill = 0;
       this.phase = "header";
       this.current = undefined;
-      this.write(req, assembled.subarray(0, req.length), this.assemblyInDevice ? undefined : (assembled as Buffer));
+      this.write(req, assembled.subarray(0, req.length), assembled);
+    }
+    return pos + take;
+  }
+
+  /** Hands the device this chunk's part of a split WRITE, then whatever more of it is already waiting. */
+  private takeSplit(buf: Buffer, pos: number, available: number): number {
+    const split = this.split!;
+    const take = Math.min(split.req.length - split.received, available);
+    split.piece(buf.subarray(pos, pos + take), this.borrowed);
+    const receiveInto = this.options.transport.receiveInto;
+    while (!split.complete && receiveInto !== undefined) {
+      const target = this.receiveBuffers.free();
+      const n = receiveInto(target.bytes.subarray(0, Math.min(target.bytes.length, split.req.length - split.received)));
+      if (n <= 0) break;
+      split.piece(target.bytes.subarray(0, n), target);
+    }
+    if (split.complete) {
+      const req = split.req;
+      this.split = undefined;
+      this.current = undefined;
+      this.phase = "header";
+      const waited = split.finish((failed, error) => (failed ? this.failWith(req, error) : this.complete(req, 0, req.length)));
+      if (waited !== undefined) {
+        this.writesInFlight.add(waited);
+        void waited.finally(() => this.writesInFlight.delete(waited));
+      }
     }
     return pos + take;
   }
@@ -452,8 +483,9 @@ export class Session {
   }
 
   private releaseAssembly(): void {
-    if (this.assembly && !this.assemblyInDevice) this.pool.give(this.assembly as Buffer);
+    if (this.assembly) this.pool.give(this.assembly);
     this.assembly = undefined;
+    this.split = undefined;
   }
 
   /** Logs the first occurrence of each kind of problem on this connection; a misbehaving client cannot flood the log. */

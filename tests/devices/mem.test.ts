@@ -99,25 +99,3 @@ describe("mem: geometry", () => {
     expect(createMemDevice({ size: MiB }).blockSize).toBe(4096);
   });
 });
-
-describe("mem: write targets", () => {
-  test("an in-page range has a target; writing that same view stores it; across pages there is none", () => {
-    const dev = createMemDevice({ size: 4 * MiB });
-    const target = dev.writeTarget(MiB + 10, 1000)!;
-    target.fill(7);
-    dev.write(MiB + 10, target);
-    expect(dev.read(MiB + 10, 1000).every((b) => b === 7)).toBe(true);
-    expect(dev.read(MiB + 9, 1)[0]).toBe(0);
-    expect(dev.writeTarget(MiB - 10, 20)).toBeUndefined();
-    expect(() => dev.writeTarget(4 * MiB - 10, 20)).toThrow();
-  });
-
-  test("a target whose page was trimmed meanwhile is copied into the new page by write", () => {
-    const dev = createMemDevice({ size: 4 * MiB });
-    const target = dev.writeTarget(0, 4096)!;
-    target.fill(9);
-    dev.trim(0, MiB);
-    dev.write(0, target);
-    expect(dev.read(0, 4096).every((b) => b === 9)).toBe(true);
-  });
-});

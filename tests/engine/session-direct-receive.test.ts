@@ -1,7 +1,7 @@
 /**
  * Session's direct read path, driven deterministically through a scripted transport: bytes offered by
- * `receiveInto` are parsed in order after the chunk that came first, large payloads land in the device's write
- * target, and a receive buffer held by a still-running asynchronous write is never refilled under it.
+ * `receiveInto` are parsed in order after the chunk that came first, large payloads reach the device whole or in
+ * pieces as it asks, and a receive buffer held by a still-running asynchronous write is never refilled under it.
  */
 import { describe, expect, test } from "bun:test";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
@@ -71,14 +71,42 @@ describe("session direct receive", () => {
     for (let i = 0; i < 100; i++) expect(Buffer.compare(Buffer.from(inner.read(i * 8192, 4096)), pattern(4096, 500 + i))).toBe(0);
   });
 
-  test("a large payload is received straight into the device's write target", () => {
-    const device = createMemDevice({ size: 64 * MiB });
-    const data = pattern(MiB, 9);
-    const request = encodeRequest({ type: CMD.WRITE, offset: 3 * MiB, data }, 1n);
-    const script = scriptedTransport(Buffer.from(request.subarray(1000)));
+  test("a large payload is assembled whole for a device without split writes, and in pieces for one with them", () => {
+    for (const splitWrites of [false, true]) {
+      const inner = createMemDevice({ size: 64 * MiB });
+      const calls: number[] = [];
+      const device = wrapDevice(inner, {
+        capabilities: { ...inner.capabilities, splitWrites },
+        write: (offset, data) => {
+          calls.push(data.length);
+          inner.write(offset, data);
+        },
+      });
+      const data = pattern(MiB, 9);
+      const request = encodeRequest({ type: CMD.WRITE, offset: 3 * MiB + 5, data }, 1n);
+      const script = scriptedTransport(Buffer.from(request.subarray(1000)));
+      const session = new Session({ device, metrics: new DeviceMetrics(), transport: script.transport, structuredReplies: false, baseAllocation: false, log: silentLogger, peer: "test" });
+      session.receive(request.subarray(0, 1000));
+      expect(simpleReplies(script.replies)).toEqual([{ error: 0, handle: 1n }]);
+      expect(Buffer.compare(Buffer.from(inner.read(3 * MiB + 5, MiB)), data)).toBe(0);
+      if (splitWrites) expect(calls.length).toBeGreaterThan(2);
+      else expect(calls).toEqual([MiB]);
+    }
+  });
+
+  test("split pieces read into receive buffers stay intact while asynchronous writes hold them", async () => {
+    const inner = createMemDevice({ size: 64 * MiB });
+    const device = wrapDevice(inner, {
+      capabilities: { ...inner.capabilities, splitWrites: true },
+      write: (offset, data) => Bun.sleep(5).then(() => inner.write(offset, data)),
+    });
+    const blocks = Array.from({ length: 4 }, (_, i) => pattern(MiB, 40 + i));
+    const all = Buffer.concat(blocks.map((data, i) => encodeRequest({ type: CMD.WRITE, offset: i * 2 * MiB, data }, BigInt(i + 1))));
+    const script = scriptedTransport(Buffer.from(all.subarray(100)));
     const session = new Session({ device, metrics: new DeviceMetrics(), transport: script.transport, structuredReplies: false, baseAllocation: false, log: silentLogger, peer: "test" });
-    session.receive(request.subarray(0, 1000));
-    expect(simpleReplies(script.replies)).toEqual([{ error: 0, handle: 1n }]);
-    expect(Buffer.compare(Buffer.from(device.read(3 * MiB, MiB)), data)).toBe(0);
+    session.receive(all.subarray(0, 100));
+    await Bun.sleep(200);
+    expect(simpleReplies(script.replies).length).toBe(4);
+    for (let i = 0; i < 4; i++) expect(Buffer.compare(Buffer.from(inner.read(i * 2 * MiB, MiB)), blocks[i]!)).toBe(0);
   });
 });

@@ -69,7 +69,7 @@ class FileDevice implements BlockDevice {
     this.size = opened.size;
     this.blockSize = opened.blockSize;
     this.canPunch = opened.canPunch;
-    this.capabilities = { fua: true, trim: opened.canPunch, fastZero: true, multiConn: true, persistent: true };
+    this.capabilities = { fua: true, trim: opened.canPunch, fastZero: true, multiConn: true, persistent: true, splitWrites: true };
   }
 
   read(offset: number, length: number): Uint8Array {

@@ -49,6 +49,7 @@ class MemDevice implements BlockDevice {
     fastZero: true,
     multiConn: true,
     persistent: false,
+    splitWrites: true,
   };
   // A Map, not an array: a device of 2^50 bytes has 2^30 pages, almost all of which never exist.
   private readonly pages = new Map<number, Uint8Array>();
@@ -88,22 +89,10 @@ class MemDevice implements BlockDevice {
     const index = Math.floor(offset / PAGE);
     const inPage = offset - index * PAGE;
     if (inPage + length <= PAGE) {
-      const page = this.page(index);
-      // Bytes the engine already received into writeTarget's view of this very page are in place.
-      if (data.buffer !== page.buffer || data.byteOffset !== page.byteOffset + inPage) page.set(data, inPage);
+      this.page(index).set(data, inPage);
       return;
     }
     eachPage(offset, length, (i, off, n, done) => this.page(i).set(data.subarray(done, done + n), off));
-  }
-
-  /** In-page ranges can take a WRITE's payload straight from the socket (see BlockDevice.writeTarget). */
-  writeTarget(offset: number, length: number): Uint8Array | undefined {
-    checkOpen(this.closed, this.kind);
-    checkRange(this.size, offset, length);
-    const index = Math.floor(offset / PAGE);
-    const inPage = offset - index * PAGE;
-    if (inPage + length > PAGE) return undefined;
-    return this.page(index).subarray(inPage, inPage + length);
   }
 
   /** The page at `index`, allocated on first use (the last page is cut to the device's end). */
