@@ -3,15 +3,13 @@
  * the kernel's socket with no handshake at all). It parses requests in place as bytes arrive, runs them against
  * the device concurrently, and writes replies as each finishes, in whatever order that is.
  */
-import { type BlockDevice, DeviceError, type WriteOptions, resolveCapabilities } from "../devices/device.ts";
+import { type BlockDevice, DeviceError, type Extent, resolveCapabilities } from "../devices/device.ts";
+import { CommandRunner } from "./commands.ts";
 import type { Logger } from "./log.ts";
 import type { DeviceMetrics } from "./metrics.ts";
 import {
   CMD,
-  CMD_FLAG_FAST_ZERO,
   CMD_FLAG_FUA,
-  CMD_FLAG_NO_HOLE,
-  CMD_FLAG_REQ_ONE,
   CMD_NAMES,
   NBD_ERR,
   REQUEST_HEADER_SIZE,
@@ -23,7 +21,6 @@ import { PayloadPool } from "./payload-pool.ts";
 import { type ReceiveBuffer, ReceiveBuffers } from "./receive-buffers.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
 import { SplitWrite } from "./split-write.ts";
-import { emulateWriteZeroes } from "./zeroes.ts";
 
 export interface SessionOptions {
   readonly device: BlockDevice;
@@ -40,7 +37,6 @@ export interface SessionOptions {
   readonly onEnd?: () => void;
 }
 
-const FUA: WriteOptions = { fua: true };
 /** Payload remainders at least this large are read from the socket directly when the transport allows it. */
 const DIRECT_RECEIVE_MIN = 16 * 1024;
 
@@ -51,8 +47,8 @@ export class Session {
   private readonly metrics: DeviceMetrics;
   private readonly out: ReplyWriter;
   private readonly policy: RequestPolicy;
-  private readonly nativeFua: boolean;
   private readonly splitWrites: boolean;
+  private readonly runner: CommandRunner;
   private readonly pool = new PayloadPool();
   private readonly receiveBuffers = new ReceiveBuffers();
   /** The reused receive buffer the bytes being parsed live in (undefined for chunks Bun allocated). */
@@ -74,7 +70,6 @@ export class Session {
   private discardError = 0;
 
   private outstanding = 0;
-  private readonly writesInFlight = new Set<Promise<unknown>>();
   private stopping = false;
   private ended = false;
   private readonly warned = new Set<string>();
@@ -85,7 +80,6 @@ export class Session {
     this.metrics = options.metrics;
     this.out = options.out ?? new ReplyWriter(options.transport);
     const caps = resolveCapabilities(options.device);
-    this.nativeFua = caps.fua;
     this.splitWrites = caps.splitWrites;
     this.policy = {
       size: options.device.size,
@@ -96,6 +90,12 @@ export class Session {
       baseAllocation: options.baseAllocation,
     };
     this.metrics.connections++;
+    this.runner = new CommandRunner(options.device, {
+      completed: (req, bytes) => this.complete(req, 0, bytes),
+      failed: (req, error) => this.failWith(req, error),
+      read: (req, data) => this.readDone(req, data),
+      blockStatus: (req, extents, onlyOne) => this.blockStatusDone(req, extents, onlyOne),
+    });
   }
 
   /** Requests started and not yet replied to. */
@@ -243,7 +243,7 @@ export class Session {
       this.assemblyFill = 0;
       return;
     }
-    this.execute(req);
+    this.runner.execute(req);
   }
 
   private takePayload(buf: Buffer, pos: number): number {
@@ -302,10 +302,7 @@ export class Session {
       this.current = undefined;
       this.phase = "header";
       const waited = split.finish((failed, error) => (failed ? this.failWith(req, error) : this.complete(req, 0, req.length)));
-      if (waited !== undefined) {
-        this.writesInFlight.add(waited);
-        void waited.finally(() => this.writesInFlight.delete(waited));
-      }
+      if (waited !== undefined) this.runner.trackWrite(waited);
     }
     return pos + take;
   }
@@ -317,117 +314,20 @@ export class Session {
     this.fail(req, this.discardError, "rejected write");
   }
 
-  private execute(req: Request): void {
-    const device = this.device;
-    try {
-      switch (req.type) {
-        case CMD.READ: {
-          const result = device.read(req.offset, req.length);
-          if (result instanceof Promise) {
-            result.then(
-              (data) => this.readDone(req, data),
-              (error: unknown) => this.failWith(req, error),
-            );
-          } else {
-            this.readDone(req, result);
-          }
-          return;
-        }
-        case CMD.FLUSH:
-          return this.track(req, this.flushAfterWrites());
-        case CMD.TRIM:
-          return this.track(req, this.withFua(req, device.trim(req.offset, req.length, this.fuaOption(req))));
-        case CMD.WRITE_ZEROES:
-          return this.track(req, this.zeroes(req));
-        case CMD.CACHE:
-          // A hint with nothing to prefetch for devices that keep their data local; the range was validated.
-          return this.complete(req, 0, 0);
-        case CMD.BLOCK_STATUS: {
-          const extents = device.extents?.(req.offset, req.length) ?? [{ length: req.length, hole: false, zero: false }];
-          const onlyOne = (req.flags & CMD_FLAG_REQ_ONE) !== 0;
-          if (extents instanceof Promise) {
-            extents.then(
-              (list) => this.blockStatusDone(req, list, onlyOne),
-              (error: unknown) => this.failWith(req, error),
-            );
-          } else {
-            this.blockStatusDone(req, extents, onlyOne);
-          }
-          return;
-        }
-      }
-    } catch (error) {
-      this.failWith(req, error);
-    }
-  }
-
+  /** Runs a WRITE; `pooled` (the buffer `data` was assembled in) goes back to the pool once the device is done. */
   private write(req: Request, data: Uint8Array, pooled: Buffer | undefined): void {
-    let result: unknown;
-    try {
-      result = this.device.write(req.offset, data, this.fuaOption(req));
-      if ((req.flags & CMD_FLAG_FUA) !== 0 && !this.nativeFua) result = this.withFua(req, result);
-    } catch (error) {
+    const pending = this.runner.write(req, data);
+    if (pending === undefined) {
       if (pooled) this.pool.give(pooled);
-      this.failWith(req, error);
       return;
     }
-    if (result instanceof Promise) {
-      const settled = result.then(
-        () => this.complete(req, 0, req.length),
-        (error: unknown) => this.failWith(req, error),
-      );
-      // The device may still read `data`: a receive buffer it is a view of must not be refilled until then.
-      const held = pooled === undefined ? this.borrowed : undefined;
-      if (held) held.holds++;
-      this.writesInFlight.add(settled);
-      void settled.finally(() => {
-        this.writesInFlight.delete(settled);
-        if (pooled) this.pool.give(pooled);
-        if (held) held.holds--;
-      });
-      return;
-    }
-    if (pooled) this.pool.give(pooled);
-    this.complete(req, 0, req.length);
-  }
-
-  private fuaOption(req: Request): WriteOptions | undefined {
-    return this.nativeFua && (req.flags & CMD_FLAG_FUA) !== 0 ? FUA : undefined;
-  }
-
-  /** Emulates FUA with a flush after the operation when the device does not honour it itself. */
-  private withFua(req: Request, result: unknown): unknown {
-    if ((req.flags & CMD_FLAG_FUA) === 0 || this.nativeFua) return result;
-    return Promise.resolve(result).then(() => this.device.flush());
-  }
-
-  private zeroes(req: Request): unknown {
-    const noHole = (req.flags & CMD_FLAG_NO_HOLE) !== 0;
-    const fua = (req.flags & CMD_FLAG_FUA) !== 0 && this.nativeFua;
-    if (this.device.writeZeroes) {
-      return this.withFua(req, this.device.writeZeroes(req.offset, req.length, { noHole, fua }));
-    }
-    if ((req.flags & CMD_FLAG_FAST_ZERO) !== 0) {
-      throw new DeviceError("ENOTSUP", "the device cannot zero faster than writing");
-    }
-    return this.withFua(req, emulateWriteZeroes(this.device, req.offset, req.length, fua));
-  }
-
-  /** FLUSH covers every write received before it on this connection, even those still running. */
-  private async flushAfterWrites(): Promise<void> {
-    if (this.writesInFlight.size > 0) await Promise.allSettled([...this.writesInFlight]);
-    await this.device.flush();
-  }
-
-  private track(req: Request, result: unknown): void {
-    if (result instanceof Promise) {
-      result.then(
-        () => this.complete(req, 0, req.length),
-        (error: unknown) => this.failWith(req, error),
-      );
-    } else {
-      this.complete(req, 0, req.length);
-    }
+    // The device may still read `data`: a receive buffer it is a view of must not be refilled until then.
+    const held = pooled === undefined ? this.borrowed : undefined;
+    if (held) held.holds++;
+    void pending.finally(() => {
+      if (pooled) this.pool.give(pooled);
+      if (held) held.holds--;
+    });
   }
 
   private readDone(req: Request, data: Uint8Array): void {
@@ -440,7 +340,7 @@ export class Session {
     this.replied();
   }
 
-  private blockStatusDone(req: Request, extents: Parameters<typeof blockStatusReply>[2], onlyOne: boolean): void {
+  private blockStatusDone(req: Request, extents: readonly Extent[], onlyOne: boolean): void {
     this.metrics.end(CMD.BLOCK_STATUS, req.length, req.started, true);
     blockStatusReply(this.out, req, extents, onlyOne);
     this.replied();
