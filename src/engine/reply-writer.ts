@@ -43,11 +43,6 @@ export class ReplyWriter {
 
   constructor(private readonly transport: Transport) {}
 
-  /** Bytes queued but not yet accepted by the socket. */
-  get pendingBytes(): number {
-    return this.backlog.size + this.used;
-  }
-
   /** Makes room for `n` bytes in the staging buffer and returns the offset to write them at. */
   reserve(n: number): number {
     if (this.used + n > STAGING_SIZE) this.flush();

@@ -98,11 +98,6 @@ export class Session {
     });
   }
 
-  /** Requests started and not yet replied to. */
-  get inFlight(): number {
-    return this.outstanding;
-  }
-
   /** Feeds bytes from the transport, then reads whatever else is already waiting on it directly. */
   receive(chunk: Uint8Array): void {
     this.parse(chunk);
