@@ -18,7 +18,7 @@ import {
 import { blockStatusReply, errorReply, readReply, simpleReply } from "./protocol/replies.ts";
 import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./protocol/requests.ts";
 import { PayloadPool } from "./payload-pool.ts";
-import { type ReceiveBuffer, ReceiveBuffers } from "./receive-buffers.ts";
+import { PAYLOAD_PIECE_SIZE, REQUEST_READ_SIZE, type ReceiveBuffer, ReceiveBuffers } from "./receive-buffers.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
 import { SplitWrite } from "./split-write.ts";
 
@@ -50,7 +50,8 @@ export class Session {
   private readonly splitWrites: boolean;
   private readonly runner: CommandRunner;
   private readonly pool = new PayloadPool();
-  private readonly receiveBuffers = new ReceiveBuffers();
+  private readonly requestBuffers = new ReceiveBuffers(REQUEST_READ_SIZE);
+  private readonly pieceBuffers = new ReceiveBuffers(PAYLOAD_PIECE_SIZE);
   /** The reused receive buffer the bytes being parsed live in (undefined for chunks Bun allocated). */
   private borrowed: ReceiveBuffer | undefined;
   /** When the bytes being parsed arrived: the start time of every request in them. */
@@ -114,7 +115,7 @@ export class Session {
     const receiveInto = this.options.transport.receiveInto;
     if (receiveInto === undefined) return;
     while (!this.stopping) {
-      const target = this.receiveBuffers.free();
+      const target = this.requestBuffers.free();
       const n = receiveInto(target.bytes);
       if (n <= 0) return;
       this.borrowed = target;
@@ -286,7 +287,7 @@ export class Session {
     split.piece(buf.subarray(pos, pos + take), this.borrowed);
     const receiveInto = this.options.transport.receiveInto;
     while (!split.complete && receiveInto !== undefined) {
-      const target = this.receiveBuffers.free();
+      const target = this.pieceBuffers.free();
       const n = receiveInto(target.bytes.subarray(0, Math.min(target.bytes.length, split.req.length - split.received)));
       if (n <= 0) break;
       split.piece(target.bytes.subarray(0, n), target);
