@@ -56,6 +56,12 @@ interface Connection {
 
 export class ListenError extends Error {}
 
+/** The OS descriptor of a Bun socket: present at run time, though Bun's type declarations omit it. */
+function socketFd(socket: Socket<Connection>): number | undefined {
+  const fd = (socket as unknown as { fd?: number }).fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+}
+
 /** Bytes already waiting on `fd`; 0 when none, at end of stream, or on an error (Bun's own read reports those). */
 function receiveWaiting(fd: number, dest: Uint8Array): number {
   try {
@@ -102,13 +108,12 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
   const findExport = (name: string): ExportInfo | undefined => infos.get(name === "" ? exports[0]!.name : name);
 
   function transportOf(socket: Socket<Connection>): Transport {
-    // Bun's Socket has `fd` at run time, though its type declarations omit it.
-    const fd = (socket as unknown as { fd?: number }).fd;
+    const fd = socketFd(socket);
     return {
       write: (data, offset, length) => socket.write(data, offset, length),
       end: () => socket.end(),
       // Bun hands each recv() to `data` before it reads again, so bytes read here are the ones that follow.
-      receiveInto: typeof fd === "number" && fd >= 0 ? (dest) => receiveWaiting(fd, dest) : undefined,
+      receiveInto: fd !== undefined ? (dest) => receiveWaiting(fd, dest) : undefined,
     };
   }
 
@@ -132,8 +137,8 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
 
   const handlers = {
     open(socket: Socket<Connection>) {
-      const fd = (socket as unknown as { fd?: number }).fd;
-      if (typeof fd === "number") enlargeSocketBuffers(fd);
+      const fd = socketFd(socket);
+      if (fd !== undefined) enlargeSocketBuffers(fd);
       const id = nextId++;
       const peer = address.kind === "unix" ? `unix client #${id}` : `${socket.remoteAddress} #${id}`;
       const conn: Connection = { id, peer, socket, out: new ReplyWriter(transportOf(socket)), handshake: undefined, session: undefined, closed: false };

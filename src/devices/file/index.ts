@@ -25,7 +25,7 @@ import {
   type WriteOptions,
   type ZeroOptions,
 } from "../device.ts";
-import { openStore } from "./open.ts";
+import { errorCode, openStore } from "./open.ts";
 
 export interface FileDeviceOptions {
   /** The image file. Created sparse when missing (then `size` is required); an existing file keeps its data. */
@@ -45,7 +45,7 @@ const MAX_EXTENTS = 1024;
 /** Turns a filesystem error into the DeviceError the client should see, keeping the cause in the message. */
 function ioError(call: string, path: string, e: unknown): DeviceError {
   if (e instanceof DeviceError) return e;
-  const code = e instanceof Error ? (e as NodeJS.ErrnoException).code : undefined;
+  const code = errorCode(e);
   const map: Record<string, DeviceErrorCode> = { ENOSPC: "ENOSPC", EDQUOT: "ENOSPC", EFBIG: "EOVERFLOW", EROFS: "EPERM" };
   const message = e instanceof Error ? e.message : String(e);
   return new DeviceError(map[code ?? ""] ?? "EIO", `file device ${call} on ${path}: ${message}`);
@@ -134,25 +134,24 @@ class FileDevice implements BlockDevice {
   /** Punches a hole; false when the filesystem cannot (remembered, so it is asked only once). */
   private punch(offset: number, length: number): boolean {
     if (!this.canPunch) return false;
-    try {
-      fallocate(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-      return true;
-    } catch (e) {
-      if (!(e instanceof LibcError && e.code === "EOPNOTSUPP")) throw ioError("trim", this.path, e);
-      this.canPunch = false;
-      return false;
-    }
+    this.canPunch = this.tryFallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, "trim", offset, length);
+    return this.canPunch;
   }
 
   /** Zeroes a range keeping it allocated; false when the filesystem cannot (remembered). */
   private zeroRange(offset: number, length: number): boolean {
     if (!this.canZeroRange) return false;
+    this.canZeroRange = this.tryFallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, "writeZeroes", offset, length);
+    return this.canZeroRange;
+  }
+
+  /** fallocate; false when the filesystem does not support `mode` (EOPNOTSUPP), any other failure throws. */
+  private tryFallocate(mode: number, call: string, offset: number, length: number): boolean {
     try {
-      fallocate(this.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+      fallocate(this.fd, mode, offset, length);
       return true;
     } catch (e) {
-      if (!(e instanceof LibcError && e.code === "EOPNOTSUPP")) throw ioError("writeZeroes", this.path, e);
-      this.canZeroRange = false;
+      if (!(e instanceof LibcError && e.code === "EOPNOTSUPP")) throw ioError(call, this.path, e);
       return false;
     }
   }

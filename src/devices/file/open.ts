@@ -14,7 +14,8 @@ export interface OpenedFile {
   readonly canPunch: boolean;
 }
 
-function errorCode(e: unknown): string | undefined {
+/** The `code` of a Node-style filesystem error ("ENOENT"), if it has one. */
+export function errorCode(e: unknown): string | undefined {
   return e instanceof Error ? (e as NodeJS.ErrnoException).code : undefined;
 }
 

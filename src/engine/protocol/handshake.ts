@@ -99,6 +99,17 @@ function errorReply(option: number, type: number, message: string): Uint8Array {
   return optionReply(option, type, textEncoder.encode(message));
 }
 
+/** A 16-bit or 32-bit number followed by UTF-8 text: the shape of NBD_INFO_NAME/DESCRIPTION and of
+ * NBD_REP_SERVER / NBD_REP_META_CONTEXT bodies. */
+function numberThenText(bytesOfNumber: 2 | 4, value: number, text: string): Buffer {
+  const encoded = textEncoder.encode(text);
+  const body = Buffer.alloc(bytesOfNumber + encoded.length);
+  if (bytesOfNumber === 2) body.writeUInt16BE(value, 0);
+  else body.writeUInt32BE(value, 0);
+  body.set(encoded, bytesOfNumber);
+  return body;
+}
+
 /** Incoming option data with bounds-checked reads; a short read throws MalformedOption. */
 class OptionReader {
   private pos = 0;
@@ -221,11 +232,7 @@ export class Handshake {
       case OPT.LIST:
         if (data.length !== 0) return send(errorReply(option, REP.ERR_INVALID, "LIST takes no data"));
         for (const info of this.hooks.listExports()) {
-          const name = textEncoder.encode(info.name);
-          const body = Buffer.alloc(4 + name.length);
-          body.writeUInt32BE(name.length, 0);
-          body.set(name, 4);
-          send(optionReply(option, REP.SERVER, body));
+          send(optionReply(option, REP.SERVER, numberThenText(4, textEncoder.encode(info.name).length, info.name)));
         }
         return send(optionReply(option, REP.ACK));
       case OPT.STRUCTURED_REPLY:
@@ -279,18 +286,10 @@ export class Handshake {
     exportInfo.writeUInt16BE(flags, 10);
     this.hooks.send(optionReply(option, REP.INFO, exportInfo));
     if (requests.includes(INFO.NAME)) {
-      const bytes = textEncoder.encode(info.name);
-      const body = Buffer.alloc(2 + bytes.length);
-      body.writeUInt16BE(INFO.NAME, 0);
-      body.set(bytes, 2);
-      this.hooks.send(optionReply(option, REP.INFO, body));
+      this.hooks.send(optionReply(option, REP.INFO, numberThenText(2, INFO.NAME, info.name)));
     }
     if (requests.includes(INFO.DESCRIPTION) && info.description !== "") {
-      const bytes = textEncoder.encode(info.description);
-      const body = Buffer.alloc(2 + bytes.length);
-      body.writeUInt16BE(INFO.DESCRIPTION, 0);
-      body.set(bytes, 2);
-      this.hooks.send(optionReply(option, REP.INFO, body));
+      this.hooks.send(optionReply(option, REP.INFO, numberThenText(2, INFO.DESCRIPTION, info.description)));
     }
     // Block sizes are always sent: any byte range works (minimum 1), and clients learn the preferred size.
     const sizes = Buffer.alloc(14);
@@ -325,10 +324,7 @@ export class Handshake {
       : count === 0 || queries.some((q) => q === BASE_ALLOCATION || q === "base:");
     if (isSet) this.baseAllocation = matches;
     if (matches) {
-      const bytes = textEncoder.encode(BASE_ALLOCATION);
-      const body = Buffer.alloc(4 + bytes.length);
-      body.writeUInt32BE(isSet ? BASE_ALLOCATION_ID : 0, 0);
-      body.set(bytes, 4);
+      const body = numberThenText(4, isSet ? BASE_ALLOCATION_ID : 0, BASE_ALLOCATION);
       this.hooks.send(optionReply(option, REP.META_CONTEXT, body));
     }
     this.hooks.send(optionReply(option, REP.ACK));
