@@ -12,7 +12,7 @@ import { type ExportInfo, Handshake } from "./protocol/handshake.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
 import { Session } from "./session.ts";
 import { enlargeSocketBuffers } from "./socket-buffers.ts";
-import { recvNonBlocking } from "../ffi/libc.ts";
+import { recvNonBlocking } from "../ffi/sockets.ts";
 
 /** A device offered under a name. */
 export interface Export {

@@ -2,7 +2,7 @@
  * Larger kernel socket buffers for NBD connections. With the default ~208 KiB a 1 MiB read reply needs five
  * write/wake-up cycles and a 1 MiB write arrives in as many reads; a few MiB lets one syscall move a whole request.
  */
-import { SOL_SOCKET, SO_RCVBUF, SO_RCVBUFFORCE, SO_SNDBUF, SO_SNDBUFFORCE, setSocketOption } from "../ffi/libc.ts";
+import { SOL_SOCKET, SO_RCVBUF, SO_RCVBUFFORCE, SO_SNDBUF, SO_SNDBUFFORCE, setSocketOption } from "../ffi/sockets.ts";
 
 /** Enough for a queue of 1 MiB requests in flight each way. */
 export const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;

@@ -1,6 +1,7 @@
 /**
- * The libc calls usbd-tui needs that Node's fs module lacks (fallocate, SEEK_DATA/SEEK_HOLE, flock, ioctl,
- * socketpair). Every call returns a value or throws a LibcError naming the call, its argument and the errno.
+ * libc through bun:ffi: the one symbol table every binding in src/ffi calls, the errno-carrying LibcError, and
+ * the file calls Node's fs module lacks (fallocate, SEEK_DATA/SEEK_HOLE, flock, ioctl). Every call returns a value
+ * or throws a LibcError naming the call, its argument and the errno.
  */
 import { dlopen, FFIType, read, type Pointer } from "bun:ffi";
 import { describeErrno, errnoName } from "./errno.ts";
@@ -18,20 +19,14 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 
-export const AF_UNIX = 1;
-export const SOCK_STREAM = 1;
-export const SOCK_CLOEXEC = 0o2000000;
-export const SOL_SOCKET = 1;
-export const SO_SNDBUF = 7;
-export const SO_RCVBUF = 8;
-/** Like SO_SNDBUF/SO_RCVBUF but may exceed net.core.wmem_max/rmem_max; needs CAP_NET_ADMIN. */
-export const SO_SNDBUFFORCE = 32;
-export const SO_RCVBUFFORCE = 33;
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+/** On a block device: fail with EBUSY if it is mounted or otherwise held exclusively. */
+export const O_EXCL = 0o200;
+export const O_CLOEXEC = 0o2000000;
 
 const ENXIO = 6;
-const EAGAIN = 11;
-const EINTR = 4;
-export const MSG_DONTWAIT = 0x40;
 
 /** A failed libc call; `code` is the errno name ("EOPNOTSUPP"), like Node's fs errors. */
 export class LibcError extends Error {
@@ -49,27 +44,34 @@ export class LibcError extends Error {
   }
 }
 
-function open() {
+const { i32, u32, i64, u64, i64_fast, ptr, cstring } = FFIType;
+
+function load() {
   return dlopen("libc.so.6", {
-    __errno_location: { args: [], returns: FFIType.ptr },
-    fallocate: { args: [FFIType.i32, FFIType.i32, FFIType.i64, FFIType.i64], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: ptr },
+    open: { args: [cstring, i32, u32], returns: i32 },
+    close: { args: [i32], returns: i32 },
+    fallocate: { args: [i32, i32, i64, i64], returns: i32 },
     // i64_fast: offsets come back as plain numbers (they fit: files stay below 2^53 bytes).
-    lseek: { args: [FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
-    flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    lseek: { args: [i32, i64, i32], returns: i64_fast },
+    flock: { args: [i32, i32], returns: i32 },
     // Fixed three-argument form: variadic calls are not portable through FFI, and every ioctl we use takes one arg.
-    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
-    socketpair: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-    recv: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64_fast },
-    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-    getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    ioctl: { args: [i32, u64, ptr], returns: i32 },
+    socket: { args: [i32, i32, i32], returns: i32 },
+    connect: { args: [i32, ptr, u32], returns: i32 },
+    socketpair: { args: [i32, i32, i32, ptr], returns: i32 },
+    send: { args: [i32, ptr, u64, i32], returns: i64_fast },
+    recv: { args: [i32, ptr, u64, i32], returns: i64_fast },
+    setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
+    getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   });
 }
 
-let lib: ReturnType<typeof open> | undefined;
+let lib: ReturnType<typeof load> | undefined;
 
 /** libc, opened on first use so that importing this module costs nothing for code paths that never call it. */
-function libc(): ReturnType<typeof open>["symbols"] {
-  lib ??= open();
+export function libc(): ReturnType<typeof load>["symbols"] {
+  lib ??= load();
   return lib.symbols;
 }
 
@@ -79,19 +81,37 @@ export function lastErrno(): number {
   return p === null ? 0 : read.i32(p, 0);
 }
 
-function fail(call: string, detail: string): LibcError {
+/** The LibcError for the call that just failed (reads errno now). */
+export function failure(call: string, detail: string): LibcError {
   return new LibcError(call, lastErrno(), detail);
+}
+
+/** A NUL-terminated copy of `text` for `const char *` arguments. */
+export function cString(text: string): Buffer {
+  return Buffer.from(`${text}\0`, "utf8");
+}
+
+/** open(2); `flags` are O_* values (O_CLOEXEC is always added). Returns the new descriptor. */
+export function openPath(path: string, flags: number, mode = 0): number {
+  const fd = libc().open(cString(path), flags | O_CLOEXEC, mode);
+  if (fd < 0) throw failure("open", path);
+  return fd;
+}
+
+/** close(2). */
+export function closeFd(fd: number): void {
+  if (libc().close(fd) !== 0) throw failure("close", `fd ${fd}`);
 }
 
 /** fallocate(2): allocate, punch (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) or zero (FALLOC_FL_ZERO_RANGE). */
 export function fallocate(fd: number, mode: number, offset: number, length: number): void {
-  if (libc().fallocate(fd, mode, offset, length) !== 0) throw fail("fallocate", `fd ${fd}`);
+  if (libc().fallocate(fd, mode, offset, length) !== 0) throw failure("fallocate", `fd ${fd}`);
 }
 
 /** lseek(2) returning the new offset. */
 export function lseek(fd: number, offset: number, whence: number): number {
   const r = Number(libc().lseek(fd, offset, whence));
-  if (r < 0) throw fail("lseek", `fd ${fd}`);
+  if (r < 0) throw failure("lseek", `fd ${fd}`);
   return r;
 }
 
@@ -109,7 +129,7 @@ export function seekExtent(fd: number, offset: number, whence: typeof SEEK_DATA 
 
 /** flock(2). With LOCK_NB a held lock throws a LibcError whose code is "EAGAIN" (EWOULDBLOCK). */
 export function flock(fd: number, operation: number): void {
-  if (libc().flock(fd, operation) !== 0) throw fail("flock", `fd ${fd}`);
+  if (libc().flock(fd, operation) !== 0) throw failure("flock", `fd ${fd}`);
 }
 
 /**
@@ -119,41 +139,6 @@ export function flock(fd: number, operation: number): void {
 export function ioctl(fd: number, request: number, arg: NodeJS.TypedArray | number | null): number {
   const a = typeof arg === "number" ? (arg as Pointer) : arg;
   const r = libc().ioctl(fd, request, a);
-  if (r < 0) throw fail("ioctl", `fd ${fd}, request 0x${request.toString(16)}`);
+  if (r < 0) throw failure("ioctl", `fd ${fd}, request 0x${request.toString(16)}`);
   return r;
-}
-
-/** socketpair(2): two connected sockets, close-on-exec. */
-export function socketpair(domain = AF_UNIX, type = SOCK_STREAM): [number, number] {
-  const fds = new Int32Array(2);
-  if (libc().socketpair(domain, type | SOCK_CLOEXEC, 0, fds) !== 0) throw fail("socketpair", `domain ${domain}`);
-  return [fds[0] ?? -1, fds[1] ?? -1];
-}
-
-/** setsockopt(2) for an int-valued option. */
-export function setSocketOption(fd: number, level: number, name: number, value: number): void {
-  const v = new Int32Array([value]);
-  if (libc().setsockopt(fd, level, name, v, 4) !== 0) throw fail("setsockopt", `fd ${fd}, option ${name}`);
-}
-
-/** getsockopt(2) for an int-valued option. */
-export function getSocketOption(fd: number, level: number, name: number): number {
-  const v = new Int32Array(1);
-  const len = new Uint32Array([4]);
-  if (libc().getsockopt(fd, level, name, v, len) !== 0) throw fail("getsockopt", `fd ${fd}, option ${name}`);
-  return v[0] ?? 0;
-}
-
-/**
- * recv(2) with MSG_DONTWAIT into `dest`: the bytes read, 0 at end of stream, or -1 when nothing is waiting now.
- * Other failures (the peer reset the connection) throw.
- */
-export function recvNonBlocking(fd: number, dest: Uint8Array): number {
-  for (;;) {
-    const r = Number(libc().recv(fd, dest, dest.length, MSG_DONTWAIT));
-    if (r >= 0) return r;
-    const errno = lastErrno();
-    if (errno === EAGAIN) return -1;
-    if (errno !== EINTR) throw new LibcError("recv", errno, `fd ${fd}`);
-  }
 }
