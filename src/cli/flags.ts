@@ -29,6 +29,12 @@ export const FLAGS = {
   "store-size": { type: "size", value: "SIZE", help: "device size, like 1GiB or 500M (default 1GiB)" },
   "block-size": { type: "size", value: "SIZE", help: "preferred block size advertised to clients (default 4KiB)" },
   "nbd-max-devs": { type: "integer", value: "N", help: "nbds_max when loading the kernel nbd module (default 16)" },
+  "nbd-interface": { type: "string", value: "IF", help: "kernel attach interface: netlink (default; ioctl when the kernel lacks it) or ioctl" },
+  connections: { type: "integer", value: "N", help: "kernel sockets, one kernel queue and session each (default 1; >1 needs multi-conn)" },
+  "nbd-timeout": { type: "seconds", value: "SECONDS", help: "kernel request timeout; a timed-out connection is replaced (default 0: never)" },
+  "dead-conn-timeout": { type: "seconds", value: "SECONDS", help: "how long the kernel holds I/O for a restarted daemon to reattach (default 60)" },
+  reattach: { type: "string", value: "/dev/nbdN", help: "take over a device a crashed daemon left attached to this store (automatic via <store>.nbd.json)" },
+  force: { type: "boolean", help: "detach at shutdown even while the kernel device is mounted" },
   "stats-interval": { type: "seconds", value: "SECONDS", help: "print a stats line every SECONDS in headless mode (0: off)" },
   json: { type: "boolean", help: "stats and logs as JSON lines" },
   "log-level": { type: "string", value: "LEVEL", help: "debug, info (default), warn or error" },
@@ -37,6 +43,9 @@ export const FLAGS = {
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
+
+/** Flags that only mean something when attaching to the kernel. */
+const KERNEL_FLAGS: readonly FlagName[] = ["nbd-interface", "connections", "nbd-timeout", "dead-conn-timeout", "reattach", "force", "nbd-max-devs"];
 
 export interface CliOptions {
   readonly headless: boolean;
@@ -50,6 +59,12 @@ export interface CliOptions {
   readonly storeSizeGiven: boolean;
   readonly blockSize: number;
   readonly nbdMaxDevs: number;
+  readonly nbdInterface: "netlink" | "ioctl";
+  readonly connections: number;
+  readonly nbdTimeout: number;
+  readonly deadConnTimeout: number;
+  readonly reattach: string | undefined;
+  readonly force: boolean;
   readonly statsInterval: number;
   readonly json: boolean;
   readonly logLevel: "debug" | "info" | "warn" | "error";
@@ -144,13 +159,28 @@ export function parseFlags(argv: readonly string[]): CliOptions {
   if (storeSize <= 0 || storeSize % 512 !== 0) {
     throw new UsageError(`--store-size must be a positive multiple of 512 bytes, got ${storeSize}`);
   }
+  const listen = str("listen");
+  if (listen !== undefined) {
+    const kernelOnly = KERNEL_FLAGS.filter((name) => values.has(name));
+    if (kernelOnly.length > 0) throw new UsageError(`--${kernelOnly[0]} only applies when attaching to the kernel, not with --listen`);
+  }
+  const nbdInterface = str("nbd-interface") ?? "netlink";
+  if (nbdInterface !== "netlink" && nbdInterface !== "ioctl") {
+    throw new UsageError(`--nbd-interface takes netlink or ioctl, not "${nbdInterface}"`);
+  }
+  const reattach = str("reattach");
+  if (reattach !== undefined && !/^\/dev\/nbd\d+$/.test(reattach)) {
+    throw new UsageError(`--reattach takes an NBD device path like /dev/nbd0, not "${reattach}"`);
+  }
+  const connections = numberFlag("connections", values.get("connections"), "integer", 1);
+  if (connections < 1 || connections > 64) throw new UsageError(`--connections must be from 1 to 64, got ${connections}`);
   const blockSize = numberFlag("block-size", values.get("block-size"), "size", 4096);
   if (blockSize < 512 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0) {
     throw new UsageError(`--block-size must be a power of two from 512 to 64KiB, got ${blockSize}`);
   }
   return {
     headless: values.get("headless") === true,
-    listen: str("listen"),
+    listen,
     exportName: str("export-name") ?? storeName,
     devType: str("dev-type") ?? "mem",
     storeDir: str("store-dir") ?? defaultStoreDir(),
@@ -159,6 +189,12 @@ export function parseFlags(argv: readonly string[]): CliOptions {
     storeSizeGiven: values.has("store-size"),
     blockSize,
     nbdMaxDevs: numberFlag("nbd-max-devs", values.get("nbd-max-devs"), "integer", 16),
+    nbdInterface,
+    connections,
+    nbdTimeout: numberFlag("nbd-timeout", values.get("nbd-timeout"), "seconds", 0),
+    deadConnTimeout: numberFlag("dead-conn-timeout", values.get("dead-conn-timeout"), "seconds", 60),
+    reattach,
+    force: values.get("force") === true,
     statsInterval: numberFlag("stats-interval", values.get("stats-interval"), "seconds", 0),
     json: values.get("json") === true,
     logLevel,
@@ -189,6 +225,8 @@ export function helpText(version: string, kinds: readonly { name: string; descri
     "",
     "Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.",
     "Signals: SIGINT/SIGTERM stop accepting, finish in-flight requests, flush, close; SIGUSR1 flushes every device.",
+    "A kernel device is detached at SIGINT/SIGTERM in the safe order (write back, flush, disconnect, close), and not",
+    "at all while it is mounted (the daemon says where and keeps serving) unless --force.",
   );
   return `${lines.join("\n")}\n`;
 }

@@ -1,11 +1,15 @@
 /**
- * Headless mode: open the device, serve it, print how to connect, print stats on an interval, and shut down in
- * the safe order on SIGINT/SIGTERM (SIGUSR1 flushes).
+ * Headless mode: serve the devices (over a socket, or to the kernel as /dev/nbdX), print how to use them, print
+ * stats on an interval, and shut down in the safe order on SIGINT/SIGTERM (SIGUSR1 flushes). A kernel device that
+ * is mounted is not detached: the signal is refused with a message naming the mount point.
  */
+import { deviceKinds } from "../devices/index.ts";
 import { type ListenAddress, describeAddress, parseListenAddress } from "../engine/address.ts";
 import type { DeviceSnapshot, Host } from "../engine/host.ts";
+import { DetachRefusedError } from "../engine/kernel/attachment.ts";
 import type { Logger } from "../engine/log.ts";
 import type { CliOptions } from "./flags.ts";
+import { kernelAttachOptions, kernelHints } from "./kernel.ts";
 import { formatSize } from "./sizes.ts";
 
 export interface HeadlessIo {
@@ -45,14 +49,52 @@ export function connectHints(uri: string, name: string): string[] {
   ];
 }
 
-/** Serves until a signal, then shuts down; resolves with the process exit code. */
-export async function runHeadless(host: Host, options: CliOptions, version: string, log: Logger, io: HeadlessIo): Promise<number> {
-  const address: ListenAddress = parseListenAddress(options.listen!);
-  const server = await host.serve(address, host.list());
-  for (const d of host.list()) {
-    io.out(`usbd-tui ${version}: serving ${d.device.kind} device "${d.name}" (${formatSize(d.device.size)}) on ${describeAddress(server.address)}`);
-    for (const line of connectHints(d.servedAt!, d.name)) io.out(line);
+/** Serves over --listen, or attaches every device to the kernel; prints how to use what it served. */
+async function serveDevices(host: Host, options: CliOptions, version: string, io: HeadlessIo): Promise<void> {
+  if (options.listen !== undefined) {
+    const address: ListenAddress = parseListenAddress(options.listen);
+    const server = await host.serve(address, host.list());
+    for (const d of host.list()) {
+      io.out(`usbd-tui ${version}: serving ${d.device.kind} device "${d.name}" (${formatSize(d.device.size)}) on ${describeAddress(server.address)}`);
+      for (const line of connectHints(d.servedAt!, d.name)) io.out(line);
+    }
+    return;
   }
+  for (const d of host.list()) {
+    const persistent = deviceKinds[d.device.kind as keyof typeof deviceKinds]?.persistent ?? false;
+    const attachment = await host.attachKernel(d, kernelAttachOptions(options, persistent));
+    const how = `${attachment.interface}, ${attachment.connections} connection${attachment.connections === 1 ? "" : "s"}`;
+    io.out(
+      `usbd-tui ${version}: ${attachment.reattached ? "reattached" : "attached"} ${d.device.kind} device "${d.name}" (${formatSize(d.device.size)}) as ${attachment.path} (${how})`,
+    );
+    for (const line of kernelHints(attachment.path, d.name)) io.out(line);
+  }
+}
+
+type StopReason = NodeJS.Signals | "gone";
+
+/** The next signal, or "gone" once no device is served any more (the kernel let go of every one). */
+function nextStop(host: Host): Promise<StopReason> {
+  return new Promise<StopReason>((resolve) => {
+    const onInt = () => finish("SIGINT");
+    const onTerm = () => finish("SIGTERM");
+    const unsubscribe = host.subscribe(() => {
+      if (host.list().every((d) => d.state === "detached" || d.state === "error")) finish("gone");
+    });
+    function finish(reason: StopReason) {
+      process.off("SIGINT", onInt);
+      process.off("SIGTERM", onTerm);
+      unsubscribe();
+      resolve(reason);
+    }
+    process.once("SIGINT", onInt);
+    process.once("SIGTERM", onTerm);
+  });
+}
+
+/** Serves until a signal (or until the kernel lets go of every device), then shuts down; resolves with the exit code. */
+export async function runHeadless(host: Host, options: CliOptions, version: string, log: Logger, io: HeadlessIo): Promise<number> {
+  await serveDevices(host, options, version, io);
 
   const printStats = (type: "stats" | "final") => {
     for (const s of host.snapshot()) io.out(options.json ? statsJson(type, s) : statsLine(s));
@@ -65,27 +107,38 @@ export async function runHeadless(host: Host, options: CliOptions, version: stri
   };
   process.on("SIGUSR1", onFlushSignal);
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGINT", () => resolve("SIGINT"));
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-  });
-  log.log("info", `${signal}: stopping (finishing in-flight requests, then flush and close)`);
   const forceExit = () => {
     log.log("warn", "second signal during shutdown: exiting without waiting");
     process.exit(1);
   };
-  process.once("SIGINT", forceExit);
-  process.once("SIGTERM", forceExit);
+  let status: number | undefined;
+  while (status === undefined) {
+    const reason = await nextStop(host);
+    if (reason === "gone") {
+      status = host.list().every((d) => d.state === "detached") ? 0 : 1;
+      break;
+    }
+    log.log("info", `${reason}: stopping (finishing in-flight requests, then flush${options.listen === undefined ? ", disconnect" : ""} and close)`);
+    process.once("SIGINT", forceExit);
+    process.once("SIGTERM", forceExit);
+    try {
+      await host.stop({ force: options.force });
+      status = 0;
+    } catch (error) {
+      if (error instanceof DetachRefusedError) {
+        log.log("error", `${error.message}; still serving (send SIGINT or SIGTERM again once it is unmounted)`);
+      } else {
+        log.log("error", error instanceof Error ? error.message : String(error));
+        status = 1;
+      }
+    } finally {
+      process.off("SIGINT", forceExit);
+      process.off("SIGTERM", forceExit);
+    }
+  }
   if (timer) clearInterval(timer);
   process.off("SIGUSR1", onFlushSignal);
-  try {
-    await host.stop();
-  } catch (error) {
-    log.log("error", error instanceof Error ? error.message : String(error));
-    printStats("final");
-    return 1;
-  }
   printStats("final");
-  log.log("info", "stopped cleanly");
-  return 0;
+  if (status === 0) log.log("info", "stopped cleanly");
+  return status;
 }

@@ -1,11 +1,14 @@
 /**
  * The `usbd-tui` entry point: parse flags, open the device, then run headless (the dashboard arrives with its own
- * issue). Maps every failure to the documented exit codes: 0 clean, 1 runtime failure, 2 usage error.
+ * issue), serving over a socket (--listen) or to the kernel as /dev/nbdX. Maps every failure to the documented
+ * exit codes: 0 clean, 1 runtime failure, 2 usage error.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { DEVICE_KINDS, createDevice, deviceKinds, isDeviceKind } from "../devices/index.ts";
 import { AddressError, parseListenAddress } from "../engine/address.ts";
 import { Host } from "../engine/host.ts";
+import { prepareKernel } from "../engine/kernel/attach.ts";
+import { KernelUsageError } from "../engine/kernel/module.ts";
 import { ListenError } from "../engine/listen.ts";
 import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
@@ -16,15 +19,6 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
-/** Why the kernel path cannot be used here, in one sentence that names the alternative. */
-function kernelUnavailableMessage(): string {
-  const hasDriver = existsSync("/sys/module/nbd") || existsSync("/dev/nbd0");
-  const why = hasDriver
-    ? "attaching to the kernel NBD driver is not available in this version of usbd-tui"
-    : "this machine's kernel has no NBD driver loaded (no /sys/module/nbd, no /dev/nbd0)";
-  return `${why}; serve over a socket instead with --listen unix:/tmp/usbd.sock (or --listen tcp:127.0.0.1:10809) and connect with nbdfuse, qemu or nbd-client`;
-}
-
 function usage(message: string): number {
   process.stderr.write(`usbd-tui: ${message}\n`);
   return EXIT_USAGE;
@@ -34,7 +28,7 @@ function validate(options: CliOptions): string | undefined {
   if (!isDeviceKind(options.devType)) {
     return `unknown device type "${options.devType}"; --dev-type must be one of: ${DEVICE_KINDS.join(", ")}`;
   }
-  if (options.listen === undefined) return kernelUnavailableMessage();
+  if (options.listen === undefined) return undefined;
   if (options.nbdDevice !== undefined) return `a device path (${options.nbdDevice}) only applies to the kernel path, not to --listen`;
   try {
     parseListenAddress(options.listen);
@@ -64,6 +58,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   const problem = validate(options);
   if (problem !== undefined) return usage(problem);
 
+  if (options.listen === undefined) {
+    // Before the device is created: a store must not be made for a kernel that cannot take it.
+    try {
+      await prepareKernel(options.nbdMaxDevs);
+    } catch (error) {
+      if (error instanceof KernelUsageError) return usage(error.message);
+      throw error;
+    }
+  }
+
   const log: Logger = options.json ? jsonLogger(options.logLevel) : textLogger(options.logLevel);
   const host = new Host(log);
   try {
@@ -81,8 +85,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     return await runHeadless(host, options, VERSION, log, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
+    await host.stop({ force: true }).catch(() => undefined);
+    if (error instanceof ListenError || error instanceof KernelUsageError) return usage(message);
     log.log("error", message);
-    await host.stop().catch(() => undefined);
-    return error instanceof ListenError ? EXIT_USAGE : EXIT_FAILURE;
+    return EXIT_FAILURE;
   }
 }

@@ -5,6 +5,8 @@
  */
 import type { BlockDevice, DeviceStats } from "../devices/device.ts";
 import type { ListenAddress } from "./address.ts";
+import { type KernelAttachOptions, attachKernel } from "./kernel/attach.ts";
+import { DetachRefusedError, type KernelAttachment } from "./kernel/attachment.ts";
 import { type Export, type NbdServer, listen } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
@@ -14,7 +16,7 @@ export type DeviceState = "starting" | "serving" | "flushing" | "detaching" | "d
 export interface HostEvent {
   readonly time: number;
   readonly device: string;
-  readonly kind: "attached" | "flushed" | "detached" | "error";
+  readonly kind: "attached" | "flushed" | "detached" | "refused" | "error";
   readonly message: string;
 }
 
@@ -23,8 +25,10 @@ export interface HostedDevice {
   readonly device: BlockDevice;
   readonly metrics: DeviceMetrics;
   state: DeviceState;
-  /** Where clients reach it (an nbd URI), once served. */
+  /** Where clients reach it (an nbd URI, or /dev/nbdN), once served. */
   servedAt: string | undefined;
+  /** Set while the device is attached to the kernel. */
+  kernel: KernelAttachment | undefined;
 }
 
 export interface DeviceSnapshot {
@@ -48,7 +52,7 @@ export class Host {
   /** Registers a device under a unique name; it is served by `serve`. */
   add(name: string, device: BlockDevice): HostedDevice {
     if (this.devices.some((d) => d.name === name)) throw new Error(`a device named "${name}" already exists`);
-    const hosted: HostedDevice = { name, device, metrics: new DeviceMetrics(), state: "starting", servedAt: undefined };
+    const hosted: HostedDevice = { name, device, metrics: new DeviceMetrics(), state: "starting", servedAt: undefined, kernel: undefined };
     this.devices.push(hosted);
     return hosted;
   }
@@ -64,6 +68,39 @@ export class Host {
       this.emit(h.name, "attached", `serving at ${h.servedAt}`);
     }
     return server;
+  }
+
+  /** Attaches a device to the kernel as /dev/nbdN (see attachKernel for the options and the errors). */
+  async attachKernel(hosted: HostedDevice, options: KernelAttachOptions): Promise<KernelAttachment> {
+    const attachment = await attachKernel({ device: hosted.device, metrics: hosted.metrics, log: this.log, label: hosted.name }, options);
+    hosted.kernel = attachment;
+    hosted.servedAt = attachment.path;
+    hosted.state = "serving";
+    const how = `${attachment.interface}, ${attachment.connections} connection${attachment.connections === 1 ? "" : "s"}`;
+    this.emit(hosted.name, "attached", `${attachment.reattached ? "reattached" : "attached"} as ${attachment.path} (${how})`);
+    attachment.onLost((reason) => void this.lostKernel(hosted, reason));
+    return attachment;
+  }
+
+  /**
+   * Detaches one kernel-attached device in the safe order (refusing while it is mounted unless `force`), then
+   * closes it. A refusal leaves it attached and serving.
+   */
+  async detach(name: string, options: { readonly force?: boolean } = {}): Promise<void> {
+    const hosted = this.find(name);
+    const attachment = hosted.kernel;
+    if (attachment === undefined) throw new Error(`${name} is not attached to the kernel`);
+    const previous = hosted.state;
+    hosted.state = "detaching";
+    try {
+      await attachment.detach(options);
+    } catch (error) {
+      hosted.state = previous;
+      this.emit(name, error instanceof DetachRefusedError ? "refused" : "error", error instanceof Error ? error.message : String(error));
+      throw error;
+    }
+    hosted.kernel = undefined;
+    await this.closeDevice(hosted, `detached from ${attachment.path}, flushed and closed`);
   }
 
   list(): readonly HostedDevice[] {
@@ -105,9 +142,19 @@ export class Host {
     await Promise.all(this.devices.map((d) => this.flush(d.name)));
   }
 
-  /** Stops every server (in-flight requests finish), then flushes and closes every device. Idempotent. */
-  stop(): Promise<void> {
-    this.stopping ??= this.stopAll();
+  /**
+   * Stops every server (in-flight requests finish) and detaches every kernel device, then flushes and closes every
+   * device. Refuses, changing nothing, while a kernel device is mounted (unless `force`). Idempotent once started.
+   */
+  stop(options: { readonly force?: boolean } = {}): Promise<void> {
+    if (this.stopping === undefined) {
+      const refusal = options.force ? undefined : this.kernelRefusal();
+      if (refusal !== undefined) {
+        this.emit(refusal.name, "refused", refusal.error.message);
+        return Promise.reject(refusal.error);
+      }
+      this.stopping = this.stopAll(options.force ?? false);
+    }
     return this.stopping;
   }
 
@@ -116,25 +163,60 @@ export class Host {
     return () => this.listeners.delete(listener);
   }
 
-  private async stopAll(): Promise<void> {
+  /** The first kernel device that something still uses, with the error a refused detach gives. */
+  private kernelRefusal(): { name: string; error: DetachRefusedError } | undefined {
+    for (const d of this.devices) {
+      const users = d.kernel?.users() ?? [];
+      if (d.kernel !== undefined && users.length > 0) return { name: d.name, error: new DetachRefusedError(d.kernel.path, users) };
+    }
+    return undefined;
+  }
+
+  private async stopAll(force: boolean): Promise<void> {
     for (const d of this.devices) if (d.state !== "detached") d.state = "detaching";
     await Promise.all(this.servers.map((s) => s.stop()));
     const failures: string[] = [];
-    for (const d of this.devices) {
-      if (d.state === "detached") continue;
-      try {
-        await d.device.flush();
-        await d.device.close();
-        d.state = "detached";
-        this.emit(d.name, "detached", "flushed and closed");
-      } catch (error) {
-        d.state = "error";
-        const message = error instanceof Error ? error.message : String(error);
-        failures.push(`${d.name}: ${message}`);
-        this.emit(d.name, "error", `shutdown failed: ${message}`);
-      }
-    }
+    await Promise.all(
+      this.devices.map(async (d) => {
+        if (d.state === "detached") return;
+        try {
+          if (d.kernel !== undefined) {
+            // Detach flushes (the kernel's cache, then the device) before it disconnects.
+            await d.kernel.detach({ force });
+            d.kernel = undefined;
+          } else {
+            await d.device.flush();
+          }
+          await this.closeDevice(d, "flushed and closed");
+        } catch (error) {
+          d.state = "error";
+          const message = error instanceof Error ? error.message : String(error);
+          failures.push(`${d.name}: ${message}`);
+          this.emit(d.name, "error", `shutdown failed: ${message}`);
+        }
+      }),
+    );
     if (failures.length > 0) throw new Error(`could not flush and close every device (${failures.join("; ")})`);
+  }
+
+  private async closeDevice(d: HostedDevice, message: string): Promise<void> {
+    await d.device.close();
+    d.state = "detached";
+    this.emit(d.name, "detached", message);
+  }
+
+  /** The kernel let go of a device on its own: flush and close it; its data is safe, but nothing serves it now. */
+  private async lostKernel(d: HostedDevice, reason: string): Promise<void> {
+    if (d.kernel === undefined) return;
+    d.kernel = undefined;
+    this.emit(d.name, "error", `${d.servedAt ?? "kernel device"} ${reason}`);
+    try {
+      await d.device.flush();
+      await this.closeDevice(d, "flushed and closed after the kernel let go of it");
+    } catch (error) {
+      d.state = "error";
+      this.emit(d.name, "error", `flush after losing the kernel device failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
 
   private find(name: string): HostedDevice {

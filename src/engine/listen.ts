@@ -9,10 +9,10 @@ import { type ListenAddress, describeAddress, exportUri } from "./address.ts";
 import type { Logger } from "./log.ts";
 import type { DeviceMetrics } from "./metrics.ts";
 import { type ExportInfo, Handshake } from "./protocol/handshake.ts";
-import { ReplyWriter, type Transport } from "./reply-writer.ts";
+import { ReplyWriter } from "./reply-writer.ts";
 import { Session } from "./session.ts";
 import { enlargeSocketBuffers } from "./socket-buffers.ts";
-import { recvNonBlocking } from "../ffi/sockets.ts";
+import { socketFd, socketTransport } from "./socket-transport.ts";
 
 /** A device offered under a name. */
 export interface Export {
@@ -56,21 +56,6 @@ interface Connection {
 
 export class ListenError extends Error {}
 
-/** The OS descriptor of a Bun socket: present at run time, though Bun's type declarations omit it. */
-function socketFd(socket: Socket<Connection>): number | undefined {
-  const fd = (socket as unknown as { fd?: number }).fd;
-  return typeof fd === "number" && fd >= 0 ? fd : undefined;
-}
-
-/** Bytes already waiting on `fd`; 0 when none, at end of stream, or on an error (Bun's own read reports those). */
-function receiveWaiting(fd: number, dest: Uint8Array): number {
-  try {
-    return Math.max(0, recvNonBlocking(fd, dest));
-  } catch {
-    return 0;
-  }
-}
-
 function exportInfo(e: Export): ExportInfo {
   const caps = resolveCapabilities(e.device);
   return {
@@ -107,23 +92,13 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
 
   const findExport = (name: string): ExportInfo | undefined => infos.get(name === "" ? exports[0]!.name : name);
 
-  function transportOf(socket: Socket<Connection>): Transport {
-    const fd = socketFd(socket);
-    return {
-      write: (data, offset, length) => socket.write(data, offset, length),
-      end: () => socket.end(),
-      // Bun hands each recv() to `data` before it reads again, so bytes read here are the ones that follow.
-      receiveInto: fd !== undefined ? (dest) => receiveWaiting(fd, dest) : undefined,
-    };
-  }
-
   function startSession(conn: Connection, socket: Socket<Connection>, exportName: string, structured: boolean, baseAllocation: boolean, rest: Uint8Array): void {
     const chosen = byName.get(exportName)!;
     conn.handshake = undefined;
     conn.session = new Session({
       device: chosen.device,
       metrics: chosen.metrics,
-      transport: transportOf(socket),
+      transport: socketTransport(socket),
       out: conn.out,
       structuredReplies: structured,
       baseAllocation,
@@ -141,7 +116,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
       if (fd !== undefined) enlargeSocketBuffers(fd);
       const id = nextId++;
       const peer = address.kind === "unix" ? `unix client #${id}` : `${socket.remoteAddress} #${id}`;
-      const conn: Connection = { id, peer, socket, out: new ReplyWriter(transportOf(socket)), handshake: undefined, session: undefined, closed: false };
+      const conn: Connection = { id, peer, socket, out: new ReplyWriter(socketTransport(socket)), handshake: undefined, session: undefined, closed: false };
       socket.data = conn;
       connections.add(conn);
       conn.handshake = new Handshake({

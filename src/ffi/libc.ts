@@ -33,7 +33,8 @@ export class LibcError extends Error {
   constructor(
     readonly call: string,
     readonly errno: number,
-    detail: string,
+    /** What the call was made on ("fd 7", a path): part of the message. */
+    readonly detail: string,
   ) {
     super(`${call}(${detail}): ${describeErrno(errno)}`);
     this.name = "LibcError";
