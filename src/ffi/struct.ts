@@ -19,28 +19,34 @@ export class ByteWriter {
     return this.used;
   }
 
+  // Each writer reserves room before touching `buffer` or `view`: growing replaces both.
   u8(value: number): this {
-    this.view.setUint8(this.room(1), value);
+    const at = this.room(1);
+    this.view.setUint8(at, value);
     return this;
   }
 
   u16(value: number): this {
-    this.view.setUint16(this.room(2), value, true);
+    const at = this.room(2);
+    this.view.setUint16(at, value, true);
     return this;
   }
 
   u32(value: number): this {
-    this.view.setUint32(this.room(4), value >>> 0, true);
+    const at = this.room(4);
+    this.view.setUint32(at, value >>> 0, true);
     return this;
   }
 
   u64(value: number | bigint): this {
-    this.view.setBigUint64(this.room(8), BigInt(value), true);
+    const at = this.room(8);
+    this.view.setBigUint64(at, BigInt(value), true);
     return this;
   }
 
   bytes(data: Uint8Array): this {
-    this.buffer.set(data, this.room(data.length));
+    const at = this.room(data.length);
+    this.buffer.set(data, at);
     return this;
   }
 
@@ -50,7 +56,8 @@ export class ByteWriter {
   }
 
   zeros(count: number): this {
-    this.buffer.fill(0, this.room(count), this.used);
+    const at = this.room(count);
+    this.buffer.fill(0, at, this.used);
     return this;
   }
 

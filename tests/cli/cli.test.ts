@@ -15,6 +15,21 @@ describe("usage errors exit 2 with a message that names the fix", () => {
     expect(r.stderr.trim().split("\n").length).toBe(1);
   });
 
+  test("without root (CAP_SYS_ADMIN) the kernel path says so in one line and names --listen", async () => {
+    if (process.getuid?.() !== 0 || Bun.which("setpriv") === null) return void console.warn("skipped: needs root and setpriv to drop privileges");
+    const r = await runResult(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ...CLI, "--headless"]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("needs root (CAP_SYS_ADMIN)");
+    expect(r.stderr).toContain("--listen unix:");
+    expect(r.stderr.trim().split("\n").length).toBe(1);
+  });
+
+  test("kernel-only flags with --listen are usage errors", async () => {
+    const r = await runResult([...CLI, "--listen", "unix:/tmp/never.sock", "--reattach", "/dev/nbd0"]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("--reattach only applies when attaching to the kernel");
+  });
+
   test("an unknown flag, an unknown device type and a bad listen address", async () => {
     for (const args of [["--frobnicate"], ["--dev-type=tape", "--listen", "unix:/tmp/x.sock"], ["--listen", "carrier-pigeon"]]) {
       const r = await runResult([...CLI, ...args]);

@@ -64,3 +64,24 @@ describe("flags", () => {
     expect(() => parseFlags(["--json", "--json"])).toThrow(/given twice/);
   });
 });
+
+describe("kernel flags", () => {
+  test("defaults: netlink, one connection, no request timeout, 60 s for a restarted daemon to reattach", () => {
+    const o = parseFlags([]);
+    expect(o.nbdInterface).toBe("netlink");
+    expect(o.connections).toBe(1);
+    expect(o.nbdTimeout).toBe(0);
+    expect(o.deadConnTimeout).toBe(60);
+    expect(o.reattach).toBeUndefined();
+    expect(o.force).toBe(false);
+  });
+
+  test("values are checked and kernel-only flags are refused with --listen", () => {
+    const o = parseFlags(["--nbd-interface=ioctl", "--connections=4", "--nbd-timeout=30", "--dead-conn-timeout=120", "--reattach=/dev/nbd2", "--force"]);
+    expect([o.nbdInterface, o.connections, o.nbdTimeout, o.deadConnTimeout, o.reattach, o.force]).toEqual(["ioctl", 4, 30, 120, "/dev/nbd2", true]);
+    expect(() => parseFlags(["--nbd-interface=sysfs"])).toThrow(/netlink or ioctl/);
+    expect(() => parseFlags(["--connections=0"])).toThrow(/from 1 to 64/);
+    expect(() => parseFlags(["--reattach=/dev/sda"])).toThrow(/like \/dev\/nbd0/);
+    expect(() => parseFlags(["--listen=unix:/tmp/s", "--connections=2"])).toThrow(/--connections only applies when attaching to the kernel/);
+  });
+});
