@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { waitFor, watch } from "../helpers/process.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const BUN = join(ROOT, "node_modules/.bin/bun");
@@ -144,30 +145,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const sockDir = tempDir("sock");
   const socket = join(sockDir, "nbd.sock");
   const cmd = SERVER === "nbdkit" ? nbdkitCommand(opts, storeDir, storeName, size, socket) : usbdCommand(opts, storeDir, storeName, size, socket);
-  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: ROOT });
-
-  let out = "";
-  let err = "";
-  const drained = Promise.all([
-    drain(proc.stdout, (s) => {
-      out += s;
-    }),
-    drain(proc.stderr, (s) => {
-      err += s;
-    }),
-  ]);
-  let exitCode: number | null = null;
-  void proc.exited.then((c) => {
-    exitCode = c;
-  });
-
-  const uri = await waitReady(() => out, () => exitCode, socket, opts.exportName ?? storeName).catch(async (e) => {
-    proc.kill("SIGKILL");
-    await proc.exited;
-    await drained;
+  const w = watch(cmd, { cwd: ROOT });
+  let uri: string;
+  try {
+    uri = await waitFor("\"URI:\" line on stdout and a socket", w, () => readyUri(w.stdout(), socket, opts.exportName ?? storeName), READY_TIMEOUT_MS);
+  } catch (error) {
+    await w.stop("SIGKILL", 0);
     cleanup();
-    throw new Error(`${(e as Error).message}\ncommand: ${show(cmd)}\n--- stderr ---\n${err.trim()}\n--- stdout ---\n${out.trim()}`);
-  });
+    throw error;
+  }
 
   let stopped = false;
   function cleanup(): void {
@@ -178,29 +164,26 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     uri,
     socket,
     storeDir,
-    proc,
-    stdout: () => out,
-    stderr: () => err,
+    proc: w.proc,
+    stdout: w.stdout,
+    stderr: w.stderr,
     async stop() {
       if (stopped) throw new Error("daemon already stopped");
       stopped = true;
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
-      const code = await proc.exited;
-      clearTimeout(timer);
-      await drained;
+      const code = await w.stop("SIGTERM", STOP_TIMEOUT_MS);
       cleanup();
-      if (code !== 0 || proc.signalCode !== null) {
+      const signal = w.proc.signalCode;
+      if (code !== 0 || signal !== null) {
         throw new Error(
-          `server did not exit cleanly on SIGTERM: exit code ${code}, signal ${proc.signalCode ?? "none"}` +
-            `${code === 137 || proc.signalCode === "SIGKILL" ? ` (killed after ${STOP_TIMEOUT_MS} ms)` : ""}\n--- stderr ---\n${err.trim()}`,
+          `server did not exit cleanly on SIGTERM: exit code ${code}, signal ${signal ?? "none"}` +
+            `${code === 137 || signal === "SIGKILL" ? ` (killed after ${STOP_TIMEOUT_MS} ms)` : ""}\n--- stderr ---\n${w.stderr().trim()}`,
         );
       }
-      return out;
+      return w.stdout();
     },
     kill() {
       stopped = true;
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+      w.kill();
       cleanup();
     },
   };
@@ -246,32 +229,12 @@ export function sizeBytes(size: string): number {
   return Number(m[1]) * unit;
 }
 
-async function drain(stream: ReadableStream<Uint8Array>, onText: (s: string) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  for await (const chunk of stream) onText(decoder.decode(chunk, { stream: true }));
-}
-
-async function waitReady(
-  stdout: () => string,
-  exitCode: () => number | null,
-  socket: string,
-  exportName: string,
-): Promise<string> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    const code = exitCode();
-    if (code !== null) throw new Error(`server exited with ${code} before it was ready`);
-    const m = /^\s*URI:\s+(\S+)/m.exec(stdout());
-    if (existsSync(socket)) {
-      if (m) return m[1]!;
-      // nbdkit prints no banner: build the same URI the daemon prints.
-      if (SERVER === "nbdkit") return `nbd+unix:///${encodeURIComponent(exportName)}?socket=${socket}`;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`server not ready after ${READY_TIMEOUT_MS} ms (no "URI:" line on stdout and socket ${socket})`);
-    }
-    await Bun.sleep(25);
-  }
+/** The URI the server printed, once its socket exists (nbdkit prints none: build the one the daemon would). */
+function readyUri(stdout: string, socket: string, exportName: string): string | undefined {
+  if (!existsSync(socket)) return undefined;
+  const m = /^\s*URI:\s+(\S+)/m.exec(stdout);
+  if (m) return m[1]!;
+  return SERVER === "nbdkit" ? `nbd+unix:///${encodeURIComponent(exportName)}?socket=${socket}` : undefined;
 }
 
 /** Writes `bytes` random bytes to `path` and returns its sha256 in hex. */
