@@ -71,31 +71,72 @@ async function serveDevices(host: Host, options: CliOptions, version: string, io
   }
 }
 
-type StopReason = NodeJS.Signals | "gone";
+type StopReason = "SIGINT" | "SIGTERM" | "gone";
 
-/** The next signal, or "gone" once no device is served any more (the kernel let go of every one). */
-function nextStop(host: Host): Promise<StopReason> {
-  return new Promise<StopReason>((resolve) => {
-    const onInt = () => finish("SIGINT");
-    const onTerm = () => finish("SIGTERM");
-    const unsubscribe = host.subscribe(() => {
-      if (host.list().every((d) => d.state === "detached" || d.state === "error")) finish("gone");
-    });
-    function finish(reason: StopReason) {
-      process.off("SIGINT", onInt);
-      process.off("SIGTERM", onTerm);
-      unsubscribe();
-      resolve(reason);
+/**
+ * SIGINT/SIGTERM, listened for from the start (a signal that arrives while devices are still being attached is
+ * kept, not lost to the default action), plus "gone" once the kernel has let go of every device. A signal while a
+ * shutdown is already running exits at once.
+ */
+class StopRequests {
+  private readonly pending: StopReason[] = [];
+  private wake: (() => void) | undefined;
+  private shuttingDown = false;
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    if (this.shuttingDown) {
+      this.log.log("warn", "second signal during shutdown: exiting without waiting");
+      process.exit(1);
     }
-    process.once("SIGINT", onInt);
-    process.once("SIGTERM", onTerm);
-  });
+    this.push(signal === "SIGINT" ? "SIGINT" : "SIGTERM");
+  };
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly log: Logger) {
+    process.on("SIGINT", this.onSignal);
+    process.on("SIGTERM", this.onSignal);
+  }
+
+  watch(host: Host): void {
+    this.unsubscribe = host.subscribe(() => {
+      if (host.list().every((d) => d.state === "detached" || d.state === "error")) this.push("gone");
+    });
+  }
+
+  async next(): Promise<StopReason> {
+    while (this.pending.length === 0) await new Promise<void>((resolve) => (this.wake = resolve));
+    return this.pending.shift()!;
+  }
+
+  /** Marks a shutdown as running (or finished), which decides what a further signal does. */
+  set busy(value: boolean) {
+    this.shuttingDown = value;
+  }
+
+  dispose(): void {
+    process.off("SIGINT", this.onSignal);
+    process.off("SIGTERM", this.onSignal);
+    this.unsubscribe?.();
+  }
+
+  private push(reason: StopReason): void {
+    this.pending.push(reason);
+    this.wake?.();
+  }
 }
 
 /** Serves until a signal (or until the kernel lets go of every device), then shuts down; resolves with the exit code. */
 export async function runHeadless(host: Host, options: CliOptions, version: string, log: Logger, io: HeadlessIo): Promise<number> {
-  await serveDevices(host, options, version, io);
+  const stops = new StopRequests(log);
+  try {
+    await serveDevices(host, options, version, io);
+    stops.watch(host);
+    return await serveUntilStopped(host, options, log, io, stops);
+  } finally {
+    stops.dispose();
+  }
+}
 
+async function serveUntilStopped(host: Host, options: CliOptions, log: Logger, io: HeadlessIo, stops: StopRequests): Promise<number> {
   const printStats = (type: "stats" | "final") => {
     for (const s of host.snapshot()) io.out(options.json ? statsJson(type, s) : statsLine(s));
   };
@@ -107,33 +148,27 @@ export async function runHeadless(host: Host, options: CliOptions, version: stri
   };
   process.on("SIGUSR1", onFlushSignal);
 
-  const forceExit = () => {
-    log.log("warn", "second signal during shutdown: exiting without waiting");
-    process.exit(1);
-  };
   let status: number | undefined;
   while (status === undefined) {
-    const reason = await nextStop(host);
+    const reason = await stops.next();
     if (reason === "gone") {
       status = host.list().every((d) => d.state === "detached") ? 0 : 1;
       break;
     }
     log.log("info", `${reason}: stopping (finishing in-flight requests, then flush${options.listen === undefined ? ", disconnect" : ""} and close)`);
-    process.once("SIGINT", forceExit);
-    process.once("SIGTERM", forceExit);
+    stops.busy = true;
     try {
       await host.stop({ force: options.force });
       status = 0;
     } catch (error) {
       if (error instanceof DetachRefusedError) {
-        log.log("error", `${error.message}; still serving (send SIGINT or SIGTERM again once it is unmounted)`);
+        log.log("info", "still serving: send SIGINT or SIGTERM again once it is unmounted (or run with --force)");
       } else {
         log.log("error", error instanceof Error ? error.message : String(error));
         status = 1;
       }
     } finally {
-      process.off("SIGINT", forceExit);
-      process.off("SIGTERM", forceExit);
+      stops.busy = false;
     }
   }
   if (timer) clearInterval(timer);

@@ -202,7 +202,8 @@ export class Host {
   private async closeDevice(d: HostedDevice, message: string): Promise<void> {
     await d.device.close();
     d.state = "detached";
-    this.emit(d.name, "detached", message);
+    // A device that was never served (its attach failed) ends without an event: the failure is the news.
+    if (d.servedAt !== undefined) this.emit(d.name, "detached", message);
   }
 
   /** The kernel let go of a device on its own: flush and close it; its data is safe, but nothing serves it now. */
@@ -227,7 +228,7 @@ export class Host {
 
   private emit(device: string, kind: HostEvent["kind"], message: string): void {
     const event: HostEvent = { time: Date.now(), device, kind, message };
-    this.log.log(kind === "error" ? "error" : "info", message, { device });
+    this.log.log(kind === "error" || kind === "refused" ? "error" : "info", message, { device });
     for (const listener of this.listeners) listener(event);
   }
 }

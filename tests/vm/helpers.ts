@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { removeDir, run, runResult, sha256File, writeRandomFile } from "../clients/helpers.ts";
 import { type Watched, waitFor, watch } from "../helpers/process.ts";
+import { NbdNetlink } from "../../src/engine/kernel/nbd-netlink.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 export const CLI = [join(ROOT, "node_modules/.bin/bun"), join(ROOT, "bin/usbd-tui.ts")];
@@ -143,4 +144,26 @@ export function mountPoint(name: string): string {
 /** Drops the guest's clean page cache, so later reads come from the device. */
 export function dropCaches(): Promise<string> {
   return sh("sync && echo 3 > /proc/sys/vm/drop_caches");
+}
+
+/** NBD_CMD_DISCONNECT from outside the daemon, as `nbd-client -d` would send it. */
+export function kernelDisconnect(index: number): void {
+  const netlink = NbdNetlink.open();
+  if (netlink === undefined) throw new Error("no nbd netlink family: is the nbd module loaded?");
+  try {
+    netlink.disconnect(index);
+  } finally {
+    netlink.close();
+  }
+}
+
+/** NBD_CMD_STATUS for one device: whether the kernel holds a configuration for it. */
+export function kernelConnected(index: number): boolean | undefined {
+  const netlink = NbdNetlink.open();
+  if (netlink === undefined) return undefined;
+  try {
+    return netlink.status(index).find((d) => d.index === index)?.connected;
+  } finally {
+    netlink.close();
+  }
 }
