@@ -2,11 +2,13 @@
 # output on a pipe to the virtio console, stop whatever it left running, record its exit status, power off.
 bb=/run/vm/busybox
 ctl=$1
-$bb stty -F /dev/hvc0 raw -echo 2>/dev/null
+# Held open for the whole run: raw mode (no \n -> \r\n) lasts only while the console is open.
+exec 3<>/dev/hvc0
+$bb stty raw -echo <&3
 $bb mkfifo /run/vm/out
-$bb cat /run/vm/out >/dev/hvc0 &
+$bb cat /run/vm/out >&3 &
 copier=$!
-/bin/bash "$ctl/command.sh" </dev/null >/run/vm/out 2>&1
+/bin/bash "$ctl/command.sh" </dev/null >/run/vm/out 2>&1 3>&-
 rc=$?
 # Processes the command left behind may still hold the output pipe open; stop them so the copier sees its end.
 for signal in TERM KILL; do
