@@ -4,7 +4,7 @@
  * VM, alternating server by server and round by round. Prints a Markdown table of median ratios; raw numbers go to
  * bench/results/kernel-<timestamp>.json.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { median } from "./lib/report.ts";
@@ -58,11 +58,20 @@ async function startUsbd(sizeMiB: number): Promise<Attached> {
   };
 }
 
+let peers = 0;
+
 /** nbdkit's memory plugin on a Unix socket, attached with nbd-client (netlink, one connection, 4 KiB blocks). */
-async function startPeer(sizeMiB: number, index: number): Promise<Attached> {
-  const socket = `/run/usbd-bench-nbdkit-${process.pid}.sock`;
+async function startPeer(sizeMiB: number): Promise<Attached> {
+  const socket = `/run/usbd-bench-nbdkit-${process.pid}-${++peers}.sock`;
   const nbdkit = Bun.spawn(["nbdkit", "-f", "-U", socket, "memory", `${sizeMiB}M`], { stdout: "ignore", stderr: "inherit" });
-  for (let i = 0; i < 200 && !(await Bun.file(socket).exists()); i++) await Bun.sleep(25);
+  for (let i = 0; i < 200 && !existsSync(socket); i++) await Bun.sleep(25);
+  const index = readdirSync("/sys/block")
+    .map((n) => /^nbd(\d+)$/.exec(n)?.[1])
+    .filter((n): n is string => n !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b)
+    .find((i) => !existsSync(`/sys/block/nbd${i}/pid`));
+  if (index === undefined) throw new Error("no free /dev/nbdN for nbd-client");
   const device = `/dev/nbd${index}`;
   const attach = await run(["nbd-client", "-unix", socket, device, "-b", "4096", "-N", ""]);
   if (attach.code !== 0) throw new Error(`nbd-client failed: ${attach.stderr || attach.stdout}`);
@@ -70,8 +79,10 @@ async function startPeer(sizeMiB: number, index: number): Promise<Attached> {
     device,
     async stop() {
       await run(["nbd-client", "-d", device]);
+      for (let i = 0; i < 200 && existsSync(`/sys/block/nbd${index}/pid`); i++) await Bun.sleep(25);
       nbdkit.kill("SIGTERM");
       await nbdkit.exited;
+      rmSync(socket, { force: true });
     },
   };
 }
@@ -128,7 +139,7 @@ async function main(): Promise<void> {
   for (let round = 1; round <= o.rounds; round++) {
     const order: Server[] = round % 2 ? ["usbd-kernel", "nbd-client+nbdkit"] : ["nbd-client+nbdkit", "usbd-kernel"];
     for (const server of order) {
-      const attached = server === "usbd-kernel" ? await startUsbd(o.sizeMiB) : await startPeer(o.sizeMiB, 1);
+      const attached = server === "usbd-kernel" ? await startUsbd(o.sizeMiB) : await startPeer(o.sizeMiB);
       try {
         await fio(attached.device, ["--rw=write", "--bs=1M", "--iodepth=8"]);
         for (const job of o.jobs) {

@@ -37,7 +37,17 @@ export function statsLine(s: DeviceSnapshot): string {
 /** One JSON object per device: the metrics snapshot without its 60-second history. */
 export function statsJson(type: "stats" | "final", s: DeviceSnapshot): string {
   const { history: _history, ...metrics } = s.metrics;
-  return JSON.stringify({ type, device: s.name, kind: s.kind, size: s.size, state: s.state, ...metrics, gauges: s.stats?.gauges ?? [] });
+  return JSON.stringify({
+    type,
+    device: s.name,
+    kind: s.kind,
+    size: s.size,
+    state: s.state,
+    servedAt: s.servedAt,
+    kernel: s.kernel,
+    ...metrics,
+    gauges: s.stats?.gauges ?? [],
+  });
 }
 
 export function connectHints(uri: string, name: string): string[] {

@@ -39,6 +39,16 @@ export interface DeviceSnapshot {
   readonly servedAt: string | undefined;
   readonly metrics: MetricsSnapshot;
   readonly stats: DeviceStats | undefined;
+  /** Set while attached to the kernel. */
+  readonly kernel: KernelSnapshot | undefined;
+}
+
+export interface KernelSnapshot {
+  readonly path: string;
+  readonly interface: "netlink" | "ioctl";
+  readonly connections: number;
+  /** What the kernel reports now (NBD_CMD_STATUS). */
+  readonly connected: boolean;
 }
 
 export class Host {
@@ -116,6 +126,7 @@ export class Host {
       servedAt: d.servedAt,
       metrics: d.metrics.snapshot(windowSeconds),
       stats: d.device.stats?.(),
+      kernel: d.kernel && { path: d.kernel.path, interface: d.kernel.interface, connections: d.kernel.connections, connected: d.kernel.connected() },
     }));
   }
 

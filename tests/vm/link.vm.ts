@@ -40,6 +40,7 @@ describe("attach() from the framework API", () => {
     attachment.onLost((reason) => (lost = reason));
     try {
       expect(kernelConnected(attachment.index)).toBe(true);
+      expect(attachment.connected()).toBe(true);
       const dd = await runResult(["dd", `if=${attachment.path}`, "bs=4096", "count=1", `skip=${offset / 4096}`, "iflag=direct", "status=none"], { timeoutMs: 60_000 });
       expect(dd.exitCode).toBe(0);
       expect(Buffer.from(dd.stdout, "latin1").equals(Buffer.alloc(4096, 0x5a))).toBe(true);

@@ -24,6 +24,8 @@ export interface KernelAttachment {
   readonly reattached: boolean;
   /** What uses the device now: mounts, swap, stacked devices (empty when nothing does). */
   users(): string[];
+  /** Whether the kernel holds the device configured now (NBD_CMD_STATUS with netlink, sysfs with ioctl). */
+  connected(): boolean;
   /**
    * Detaches in the safe order: refuses while something uses the device (unless `force`), writes back what the
    * kernel still caches for it, flushes the device, disconnects, and waits for the sessions to finish. The device
@@ -98,6 +100,8 @@ export abstract class BaseAttachment implements KernelAttachment {
   users(): string[] {
     return deviceUsers(this.index);
   }
+
+  abstract connected(): boolean;
 
   onLost(listener: (reason: string) => void): void {
     if (this.lostReason !== undefined) listener(this.lostReason);

@@ -85,6 +85,10 @@ export class IoctlAttachment extends BaseAttachment {
     return attachment;
   }
 
+  connected(): boolean {
+    return nbdInUse(this.index);
+  }
+
   protected async disconnect(): Promise<void> {
     // NBD_DISCONNECT writes NBD_CMD_DISC to our sockets before it returns: not on this thread.
     await runBlocking({ op: "ioctl", fd: this.fd, request: NBD_IOCTL.DISCONNECT, arg: 0 });

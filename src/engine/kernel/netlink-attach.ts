@@ -109,6 +109,10 @@ export class NetlinkAttachment extends BaseAttachment {
     return attachment;
   }
 
+  connected(): boolean {
+    return this.netlink.status(this.index).some((d) => d.index === this.index && d.connected);
+  }
+
   protected async disconnect(): Promise<void> {
     // In a worker: the kernel writes NBD_CMD_DISC to our sockets before the command returns.
     await runBlocking({ op: "netlink-disconnect", index: this.index });
