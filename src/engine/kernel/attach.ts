@@ -69,7 +69,13 @@ export async function attachKernel(serve: KernelServeOptions, options: KernelAtt
 
   const netlink = options.interface === "ioctl" ? undefined : NbdNetlink.open();
   if (takeover !== undefined) {
-    if (netlink === undefined) throw new KernelUsageError("reattaching needs the kernel's nbd netlink interface, which this kernel lacks");
+    if (netlink === undefined) {
+      throw new KernelUsageError(
+        options.interface === "ioctl"
+          ? `this store's /dev/nbd${takeover} is waiting to be reattached, which needs the netlink interface: run without --nbd-interface=ioctl`
+          : "reattaching needs the kernel's nbd netlink interface, which this kernel lacks",
+      );
+    }
     if (named !== undefined && named !== takeover) {
       netlink.close();
       throw new KernelUsageError(

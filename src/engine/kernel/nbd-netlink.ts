@@ -52,33 +52,31 @@ function sockets(fds: readonly number[]): Attribute {
   );
 }
 
-export function connectAttributes(r: ConnectRequest): Attribute[] {
-  const attrs: Attribute[] = [];
-  if (r.index !== undefined) attrs.push(nla.u32(NBD_ATTR.INDEX, r.index));
-  attrs.push(
-    nla.u64(NBD_ATTR.SIZE_BYTES, r.sizeBytes),
-    nla.u64(NBD_ATTR.BLOCK_SIZE_BYTES, r.blockSizeBytes),
-    nla.u64(NBD_ATTR.SERVER_FLAGS, r.serverFlags),
+/** What CONNECT and RECONFIGURE both set: timeouts, client flags, the sockets, the backend identifier. */
+function connectionAttributes(r: ReconfigureRequest | ConnectRequest): Attribute[] {
+  const attrs = [
     nla.u64(NBD_ATTR.TIMEOUT, r.timeoutSeconds),
     nla.u64(NBD_ATTR.DEAD_CONN_TIMEOUT, r.deadConnTimeoutSeconds),
     // No client flags: the device must outlive a disconnect (never delete /dev/nbdN) and survive its last close.
     nla.u64(NBD_ATTR.CLIENT_FLAGS, 0),
     sockets(r.socketFds),
-  );
+  ];
   if (r.backend !== undefined) attrs.push(nla.string(NBD_ATTR.BACKEND_IDENTIFIER, r.backend));
   return attrs;
 }
 
-export function reconfigureAttributes(r: ReconfigureRequest): Attribute[] {
-  const attrs: Attribute[] = [
-    nla.u32(NBD_ATTR.INDEX, r.index),
-    nla.u64(NBD_ATTR.TIMEOUT, r.timeoutSeconds),
-    nla.u64(NBD_ATTR.DEAD_CONN_TIMEOUT, r.deadConnTimeoutSeconds),
-    nla.u64(NBD_ATTR.CLIENT_FLAGS, 0),
-    sockets(r.socketFds),
+export function connectAttributes(r: ConnectRequest): Attribute[] {
+  return [
+    ...(r.index === undefined ? [] : [nla.u32(NBD_ATTR.INDEX, r.index)]),
+    nla.u64(NBD_ATTR.SIZE_BYTES, r.sizeBytes),
+    nla.u64(NBD_ATTR.BLOCK_SIZE_BYTES, r.blockSizeBytes),
+    nla.u64(NBD_ATTR.SERVER_FLAGS, r.serverFlags),
+    ...connectionAttributes(r),
   ];
-  if (r.backend !== undefined) attrs.push(nla.string(NBD_ATTR.BACKEND_IDENTIFIER, r.backend));
-  return attrs;
+}
+
+export function reconfigureAttributes(r: ReconfigureRequest): Attribute[] {
+  return [nla.u32(NBD_ATTR.INDEX, r.index), ...connectionAttributes(r)];
 }
 
 export function disconnectAttributes(index: number): Attribute[] {
