@@ -20,10 +20,7 @@ export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 
 export const O_RDONLY = 0;
-export const O_WRONLY = 1;
 export const O_RDWR = 2;
-/** On a block device: fail with EBUSY if it is mounted or otherwise held exclusively. */
-export const O_EXCL = 0o200;
 export const O_CLOEXEC = 0o2000000;
 
 const ENXIO = 6;

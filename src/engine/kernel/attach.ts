@@ -35,7 +35,7 @@ export interface KernelAttachOptions {
   readonly backend: string;
 }
 
-export const DEFAULT_DEAD_CONN_TIMEOUT_S = 60;
+const DEFAULT_DEAD_CONN_TIMEOUT_S = 60;
 
 /** Checks what attaching needs before any device is opened: privileges, then the module (loaded if missing). */
 export async function prepareKernel(maxDevices: number): Promise<void> {

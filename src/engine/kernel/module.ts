@@ -10,7 +10,7 @@ export class KernelUsageError extends Error {
   override readonly name = "KernelUsageError";
 }
 
-export const LISTEN_HINT =
+const LISTEN_HINT =
   "serve over a socket instead with --listen unix:/tmp/usbd.sock (or --listen tcp:127.0.0.1:10809) and connect with nbdfuse, qemu or nbd-client";
 
 const SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin";

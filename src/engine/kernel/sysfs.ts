@@ -80,11 +80,6 @@ export function nbdConnections(index: number): number {
   }
 }
 
-/** Size in bytes as the kernel sees it (0 when not attached). */
-export function nbdSizeBytes(index: number): number {
-  return Number(readTrimmed(`${sysDir(index)}/size`) ?? "0") * 512;
-}
-
 /** Why `path` is not an NBD block device node, or undefined when it is one (or does not exist as a node yet). */
 export function notAnNbdNode(path: string): string | undefined {
   let stat;
