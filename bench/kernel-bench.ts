@@ -4,9 +4,10 @@
  * VM, alternating server by server and round by round. Prints a Markdown table of median ratios; raw numbers go to
  * bench/results/kernel-<timestamp>.json.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { nbdInUse, nbdIndexes } from "../src/engine/kernel/sysfs.ts";
 import { median } from "./lib/report.ts";
 import { run } from "./lib/sys.ts";
 
@@ -65,12 +66,7 @@ async function startPeer(sizeMiB: number): Promise<Attached> {
   const socket = `/run/usbd-bench-nbdkit-${process.pid}-${++peers}.sock`;
   const nbdkit = Bun.spawn(["nbdkit", "-f", "-U", socket, "memory", `${sizeMiB}M`], { stdout: "ignore", stderr: "inherit" });
   for (let i = 0; i < 200 && !existsSync(socket); i++) await Bun.sleep(25);
-  const index = readdirSync("/sys/block")
-    .map((n) => /^nbd(\d+)$/.exec(n)?.[1])
-    .filter((n): n is string => n !== undefined)
-    .map(Number)
-    .sort((a, b) => a - b)
-    .find((i) => !existsSync(`/sys/block/nbd${i}/pid`));
+  const index = nbdIndexes().find((i) => !nbdInUse(i));
   if (index === undefined) throw new Error("no free /dev/nbdN for nbd-client");
   const device = `/dev/nbd${index}`;
   const attach = await run(["nbd-client", "-unix", socket, device, "-b", "4096", "-N", ""]);
@@ -79,7 +75,7 @@ async function startPeer(sizeMiB: number): Promise<Attached> {
     device,
     async stop() {
       await run(["nbd-client", "-d", device]);
-      for (let i = 0; i < 200 && existsSync(`/sys/block/nbd${index}/pid`); i++) await Bun.sleep(25);
+      for (let i = 0; i < 200 && nbdInUse(index); i++) await Bun.sleep(25);
       nbdkit.kill("SIGTERM");
       await nbdkit.exited;
       rmSync(socket, { force: true });

@@ -3,10 +3,10 @@
  * stats on an interval, and shut down in the safe order on SIGINT/SIGTERM (SIGUSR1 flushes). A kernel device that
  * is mounted is not detached: the signal is refused with a message naming the mount point.
  */
-import { deviceKinds } from "../devices/index.ts";
+import { resolveCapabilities } from "../devices/device.ts";
 import { type ListenAddress, describeAddress, parseListenAddress } from "../engine/address.ts";
 import type { DeviceSnapshot, Host } from "../engine/host.ts";
-import { DetachRefusedError } from "../engine/kernel/attachment.ts";
+import { DetachRefusedError, describeAttachment } from "../engine/kernel/attachment.ts";
 import type { Logger } from "../engine/log.ts";
 import type { CliOptions } from "./flags.ts";
 import { kernelAttachOptions, kernelHints } from "./kernel.ts";
@@ -71,11 +71,9 @@ async function serveDevices(host: Host, options: CliOptions, version: string, io
     return;
   }
   for (const d of host.list()) {
-    const persistent = deviceKinds[d.device.kind as keyof typeof deviceKinds]?.persistent ?? false;
-    const attachment = await host.attachKernel(d, kernelAttachOptions(options, persistent));
-    const how = `${attachment.interface}, ${attachment.connections} connection${attachment.connections === 1 ? "" : "s"}`;
+    const attachment = await host.attachKernel(d, kernelAttachOptions(options, resolveCapabilities(d.device).persistent));
     io.out(
-      `usbd-tui ${version}: ${attachment.reattached ? "reattached" : "attached"} ${d.device.kind} device "${d.name}" (${formatSize(d.device.size)}) as ${attachment.path} (${how})`,
+      `usbd-tui ${version}: ${attachment.reattached ? "reattached" : "attached"} ${d.device.kind} device "${d.name}" (${formatSize(d.device.size)}) as ${attachment.path} (${describeAttachment(attachment)})`,
     );
     for (const line of kernelHints(attachment.path, d.name)) io.out(line);
   }

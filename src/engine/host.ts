@@ -6,7 +6,7 @@
 import type { BlockDevice, DeviceStats } from "../devices/device.ts";
 import type { ListenAddress } from "./address.ts";
 import { type KernelAttachOptions, attachKernel } from "./kernel/attach.ts";
-import { DetachRefusedError, type KernelAttachment } from "./kernel/attachment.ts";
+import { DetachRefusedError, type KernelAttachment, describeAttachment } from "./kernel/attachment.ts";
 import { type Export, type NbdServer, listen } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
@@ -86,8 +86,7 @@ export class Host {
     hosted.kernel = attachment;
     hosted.servedAt = attachment.path;
     hosted.state = "serving";
-    const how = `${attachment.interface}, ${attachment.connections} connection${attachment.connections === 1 ? "" : "s"}`;
-    this.emit(hosted.name, "attached", `${attachment.reattached ? "reattached" : "attached"} as ${attachment.path} (${how})`);
+    this.emit(hosted.name, "attached", `${attachment.reattached ? "reattached" : "attached"} as ${attachment.path} (${describeAttachment(attachment)})`);
     attachment.onLost((reason) => void this.lostKernel(hosted, reason));
     return attachment;
   }

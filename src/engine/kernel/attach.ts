@@ -66,6 +66,13 @@ export async function attachKernel(serve: KernelServeOptions, options: KernelAtt
   };
   const named = options.devicePath === undefined ? undefined : namedIndex(options.devicePath);
   const takeover = reattachTarget(options, caps.persistent, log);
+  // Everything that can be refused from sysfs alone is, before a netlink socket is opened.
+  if (takeover !== undefined && named !== undefined && named !== takeover) {
+    throw new KernelUsageError(
+      `this store is still attached as /dev/nbd${takeover}, waiting for its daemon; run without a device path (or with /dev/nbd${takeover}) to reattach, or detach /dev/nbd${takeover} first`,
+    );
+  }
+  if (takeover === undefined && named !== undefined) checkFree(named);
 
   const netlink = options.interface === "ioctl" ? undefined : NbdNetlink.open();
   if (takeover !== undefined) {
@@ -76,18 +83,12 @@ export async function attachKernel(serve: KernelServeOptions, options: KernelAtt
           : "reattaching needs the kernel's nbd netlink interface, which this kernel lacks",
       );
     }
-    if (named !== undefined && named !== takeover) {
-      netlink.close();
-      throw new KernelUsageError(
-        `this store is still attached as /dev/nbd${takeover}, waiting for its daemon; run without a device path (or with /dev/nbd${takeover}) to reattach, or detach /dev/nbd${takeover} first`,
-      );
-    }
-    log.log("info", `reattaching /dev/nbd${takeover} (left by a previous daemon) with ${nbdConnections(takeover)} connection(s)`);
+    const previous = nbdConnections(takeover) || connections;
+    log.log("info", `reattaching /dev/nbd${takeover} (left by a previous daemon) with ${previous} connection(s)`);
     return withNetlink(netlink, () =>
-      NetlinkAttachment.reattach(netlink, { index: takeover, connections: nbdConnections(takeover) || connections, stateFile: options.stateFile }, serve, settings),
+      NetlinkAttachment.reattach(netlink, { index: takeover, connections: previous, stateFile: options.stateFile }, serve, settings),
     );
   }
-  if (named !== undefined) checkFree(named);
   if (netlink !== undefined) {
     return withNetlink(netlink, () =>
       NetlinkAttachment.connect(netlink, { index: named, connections, stateFile: caps.persistent ? options.stateFile : undefined }, serve, settings),

@@ -36,6 +36,11 @@ export interface KernelAttachment {
   onLost(listener: (reason: string) => void): void;
 }
 
+/** "netlink, 2 connections": how a device is attached, for messages. */
+export function describeAttachment(a: KernelAttachment): string {
+  return `${a.interface}, ${a.connections} connection${a.connections === 1 ? "" : "s"}`;
+}
+
 /** Detach refused because the device is in use; names every user so the message says what to unmount. */
 export class DetachRefusedError extends Error {
   override readonly name = "DetachRefusedError";
@@ -148,7 +153,8 @@ export abstract class BaseAttachment implements KernelAttachment {
   protected lost(reason: string): void {
     if (this.lostReason !== undefined || this.detaching) return;
     this.lostReason = reason;
-    this.base.log.log("error", `${this.path} ${reason}`);
+    // Listeners (the host) report it; an attachment nobody listens to says it itself.
+    if (this.lostListeners.length === 0) this.base.log.log("error", `${this.path} ${reason}`);
     if (this.base.stateFile !== undefined) removeAttachmentRecord(this.base.stateFile);
     for (const c of this.live) c.terminate();
     for (const listener of this.lostListeners.splice(0)) listener(reason);
