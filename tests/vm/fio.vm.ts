@@ -21,7 +21,7 @@ interface FioJob {
 }
 
 async function fioVerify(device: string): Promise<FioJob[]> {
-  const common = ["--ioengine=libaio", "--direct=1", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", `--filename=${device}`];
+  const common = ["--ioengine=libaio", "--direct=1", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", `--filename=${device}`];
   const r = await runResult(
     [
       "fio",
