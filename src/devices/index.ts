@@ -7,10 +7,12 @@ import path from "node:path";
 import type { BlockDevice, MaybePromise } from "./device.ts";
 import { openFileDevice } from "./file/index.ts";
 import { createMemDevice } from "./mem/index.ts";
+import { openDedupDevice, type DedupCompression } from "./dedup/index.ts";
 
 export * from "./device.ts";
 export { createMemDevice, type MemDevice, type MemDeviceOptions } from "./mem/index.ts";
 export { openFileDevice, type FileDevice, type FileDeviceOptions } from "./file/index.ts";
+export { openDedupDevice, type DedupDevice, type DedupDeviceOptions, type DedupCompression } from "./dedup/index.ts";
 
 /** Options every kind is created from (the CLI's --store-* flags). Each kind uses the ones it needs. */
 export interface DeviceOptions {
@@ -23,6 +25,12 @@ export interface DeviceOptions {
   readonly storeDir?: string;
   /** Name of the store inside storeDir (--store-name). */
   readonly storeName?: string;
+  /** The dedup kind's --dedup-* flags; absent ones take the store's or the defaults. */
+  readonly dedup?: {
+    readonly blockSize?: number;
+    readonly compression?: DedupCompression;
+    readonly memoryCache?: number;
+  };
 }
 
 export interface DeviceKindInfo {
@@ -56,6 +64,16 @@ export const deviceKinds = {
     create: (o: DeviceOptions) => {
       const path = storeImagePath(o, "file");
       return openFileDevice({ path, size: o.size ?? (existsSync(path) ? undefined : o.defaultSize), blockSize: o.blockSize });
+    },
+  },
+  dedup: {
+    description: "deduplicated 4 KiB blocks (SHA-256, lz4, refcounts) in <store-dir>/<store-name>.dedup.{db,blocks}",
+    persistent: true,
+    create: (o: DeviceOptions) => {
+      const storeDir = need(o.storeDir, "dedup", "--store-dir");
+      const storeName = need(o.storeName, "dedup", "--store-name");
+      const exists = existsSync(path.join(storeDir, `${storeName}.dedup.db`));
+      return openDedupDevice({ storeDir, storeName, size: o.size ?? (exists ? undefined : o.defaultSize), ...o.dedup });
     },
   },
 } as const satisfies Record<string, DeviceKindInfo>;

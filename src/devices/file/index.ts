@@ -19,13 +19,17 @@ import {
   checkRange,
   type BlockDevice,
   type DeviceCapabilities,
-  type DeviceErrorCode,
   type DeviceStats,
   type Extent,
   type WriteOptions,
   type ZeroOptions,
 } from "../device.ts";
-import { errorCode, openStore } from "./open.ts";
+import { ioError as deviceIoError } from "../io-error.ts";
+import { openStore } from "./open.ts";
+
+function ioError(call: string, path: string, e: unknown): DeviceError {
+  return deviceIoError("file", call, path, e);
+}
 
 export interface FileDeviceOptions {
   /** The image file. Created sparse when missing (then `size` is required); an existing file keeps its data. */
@@ -41,15 +45,6 @@ const ZERO_CHUNK = new Uint8Array(1 << 20);
 const SCRATCH_MAX = 4 << 20;
 /** extents() answers for at most this many runs per call (the contract allows a prefix). */
 const MAX_EXTENTS = 1024;
-
-/** Turns a filesystem error into the DeviceError the client should see, keeping the cause in the message. */
-function ioError(call: string, path: string, e: unknown): DeviceError {
-  if (e instanceof DeviceError) return e;
-  const code = errorCode(e);
-  const map: Record<string, DeviceErrorCode> = { ENOSPC: "ENOSPC", EDQUOT: "ENOSPC", EFBIG: "EOVERFLOW", EROFS: "EPERM" };
-  const message = e instanceof Error ? e.message : String(e);
-  return new DeviceError(map[code ?? ""] ?? "EIO", `file device ${call} on ${path}: ${message}`);
-}
 
 class FileDevice implements BlockDevice {
   readonly kind = "file";

@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LibcError, fallocate, flock } from "../../ffi/libc.ts";
 import { resolveGeometry } from "../geometry.ts";
+import { errorCode } from "../io-error.ts";
 
 export interface OpenedFile {
   readonly fd: number;
@@ -12,11 +13,6 @@ export interface OpenedFile {
   readonly blockSize: number;
   /** The filesystem punches holes (checked once at open, harmlessly, past the end of the file). */
   readonly canPunch: boolean;
-}
-
-/** The `code` of a Node-style filesystem error ("ENOENT"), if it has one. */
-export function errorCode(e: unknown): string | undefined {
-  return e instanceof Error ? (e as NodeJS.ErrnoException).code : undefined;
 }
 
 /** Opens (or creates) `path`; see FileDeviceOptions for the rules on `size`. */

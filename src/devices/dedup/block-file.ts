@@ -1,0 +1,135 @@
+/**
+ * The blocks file: slots written and read by unit address, lz4 on the way in and out, and chunks punched out when
+ * they empty. Synchronous, like the rest of the dedup device.
+ */
+import fs from "node:fs";
+import { compressSync, uncompressSync } from "lz4-napi";
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LibcError, fallocate, flock } from "../../ffi/libc.ts";
+import { DeviceError } from "../device.ts";
+import { CHUNK_UNITS, COMPRESSED_HEADER, UNITS_PER_BLOCK, type DedupCompression } from "./layout.ts";
+
+/** A block prepared for storing: the bytes of its slot and the slot size in units. */
+export interface EncodedBlock {
+  readonly bytes: Uint8Array;
+  readonly units: number;
+}
+
+/**
+ * Opens (or creates, mode 0600) the blocks file and takes an exclusive lock on it, so that two daemons, or a daemon
+ * and `check`, never work on one store.
+ */
+export function openLocked(path: string, create: boolean): number {
+  const fd = fs.openSync(path, create ? "wx+" : "r+", 0o600);
+  try {
+    flock(fd, LOCK_EX | LOCK_NB);
+  } catch (e) {
+    fs.closeSync(fd);
+    if (e instanceof LibcError && e.code === "EAGAIN") {
+      throw new Error(`dedup device: ${path} is locked by another process (another usbd-tui serving it?); stop that one first`);
+    }
+    throw e;
+  }
+  return fd;
+}
+
+export class BlockFile {
+  readonly unit: number;
+  /** Cleared once hole punching failed, so it is not tried again. */
+  private canPunch = true;
+
+  /** `fd` comes from `openLocked`; the BlockFile owns it from here. */
+  constructor(
+    readonly fd: number,
+    readonly path: string,
+    readonly blockSize: number,
+  ) {
+    this.unit = blockSize / UNITS_PER_BLOCK;
+  }
+
+  /**
+   * What to store for `block` (exactly one block of content): its lz4 form in the smallest slot it fits when that
+   * takes fewer units than the raw block, else the raw bytes.
+   */
+  encode(block: Uint8Array, compression: DedupCompression): EncodedBlock {
+    if (compression === "lz4") {
+      const packed = compressSync(Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength));
+      const units = Math.ceil((COMPRESSED_HEADER + packed.length) / this.unit);
+      if (units < UNITS_PER_BLOCK) {
+        const bytes = Buffer.allocUnsafe(COMPRESSED_HEADER + packed.length);
+        bytes.writeUInt16LE(packed.length, 0);
+        bytes.set(packed, COMPRESSED_HEADER);
+        return { bytes, units };
+      }
+    }
+    return { bytes: block, units: UNITS_PER_BLOCK };
+  }
+
+  write(slot: number, encoded: EncodedBlock): void {
+    const at = slot * this.unit;
+    for (let done = 0; done < encoded.bytes.length; ) {
+      done += fs.writeSync(this.fd, encoded.bytes, done, encoded.bytes.length - done, at + done);
+    }
+  }
+
+  /** Reads `length` raw bytes at byte `position` of the file into `into` at `offset` (holes and the tail read as zeros). */
+  readRaw(into: Uint8Array, offset: number, length: number, position: number): void {
+    let done = 0;
+    while (done < length) {
+      const n = fs.readSync(this.fd, into, offset + done, length - done, position + done);
+      if (n === 0) break;
+      done += n;
+    }
+    if (done < length) into.fill(0, offset + done, offset + length);
+  }
+
+  /** Decodes the compressed block in the slot at `slot` (of `units` units) into `into` at `offset`. */
+  readCompressed(slot: number, units: number, into: Uint8Array, offset: number): void {
+    const stored = Buffer.allocUnsafe(units * this.unit);
+    this.readRaw(stored, 0, stored.length, slot * this.unit);
+    const length = stored.readUInt16LE(0);
+    if (COMPRESSED_HEADER + length > stored.length) throw this.corrupt(slot, `length ${length} overruns its ${units}-unit slot`);
+    let block: Buffer;
+    try {
+      block = uncompressSync(stored.subarray(COMPRESSED_HEADER, COMPRESSED_HEADER + length));
+    } catch (e) {
+      throw this.corrupt(slot, e instanceof Error ? e.message : String(e));
+    }
+    if (block.length !== this.blockSize) throw this.corrupt(slot, `it decompresses to ${block.length} bytes`);
+    into.set(block, offset);
+  }
+
+  /** One whole block's content from its slot. */
+  readBlock(slot: number, units: number, into: Uint8Array, offset: number): void {
+    if (units === UNITS_PER_BLOCK) this.readRaw(into, offset, this.blockSize, slot * this.unit);
+    else this.readCompressed(slot, units, into, offset);
+  }
+
+  sync(): void {
+    fs.fdatasyncSync(this.fd);
+  }
+
+  /** Gives an empty chunk's disk space back to the filesystem; its contents are dead, so failure only costs space. */
+  release(chunk: number): void {
+    if (!this.canPunch) return;
+    const bytes = CHUNK_UNITS * this.unit;
+    try {
+      fallocate(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, chunk * bytes, bytes);
+    } catch (e) {
+      if (!(e instanceof LibcError)) throw e;
+      this.canPunch = false;
+    }
+  }
+
+  /** Bytes the file takes on disk. */
+  allocatedBytes(): number {
+    return fs.fstatSync(this.fd).blocks * 512;
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+
+  private corrupt(slot: number, why: string): DeviceError {
+    return new DeviceError("EIO", `dedup device: the block in slot ${slot} of ${this.path} is corrupt (${why}); run usbd-tui check`);
+  }
+}

@@ -1,0 +1,336 @@
+/**
+ * The dedup device: logical blocks stored once per distinct content (SHA-256), lz4-packed when that saves space,
+ * refcounted so overwrite, trim and write-zeroes give space back. Every call is synchronous, so calls never
+ * interleave: writes to one block are ordered and a read sees a block before or after a write, never between.
+ *
+ * Durability: data goes to the blocks file as it is written; the map and the index change in memory. FLUSH (and
+ * FUA) syncs the blocks file, then commits map and index in one sqlite transaction. A crash therefore returns to the
+ * last commit, whose map refers only to blocks synced before it, in slots nothing has reused since (see
+ * block-index.ts).
+ */
+import {
+  DeviceError,
+  checkOpen,
+  checkRange,
+  type BlockDevice,
+  type DeviceCapabilities,
+  type DeviceGauge,
+  type DeviceStats,
+  type Extent,
+  type WriteOptions,
+} from "../device.ts";
+import type { BlockFile } from "./block-file.ts";
+import { BlockIndex } from "./block-index.ts";
+import type { Catalog } from "./catalog.ts";
+import { UNITS_PER_BLOCK, entryOf, slotOf, unitsOf, type DedupCompression } from "./layout.ts";
+import { MapPages } from "./map-pages.ts";
+import { SlotAllocator } from "./allocator.ts";
+import { ioError } from "../io-error.ts";
+
+/** Reads up to this size go into a reused buffer (the contract lets a result be a view valid until consumed). */
+const SCRATCH_MAX = 4 << 20;
+/** extents() looks at most this many blocks per call (the contract allows answering for a prefix). */
+const MAX_EXTENT_BLOCKS = 1 << 20;
+
+export interface DedupParts {
+  readonly size: number;
+  readonly blockSize: number;
+  readonly compression: DedupCompression;
+  readonly memoryCache: number;
+  readonly catalog: Catalog;
+  readonly file: BlockFile;
+  readonly allocator: SlotAllocator;
+}
+
+export class DedupDevice implements BlockDevice {
+  readonly kind = "dedup";
+  readonly size: number;
+  readonly blockSize: number;
+  readonly capabilities: DeviceCapabilities = { fua: true, trim: true, fastZero: true, multiConn: true, persistent: true };
+  private readonly compression: DedupCompression;
+  private readonly memoryCache: number;
+  private readonly catalog: Catalog;
+  private readonly file: BlockFile;
+  private readonly allocator: SlotAllocator;
+  private readonly map: MapPages;
+  private readonly index: BlockIndex;
+  private readonly zero: Buffer;
+  private readonly hash = Buffer.alloc(32);
+  private readonly merge: Buffer;
+  /** Decoded compressed blocks by slot: reads of hot compressed blocks skip lz4. */
+  private readonly decoded = new Map<number, Buffer>();
+  private scratch = Buffer.alloc(64 * 1024);
+  private closed = false;
+  private lastError: string | undefined;
+
+  constructor(parts: DedupParts) {
+    this.size = parts.size;
+    this.blockSize = parts.blockSize;
+    this.compression = parts.compression;
+    this.memoryCache = parts.memoryCache;
+    this.catalog = parts.catalog;
+    this.file = parts.file;
+    this.allocator = parts.allocator;
+    this.map = new MapPages(this.catalog);
+    this.index = new BlockIndex(this.catalog, (slot, units) => this.releaseSlot(slot, units));
+    this.zero = Buffer.alloc(this.blockSize);
+    this.merge = Buffer.alloc(this.blockSize);
+  }
+
+  read(offset: number, length: number): Uint8Array {
+    checkOpen(this.closed, this.kind);
+    checkRange(this.size, offset, length);
+    const out = this.readBuffer(length);
+    const bs = this.blockSize;
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const from = pos - block * bs;
+      const n = Math.min(bs - from, end - pos);
+      const entry = this.map.get(block);
+      if (entry === 0) {
+        out.fill(0, pos - offset, pos - offset + n);
+      } else if (unitsOf(entry) === UNITS_PER_BLOCK) {
+        // Raw blocks that follow each other in the file are read with one pread.
+        let run = n;
+        let last = entry;
+        for (let next = block + 1; pos + run < end; next++) {
+          const following = this.map.get(next);
+          if (following !== last + UNITS_PER_BLOCK * 16) break;
+          last = following;
+          run += Math.min(bs, end - pos - run);
+        }
+        this.file.readRaw(out, pos - offset, run, slotOf(entry) * this.file.unit + from);
+        pos += run;
+        continue;
+      } else {
+        const decoded = this.decodedBlock(slotOf(entry), unitsOf(entry));
+        out.set(decoded.subarray(from, from + n), pos - offset);
+      }
+      pos += n;
+    }
+    return out;
+  }
+
+  write(offset: number, data: Uint8Array, options?: WriteOptions): void {
+    checkOpen(this.closed, this.kind);
+    checkRange(this.size, offset, data.length);
+    const bs = this.blockSize;
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const pos = offset + done;
+        const block = Math.floor(pos / bs);
+        const from = pos - block * bs;
+        const n = Math.min(bs - from, data.length - done);
+        if (n === bs) {
+          this.store(block, data.subarray(done, done + bs));
+        } else {
+          // Read-modify-write: the rest of the block keeps its content.
+          this.blockContent(block, this.merge);
+          this.merge.set(data.subarray(done, done + n), from);
+          this.store(block, this.merge);
+        }
+        done += n;
+      }
+      if (options?.fua === true) this.commit();
+    } finally {
+      this.keepCacheBound();
+    }
+  }
+
+  trim(offset: number, length: number, options?: WriteOptions): void {
+    this.writeZeroes(offset, length, options);
+  }
+
+  /** Zeros are never stored: whole blocks drop their reference, partial ones are rewritten. */
+  writeZeroes(offset: number, length: number, options?: WriteOptions): void {
+    checkOpen(this.closed, this.kind);
+    checkRange(this.size, offset, length);
+    const bs = this.blockSize;
+    const end = offset + length;
+    try {
+      for (let pos = offset; pos < end; ) {
+        const block = Math.floor(pos / bs);
+        const from = pos - block * bs;
+        const n = Math.min(bs - from, end - pos);
+        if (n === bs) {
+          this.store(block, this.zero);
+        } else if (this.map.get(block) !== 0) {
+          this.blockContent(block, this.merge);
+          this.merge.fill(0, from, from + n);
+          this.store(block, this.merge);
+        }
+        pos += n;
+      }
+      if (options?.fua === true) this.commit();
+    } finally {
+      this.keepCacheBound();
+    }
+  }
+
+  extents(offset: number, length: number): Extent[] {
+    checkOpen(this.closed, this.kind);
+    checkRange(this.size, offset, length);
+    const bs = this.blockSize;
+    const out: Extent[] = [];
+    const end = offset + length;
+    let pos = offset;
+    let runStart = offset;
+    let runHole: boolean | undefined;
+    for (let seen = 0; pos < end && seen < MAX_EXTENT_BLOCKS; seen++) {
+      const block = Math.floor(pos / bs);
+      const hole = this.map.get(block) === 0;
+      if (runHole !== undefined && hole !== runHole) {
+        out.push({ length: pos - runStart, hole: runHole, zero: runHole });
+        runStart = pos;
+      }
+      runHole = hole;
+      pos = Math.min((block + 1) * bs, end);
+    }
+    if (runHole !== undefined) out.push({ length: pos - runStart, hole: runHole, zero: runHole });
+    return out;
+  }
+
+  flush(): void {
+    checkOpen(this.closed, this.kind);
+    this.commit();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    try {
+      this.commit();
+      // Fold the WAL into the database so the store is two plain files at rest.
+      this.catalog.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } finally {
+      this.closed = true;
+      this.map.clear();
+      this.index.clear();
+      this.decoded.clear();
+      this.catalog.close();
+      this.file.close();
+    }
+  }
+
+  stats(): DeviceStats {
+    const bs = this.blockSize;
+    const index = this.index;
+    const stored = index.liveUnits * this.file.unit;
+    const gauges: DeviceGauge[] = [
+      { name: "logical in use", value: index.logicalBlocks * bs, unit: "bytes", max: this.size },
+      { name: "unique blocks", value: index.uniqueBlocks, unit: "count" },
+      { name: "stored", value: stored, unit: "bytes" },
+      { name: "dedup ratio", value: index.uniqueBlocks === 0 ? 1 : index.logicalBlocks / index.uniqueBlocks, unit: "ratio" },
+      { name: "compression ratio", value: stored === 0 ? 1 : (index.uniqueBlocks * bs) / stored, unit: "ratio" },
+      { name: "reclaimable blocks", value: index.reclaimable, unit: "count" },
+      { name: "unflushed changes", value: index.dirtyCount + this.map.dirtyCount, unit: "count" },
+      { name: "memory cache", value: this.cacheMemory(), unit: "bytes", max: this.memoryCache },
+    ];
+    if (!this.closed) gauges.push({ name: "store file", value: this.file.allocatedBytes(), unit: "bytes" });
+    return this.lastError === undefined ? { gauges } : { gauges, lastError: this.lastError };
+  }
+
+  /** Makes one block hold `content` (exactly one block): zeros store nothing, known content gains a reference. */
+  private store(block: number, content: Uint8Array): void {
+    const old = this.map.get(block);
+    if (this.zero.equals(content)) {
+      if (old === 0) return;
+      this.map.set(block, 0);
+      this.index.unref(this.index.atSlot(slotOf(old), unitsOf(old)));
+      return;
+    }
+    Bun.SHA256.hash(content, this.hash);
+    let target = this.index.withHash(this.hash);
+    if (target === undefined) {
+      const encoded = this.file.encode(content, this.compression);
+      const slot = this.allocator.allocate(encoded.units);
+      try {
+        this.file.write(slot, encoded);
+      } catch (e) {
+        this.releaseSlot(slot, encoded.units);
+        throw this.failed(ioError(this.kind, "write", this.file.path, e));
+      }
+      target = this.index.add(slot, encoded.units, this.hash);
+    }
+    const entry = entryOf(target.slot, target.units);
+    if (entry === old) return;
+    // Reference the new block before dropping the old: were they the same, the block must never reach zero.
+    this.index.ref(target);
+    this.map.set(block, entry);
+    if (old !== 0) this.index.unref(this.index.atSlot(slotOf(old), unitsOf(old)));
+  }
+
+  /** One block's current content into `into`. */
+  private blockContent(block: number, into: Buffer): void {
+    const entry = this.map.get(block);
+    if (entry === 0) into.fill(0);
+    else if (unitsOf(entry) === UNITS_PER_BLOCK) this.file.readRaw(into, 0, this.blockSize, slotOf(entry) * this.file.unit);
+    else into.set(this.decodedBlock(slotOf(entry), unitsOf(entry)));
+  }
+
+  private decodedBlock(slot: number, units: number): Buffer {
+    let block = this.decoded.get(slot);
+    if (block === undefined) {
+      block = Buffer.allocUnsafe(this.blockSize);
+      this.file.readCompressed(slot, units, block, 0);
+      this.decoded.set(slot, block);
+    }
+    return block;
+  }
+
+  private releaseSlot(slot: number, units: number): void {
+    this.decoded.delete(slot);
+    const emptied = this.allocator.release(slot, units);
+    if (emptied !== undefined) this.file.release(emptied);
+  }
+
+  /** Sync the blocks file, then commit map and index together. */
+  private commit(): void {
+    if (this.index.dirtyCount === 0 && this.map.dirtyCount === 0) return;
+    try {
+      this.file.sync();
+      this.catalog.transaction(() => {
+        this.index.save();
+        this.map.save();
+      });
+    } catch (e) {
+      throw this.failed(ioError(this.kind, "flush", this.catalog.db.filename, e));
+    }
+    this.index.committed();
+    this.map.committed();
+    this.lastError = undefined;
+  }
+
+  private cacheMemory(): number {
+    return this.map.memory + this.index.memory + this.decoded.size * (this.blockSize + 64);
+  }
+
+  /** Evicts clean cache entries past the bound; when dirty state alone exceeds it, commits early to make room. */
+  private keepCacheBound(): void {
+    if (this.closed || this.cacheMemory() <= this.memoryCache) return;
+    const budget = this.memoryCache;
+    for (const slot of this.decoded.keys()) {
+      if (this.cacheMemory() <= budget) return;
+      this.decoded.delete(slot);
+    }
+    this.map.shrink(budget / 2);
+    this.index.shrink(budget / 2);
+    if (this.cacheMemory() <= budget) return;
+    this.commit();
+    this.map.shrink(budget / 2);
+    this.index.shrink(budget / 2);
+  }
+
+  private readBuffer(length: number): Buffer {
+    if (length > SCRATCH_MAX) return Buffer.allocUnsafe(length);
+    if (this.scratch.length < length) this.scratch = Buffer.alloc(Math.max(length, this.scratch.length * 2));
+    return this.scratch.subarray(0, length);
+  }
+
+  private failed(error: DeviceError): DeviceError {
+    this.lastError = error.message;
+    return error;
+  }
+}
