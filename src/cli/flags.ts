@@ -4,6 +4,7 @@
  */
 import { homedir } from "node:os";
 import path from "node:path";
+import { isDedupCompression, type DedupCompression } from "../devices/dedup/layout.ts";
 import { parseSize } from "./sizes.ts";
 
 /** A mistake on the command line: the CLI prints it with a hint and exits 2. */
@@ -23,11 +24,15 @@ export const FLAGS = {
   headless: { type: "boolean", help: "run without the dashboard: log to stderr, stats to stdout" },
   listen: { type: "string", value: "ADDR", help: "serve over NBD on unix:/path/sock or tcp:HOST:PORT instead of the kernel" },
   "export-name": { type: "string", value: "NAME", help: "NBD export name (default: the store name)" },
-  "dev-type": { type: "string", value: "KIND", help: "device kind: mem (default) or file" },
+  "dev-type": { type: "string", value: "KIND", help: "device kind: mem (default), file or dedup" },
   "store-dir": { type: "string", value: "DIR", help: "where persistent devices keep their data" },
   "store-name": { type: "string", value: "NAME", help: "name of the store inside --store-dir (default usbd)" },
   "store-size": { type: "size", value: "SIZE", help: "device size, like 1GiB or 500M (default 1GiB)" },
   "block-size": { type: "size", value: "SIZE", help: "preferred block size advertised to clients (default 4KiB)" },
+  "dedup-blocksize": { type: "size", value: "SIZE", help: "dedup: block size of a new store, 512 to 64KiB (default 4KiB)" },
+  "dedup-compress": { type: "string", value: "ALG", help: "dedup: how new blocks are stored: lz4 (default) or none" },
+  "dedup-memcache": { type: "size", value: "SIZE", help: "dedup: memory for cached map pages, index entries and blocks (default 256MiB)" },
+  repair: { type: "boolean", help: "with `usbd-tui check`: fix what the check finds (refcounts, leaks, bad references)" },
   "nbd-max-devs": { type: "integer", value: "N", help: "nbds_max when loading the kernel nbd module (default 16)" },
   "nbd-interface": { type: "string", value: "IF", help: "kernel attach interface: netlink (default; ioctl when the kernel lacks it) or ioctl" },
   connections: { type: "integer", value: "N", help: "kernel sockets, one kernel queue and session each (default 1; >1 needs multi-conn)" },
@@ -70,6 +75,11 @@ export interface CliOptions {
   readonly logLevel: "debug" | "info" | "warn" | "error";
   readonly help: boolean;
   readonly version: boolean;
+  /** --dedup-blocksize when given (an existing store otherwise keeps its own). */
+  readonly dedupBlockSize: number | undefined;
+  readonly dedupCompress: DedupCompression;
+  readonly dedupMemcache: number;
+  readonly repair: boolean;
   /** A positional /dev/nbdX naming the kernel device to use. */
   readonly nbdDevice: string | undefined;
 }
@@ -178,6 +188,14 @@ export function parseFlags(argv: readonly string[]): CliOptions {
   if (blockSize < 512 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0) {
     throw new UsageError(`--block-size must be a power of two from 512 to 64KiB, got ${blockSize}`);
   }
+  const dedupCompress = str("dedup-compress") ?? "lz4";
+  if (!isDedupCompression(dedupCompress)) throw new UsageError(`--dedup-compress takes lz4 or none, not "${dedupCompress}"`);
+  const dedupBlockSize = values.has("dedup-blocksize") ? numberFlag("dedup-blocksize", values.get("dedup-blocksize"), "size", 4096) : undefined;
+  if (dedupBlockSize !== undefined && (dedupBlockSize < 512 || dedupBlockSize > 65536 || (dedupBlockSize & (dedupBlockSize - 1)) !== 0)) {
+    throw new UsageError(`--dedup-blocksize must be a power of two from 512 to 64KiB, got ${dedupBlockSize}`);
+  }
+  const dedupMemcache = numberFlag("dedup-memcache", values.get("dedup-memcache"), "size", 256 * 1024 ** 2);
+  if (dedupMemcache < 1024 ** 2) throw new UsageError(`--dedup-memcache must be at least 1MiB, got ${dedupMemcache}`);
   return {
     headless: values.get("headless") === true,
     listen,
@@ -200,6 +218,10 @@ export function parseFlags(argv: readonly string[]): CliOptions {
     logLevel,
     help: values.get("help") === true,
     version: values.get("version") === true,
+    dedupBlockSize,
+    dedupCompress,
+    dedupMemcache,
+    repair: values.get("repair") === true,
     nbdDevice,
   };
 }

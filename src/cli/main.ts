@@ -80,6 +80,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       blockSize: options.blockSize,
       storeDir: options.storeDir,
       storeName: options.storeName,
+      dedup: { blockSize: options.dedupBlockSize, compression: options.dedupCompress, memoryCache: options.dedupMemcache },
     });
     host.add(options.exportName, device);
     return await runHeadless(host, options, VERSION, log, { out: (line) => process.stdout.write(`${line}\n`) });

@@ -3,6 +3,7 @@
  * decides policy; it reads and writes rows.
  */
 import { Database, type Statement } from "bun:sqlite";
+import fs from "node:fs";
 import { FORMAT_VERSION, MAP_PAGE_ENTRIES } from "./layout.ts";
 
 export interface StoreSettings {
@@ -35,7 +36,9 @@ export class Catalog {
 
   /** Opens (creating when `create`) the database at `path`. */
   constructor(path: string, create: boolean) {
-    this.db = new Database(path, { create, readwrite: true, strict: true });
+    // Private like the blocks file: sqlite gives its -wal and -shm files the database file's mode.
+    if (create) fs.writeFileSync(path, "", { mode: 0o600, flag: "wx" });
+    this.db = new Database(path, { readwrite: true, strict: true });
     // WAL: a commit is one fsync of the log; FULL: that fsync happens at every commit, which is what FLUSH promises.
     this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;");
     this.db.exec(SCHEMA);
