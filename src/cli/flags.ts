@@ -234,6 +234,7 @@ export function helpText(version: string, kinds: readonly { name: string; descri
     "Usage:",
     "  usbd-tui [flags] [/dev/nbdX]           attach to the kernel NBD driver (needs root and nbd.ko)",
     "  usbd-tui --listen unix:/path/sock ...  serve over a socket for nbdfuse, qemu, nbdcopy, nbd-client",
+    "  usbd-tui check --dev-type=dedup ...    verify a stopped dedup store (--repair fixes it; exit 3: problems left)",
     "",
     "Flags (--flag=value, --flag value and the single-dash -flag forms all work):",
   ];

@@ -12,6 +12,7 @@ import { KernelUsageError } from "../engine/kernel/module.ts";
 import { ListenError } from "../engine/listen.ts";
 import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
+import { checkUsageProblem, runCheck } from "./check.ts";
 import { runHeadless } from "./headless.ts";
 import { VERSION } from "./version.ts";
 
@@ -40,9 +41,10 @@ function validate(options: CliOptions): string | undefined {
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
+  const checking = argv[0] === "check";
   let options: CliOptions;
   try {
-    options = parseFlags(argv);
+    options = parseFlags(checking ? argv.slice(1) : argv);
   } catch (error) {
     if (error instanceof UsageError) return usage(error.message);
     throw error;
@@ -55,8 +57,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`usbd-tui ${VERSION}\n`);
     return EXIT_OK;
   }
-  const problem = validate(options);
+  const problem = checking ? checkUsageProblem(options) : validate(options);
   if (problem !== undefined) return usage(problem);
+  if (checking) {
+    return runCheck(options, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
+  }
+  if (options.repair) return usage("--repair only applies to usbd-tui check");
 
   if (options.listen === undefined) {
     // Before the device is created: a store must not be made for a kernel that cannot take it.

@@ -79,7 +79,8 @@ export class BlockIndex {
 
   /** Records a block just written to `slot`, with no references yet. */
   add(slot: number, units: number, hash: Uint8Array): Entry {
-    const copy = hash.slice();
+    // A copy, not a view: the caller reuses its hash buffer (and Buffer#slice would share memory).
+    const copy = Uint8Array.from(hash);
     const entry: Entry = { slot, units, refs: 0, hash: copy, key: keyOf(copy), committed: false };
     this.bySlot.set(slot, entry);
     this.byHash.set(entry.key, entry);
