@@ -85,3 +85,18 @@ describe("kernel flags", () => {
     expect(() => parseFlags(["--listen=unix:/tmp/s", "--connections=2"])).toThrow(/--connections only applies when attaching to the kernel/);
   });
 });
+
+describe("dedup flags", () => {
+  test("defaults: lz4, 256 MiB of cache, and the block size left to the store", () => {
+    const o = parseFlags(["--dev-type=dedup"]);
+    expect(o).toMatchObject({ devType: "dedup", dedupCompress: "lz4", dedupMemcache: 256 * 1024 ** 2, dedupBlockSize: undefined, repair: false });
+  });
+
+  test("values in every spelling, and bad ones refused with the accepted forms", () => {
+    const o = parseFlags(["-dedup-blocksize", "8KiB", "--dedup-compress=none", "--dedup-memcache", "64M"]);
+    expect(o).toMatchObject({ dedupBlockSize: 8192, dedupCompress: "none", dedupMemcache: 64 * 1024 ** 2 });
+    expect(() => parseFlags(["--dedup-compress=zstd"])).toThrow(/takes lz4 or none/);
+    expect(() => parseFlags(["--dedup-blocksize=3000"])).toThrow(/power of two from 512 to 64KiB/);
+    expect(() => parseFlags(["--dedup-memcache=1K"])).toThrow(/at least 1MiB/);
+  });
+});
