@@ -64,11 +64,10 @@ export class BlockFile {
     return { bytes: block, units: UNITS_PER_BLOCK };
   }
 
-  write(slot: number, encoded: EncodedBlock): void {
+  /** Writes `bytes` (one encoded block, or several slots laid out in file order) starting at `slot`. */
+  write(slot: number, bytes: Uint8Array): void {
     const at = slot * this.unit;
-    for (let done = 0; done < encoded.bytes.length; ) {
-      done += fs.writeSync(this.fd, encoded.bytes, done, encoded.bytes.length - done, at + done);
-    }
+    for (let done = 0; done < bytes.length; ) done += fs.writeSync(this.fd, bytes, done, bytes.length - done, at + done);
   }
 
   /** Reads `length` raw bytes at byte `position` of the file into `into` at `offset` (holes and the tail read as zeros). */

@@ -5,6 +5,7 @@
  */
 import type { BlockRow, Catalog } from "./catalog.ts";
 import { DeviceError } from "../device.ts";
+import { HashFilter } from "./hash-filter.ts";
 
 export interface Entry {
   readonly slot: number;
@@ -35,6 +36,8 @@ export class BlockIndex {
   uniqueBlocks = 0;
   /** Units those blocks take in the blocks file. */
   liveUnits = 0;
+  /** Says which hashes certainly have no row, so new content skips the database lookup. */
+  private filter: HashFilter;
 
   constructor(
     private readonly catalog: Catalog,
@@ -46,6 +49,7 @@ export class BlockIndex {
       this.uniqueBlocks++;
       this.liveUnits += units;
     }
+    this.filter = HashFilter.of(this.uniqueBlocks, catalog.hashes());
   }
 
   /** The block with this content hash, if one is stored (refcount zero included: it can be revived until commit). */
@@ -53,6 +57,8 @@ export class BlockIndex {
     const key = keyOf(hash);
     const cached = this.byHash.get(key);
     if (cached !== undefined) return cached;
+    // Blocks not yet committed are always cached, so the filter only has to cover rows.
+    if (!this.filter.mayContain(hash)) return undefined;
     const row = this.catalog.blockWithHash(hash);
     return row === undefined ? undefined : this.cache(row, key);
   }
@@ -129,27 +135,43 @@ export class BlockIndex {
     return this.pendingFree.size;
   }
 
+  /** Memory of the cached entries (the bound applies to these). */
   get memory(): number {
     return this.bySlot.size * ENTRY_COST;
+  }
+
+  /** Memory of the hash filter: about 2.5 bytes per stored block, outside the cache bound. */
+  get filterMemory(): number {
+    return this.filter.memory;
   }
 
   /** Writes the changed rows; call inside the commit transaction. */
   save(): void {
     for (const entry of this.dirty) {
-      if (entry.refs > 0) this.catalog.saveBlock(entry);
-      else this.catalog.removeBlock(entry.slot);
+      if (entry.refs === 0) this.catalog.removeBlock(entry.slot);
+      else if (entry.committed) this.catalog.setRefs(entry.slot, entry.refs);
+      else this.catalog.addBlock(entry);
     }
+  }
+
+  /** After a commit that made the filter overfull: rebuild it from the rows, dropping freed blocks' hashes. */
+  private refreshFilter(): void {
+    if (this.filter.full) this.filter = HashFilter.of(this.uniqueBlocks, this.catalog.hashes());
   }
 
   /** After the transaction committed: rows are clean, and blocks nobody refers to give their slots back. */
   committed(): void {
-    for (const entry of this.dirty) entry.committed = entry.refs > 0;
+    for (const entry of this.dirty) {
+      if (!entry.committed && entry.refs > 0) this.filter.add(entry.hash);
+      entry.committed = entry.refs > 0;
+    }
     this.dirty.clear();
     for (const entry of this.pendingFree) {
       this.forget(entry);
       this.freeSlot(entry.slot, entry.units);
     }
     this.pendingFree.clear();
+    this.refreshFilter();
   }
 
   /** Drops clean entries, oldest first, until at most `bytes` of entries stay cached. */

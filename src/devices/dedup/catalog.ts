@@ -31,23 +31,30 @@ export class Catalog {
   private readonly deletePage: Statement<unknown, [number]>;
   private readonly blockBySlot: Statement<BlockRow, [number]>;
   private readonly blockByHash: Statement<BlockRow, [Uint8Array]>;
-  private readonly putBlock: Statement<unknown, [number, number, number, Uint8Array]>;
+  private readonly insertBlock: Statement<unknown, [number, number, number, Uint8Array]>;
+  private readonly updateRefs: Statement<unknown, [number, number]>;
   private readonly deleteBlock: Statement<unknown, [number]>;
 
-  /** Opens (creating when `create`) the database at `path`. */
-  constructor(path: string, create: boolean) {
+  /**
+   * Opens (creating when `create`) the database at `path`. `cacheBytes` sizes sqlite's page cache: inserts into the
+   * hash index touch random pages, and measured 10-12 us per new block with the 2 MB default against 2.5-5 us
+   * with 64 MB.
+   */
+  constructor(path: string, create: boolean, cacheBytes = 8 << 20) {
     // Private like the blocks file: sqlite gives its -wal and -shm files the database file's mode.
     if (create) fs.writeFileSync(path, "", { mode: 0o600, flag: "wx" });
     this.db = new Database(path, { readwrite: true, strict: true });
     // WAL: a commit is one fsync of the log; FULL: that fsync happens at every commit, which is what FLUSH promises.
     this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;");
+    this.db.exec(`PRAGMA cache_size = -${Math.max(1024, Math.floor(cacheBytes / 1024))}`);
     this.db.exec(SCHEMA);
     this.getPage = this.db.prepare("SELECT entries FROM map WHERE page = ?");
     this.putPage = this.db.prepare("INSERT OR REPLACE INTO map(page, entries) VALUES (?, ?)");
     this.deletePage = this.db.prepare("DELETE FROM map WHERE page = ?");
     this.blockBySlot = this.db.prepare("SELECT slot, units, refs, hash FROM blocks WHERE slot = ?");
     this.blockByHash = this.db.prepare("SELECT slot, units, refs, hash FROM blocks WHERE hash = ?");
-    this.putBlock = this.db.prepare("INSERT OR REPLACE INTO blocks(slot, units, refs, hash) VALUES (?, ?, ?, ?)");
+    this.insertBlock = this.db.prepare("INSERT INTO blocks(slot, units, refs, hash) VALUES (?, ?, ?, ?)");
+    this.updateRefs = this.db.prepare("UPDATE blocks SET refs = ? WHERE slot = ?");
     this.deleteBlock = this.db.prepare("DELETE FROM blocks WHERE slot = ?");
   }
 
@@ -99,8 +106,14 @@ export class Catalog {
     return this.blockByHash.get(hash) ?? undefined;
   }
 
-  saveBlock(row: BlockRow): void {
-    this.putBlock.run(row.slot, row.units, row.refs, row.hash);
+  /** Adds the row of a block that has none yet. */
+  addBlock(row: BlockRow): void {
+    this.insertBlock.run(row.slot, row.units, row.refs, row.hash);
+  }
+
+  /** Changes an existing block's refcount (cheap: the hash index is not touched). */
+  setRefs(slot: number, refs: number): void {
+    this.updateRefs.run(refs, slot);
   }
 
   removeBlock(slot: number): void {
@@ -117,6 +130,11 @@ export class Catalog {
     for (const row of this.db.query<{ slot: number; units: number; refs: number }, []>("SELECT slot, units, refs FROM blocks").iterate()) {
       yield [row.slot, row.units, row.refs];
     }
+  }
+
+  /** Every stored block's hash (to build the hash filter). */
+  *hashes(): Generator<Uint8Array> {
+    for (const row of this.db.query<{ hash: Uint8Array }, []>("SELECT hash FROM blocks").iterate()) yield row.hash;
   }
 
   /** Every block row, in slot order (for `check`). */

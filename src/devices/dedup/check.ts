@@ -176,7 +176,7 @@ function repair(catalog: Catalog, blocks: Map<number, Block>, logicalBlocks: num
     for (const [page, entries] of changed) catalog.savePage(page, entries);
     for (const block of blocks.values()) {
       if (block.bad || block.counted === 0) catalog.removeBlock(block.slot);
-      else if (block.counted !== block.refs) catalog.saveBlock({ ...block, refs: block.counted });
+      else if (block.counted !== block.refs) catalog.setRefs(block.slot, block.counted);
     }
   });
 }

@@ -21,14 +21,17 @@ import {
 } from "../device.ts";
 import type { BlockFile } from "./block-file.ts";
 import { BlockIndex } from "./block-index.ts";
+import { BlockRunWriter } from "./block-run.ts";
 import type { Catalog } from "./catalog.ts";
-import { UNITS_PER_BLOCK, entryOf, slotOf, unitsOf, type DedupCompression } from "./layout.ts";
+import { UNITS_PER_BLOCK, slotOf, unitsOf, type DedupCompression } from "./layout.ts";
 import { MapPages } from "./map-pages.ts";
 import { SlotAllocator } from "./allocator.ts";
 import { ioError } from "../io-error.ts";
 
 /** Reads up to this size go into a reused buffer (the contract lets a result be a view valid until consumed). */
 const SCRATCH_MAX = 4 << 20;
+/** Blocks per run handed to the run writer (bounds its temporary state for huge writes). */
+const MAX_RUN_BLOCKS = 1024;
 /** extents() looks at most this many blocks per call (the contract allows answering for a prefix). */
 const MAX_EXTENT_BLOCKS = 1 << 20;
 
@@ -55,8 +58,8 @@ export class DedupDevice implements BlockDevice {
   private readonly map: MapPages;
   private readonly index: BlockIndex;
   private readonly zero: Buffer;
-  private readonly hash = Buffer.alloc(32);
   private readonly merge: Buffer;
+  private readonly runs: BlockRunWriter;
   /** Decoded compressed blocks by slot: reads of hot compressed blocks skip lz4. */
   private readonly decoded = new Map<number, Buffer>();
   private scratch = Buffer.alloc(64 * 1024);
@@ -75,6 +78,16 @@ export class DedupDevice implements BlockDevice {
     this.index = new BlockIndex(this.catalog, (slot, units) => this.releaseSlot(slot, units));
     this.zero = Buffer.alloc(this.blockSize);
     this.merge = Buffer.alloc(this.blockSize);
+    this.runs = new BlockRunWriter({
+      blockSize: this.blockSize,
+      compression: this.compression,
+      file: this.file,
+      index: this.index,
+      map: this.map,
+      allocator: this.allocator,
+      zero: this.zero,
+      releaseSlot: (slot, units) => this.releaseSlot(slot, units),
+    });
   }
 
   read(offset: number, length: number): Uint8Array {
@@ -125,7 +138,11 @@ export class DedupDevice implements BlockDevice {
         const from = pos - block * bs;
         const n = Math.min(bs - from, data.length - done);
         if (n === bs) {
-          this.store(block, data.subarray(done, done + bs));
+          // The aligned middle goes through the run writer: new blocks reach the file in few pwrites.
+          const whole = Math.min(Math.floor((data.length - done) / bs), MAX_RUN_BLOCKS) * bs;
+          this.store(block, data.subarray(done, done + whole));
+          done += whole;
+          continue;
         } else {
           // Read-modify-write: the rest of the block keeps its content.
           this.blockContent(block, this.merge);
@@ -232,34 +249,13 @@ export class DedupDevice implements BlockDevice {
     return this.lastError === undefined ? { gauges } : { gauges, lastError: this.lastError };
   }
 
-  /** Makes one block hold `content` (exactly one block): zeros store nothing, known content gains a reference. */
-  private store(block: number, content: Uint8Array): void {
-    const old = this.map.get(block);
-    if (this.zero.equals(content)) {
-      if (old === 0) return;
-      this.map.set(block, 0);
-      this.index.unref(this.index.atSlot(slotOf(old), unitsOf(old)));
-      return;
+  /** Makes blocks `first`... hold `data` (whole blocks): zeros store nothing, known content gains a reference. */
+  private store(first: number, data: Uint8Array): void {
+    try {
+      this.runs.store(first, data);
+    } catch (e) {
+      throw this.failed(ioError(this.kind, "write", this.file.path, e));
     }
-    Bun.SHA256.hash(content, this.hash);
-    let target = this.index.withHash(this.hash);
-    if (target === undefined) {
-      const encoded = this.file.encode(content, this.compression);
-      const slot = this.allocator.allocate(encoded.units);
-      try {
-        this.file.write(slot, encoded);
-      } catch (e) {
-        this.releaseSlot(slot, encoded.units);
-        throw this.failed(ioError(this.kind, "write", this.file.path, e));
-      }
-      target = this.index.add(slot, encoded.units, this.hash);
-    }
-    const entry = entryOf(target.slot, target.units);
-    if (entry === old) return;
-    // Reference the new block before dropping the old: were they the same, the block must never reach zero.
-    this.index.ref(target);
-    this.map.set(block, entry);
-    if (old !== 0) this.index.unref(this.index.atSlot(slotOf(old), unitsOf(old)));
   }
 
   /** One block's current content into `into`. */

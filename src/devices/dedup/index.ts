@@ -60,9 +60,9 @@ function create(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
   const file = new BlockFile(openLocked(paths.blocks, true), paths.blocks, blockSize);
   let catalog: Catalog | undefined;
   try {
-    catalog = new Catalog(paths.db, true);
+    catalog = new Catalog(paths.db, true, sqliteCache(memoryCache));
     catalog.writeSettings({ size: options.size, blockSize });
-    return new DedupDevice({ size: options.size, blockSize, compression, memoryCache, catalog, file, allocator: new SlotAllocator() });
+    return new DedupDevice({ size: options.size, blockSize, compression, memoryCache: deviceCache(memoryCache), catalog, file, allocator: new SlotAllocator() });
   } catch (e) {
     catalog?.close();
     file.close();
@@ -76,7 +76,7 @@ function resume(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
   const fd = openLocked(paths.blocks, false);
   let catalog: Catalog | undefined;
   try {
-    catalog = new Catalog(paths.db, false);
+    catalog = new Catalog(paths.db, false, sqliteCache(memoryCache));
     const settings = catalog.settings();
     if (settings === undefined) {
       throw new Error(`dedup device: ${paths.db} holds no store settings; it is not a usbd-tui dedup store`);
@@ -95,12 +95,21 @@ function resume(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
     }
     const file = new BlockFile(fd, paths.blocks, settings.blockSize);
     const allocator = SlotAllocator.fromSlots(catalog.slots());
-    return new DedupDevice({ ...settings, compression, memoryCache, catalog, file, allocator });
+    return new DedupDevice({ ...settings, compression, memoryCache: deviceCache(memoryCache), catalog, file, allocator });
   } catch (e) {
     catalog?.close();
     fs.closeSync(fd);
     throw e instanceof Error && !e.message.startsWith("dedup device") ? new Error(`dedup device: cannot open ${paths.db}: ${e.message}`) : e;
   }
+}
+
+/** A quarter of --dedup-memcache goes to sqlite's page cache (the on-disk index), the rest to the device's own caches. */
+function sqliteCache(memoryCache: number): number {
+  return Math.floor(memoryCache / 4);
+}
+
+function deviceCache(memoryCache: number): number {
+  return memoryCache - sqliteCache(memoryCache);
 }
 
 function checkBlockSize(blockSize: number): number {
