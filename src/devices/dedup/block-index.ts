@@ -140,7 +140,7 @@ export class BlockIndex {
     return this.bySlot.size * ENTRY_COST;
   }
 
-  /** Memory of the hash filter: about 2.5 bytes per stored block, outside the cache bound. */
+  /** Memory of the hash filter: 2.5 to 5 bytes per stored block, outside the cache bound. */
   get filterMemory(): number {
     return this.filter.memory;
   }
