@@ -147,6 +147,15 @@ describe("dedup: space", () => {
     const again = open({ memoryCache: MiB });
     expectSameBytes(again.read(0, data.length).slice(), data, "data after reopen");
     again.close();
+    // Reads fill the caches too: map pages, and decoded blocks of compressible data.
+    const text = fresh({ memoryCache: MiB });
+    const lines = new TextEncoder().encode(Array.from({ length: 2_000_000 }, (_, i) => `record ${i}\n`).join("")).subarray(0, 16 * MiB);
+    writeAll(text.dev, 0, lines);
+    text.dev.close();
+    const reader = text.open({ memoryCache: MiB });
+    for (let at = 0; at < lines.length; at += 4096) reader.read(at, 4096);
+    expect(gauge(reader, "memory cache")).toBeLessThanOrEqual(MiB);
+    reader.close();
   });
 });
 

@@ -123,6 +123,8 @@ export class DedupDevice implements BlockDevice {
       }
       pos += n;
     }
+    // Reads fill the caches too (map pages, decoded blocks); `out` is not part of them.
+    this.keepCacheBound();
     return out;
   }
 
@@ -207,6 +209,7 @@ export class DedupDevice implements BlockDevice {
       pos = Math.min((block + 1) * bs, end);
     }
     if (runHole !== undefined) out.push({ length: pos - runStart, hole: runHole, zero: runHole });
+    this.keepCacheBound();
     return out;
   }
 
