@@ -1,7 +1,8 @@
 /**
- * ext4 on /dev/nbdX through the real kernel driver, for the mem and file devices over both attach interfaces:
- * mkfs, mount, a tree of files with checksums, sync reaching the device as FLUSH, umount, fsck clean, detach; the
- * file device is then attached afresh and every file checked. Also: detach is refused while the device is mounted.
+ * ext4 on /dev/nbdX through the real kernel driver, for the mem and file devices over both attach interfaces and
+ * the dedup device over netlink: mkfs, mount, a tree of files with checksums, sync reaching the device as FLUSH,
+ * umount, fsck clean, detach; persistent devices are then attached afresh and every file checked. Also: detach is
+ * refused while the device is mounted.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
@@ -15,38 +16,44 @@ afterAll(() => {
   for (const dir of stores) removeDir(dir);
 });
 
-for (const iface of ["netlink", "ioctl"] as const) {
-  for (const devType of ["mem", "file"] as const) {
-    describe(`${devType} device attached through ${iface}`, () => {
-      test("ext4: files survive sync, umount, fsck and (file device) a fresh attach; sync sends FLUSH", async () => {
-        const storeDir = storeDirectory();
-        stores.push(storeDir);
-        const mnt = mountPoint(`${devType}-${iface}`);
-        const daemon = await startKernelDaemon({ devType, iface, storeDir });
-        expect(daemon.w.stdout()).toContain(`(${iface}, 1 connection)`);
-        expect(attached(daemon.index)).toBe(true);
+const setups = [
+  { iface: "netlink", devType: "mem" },
+  { iface: "netlink", devType: "file" },
+  { iface: "netlink", devType: "dedup" },
+  { iface: "ioctl", devType: "mem" },
+  { iface: "ioctl", devType: "file" },
+] as const;
 
-        await sh(`mkfs.ext4 -q ${daemon.path} && mount ${daemon.path} ${mnt}`);
-        const files = await writeTree(mnt, 24);
-        const before = daemon.flushes();
-        await sh("sync");
-        expect(await daemon.flushesAbove(before)).toBeGreaterThan(before);
-        await sh(`umount ${mnt}`);
-        await sh(`fsck.ext4 -fn ${daemon.path}`);
+for (const { iface, devType } of setups) {
+  describe(`${devType} device attached through ${iface}`, () => {
+    test("ext4: files survive sync, umount, fsck and (persistent devices) a fresh attach; sync sends FLUSH", async () => {
+      const storeDir = storeDirectory();
+      stores.push(storeDir);
+      const mnt = mountPoint(`${devType}-${iface}`);
+      const daemon = await startKernelDaemon({ devType, iface, storeDir });
+      expect(daemon.w.stdout()).toContain(`(${iface}, 1 connection)`);
+      expect(attached(daemon.index)).toBe(true);
 
-        expect(await daemon.stop()).toBe(0);
-        expect(attached(daemon.index)).toBe(false);
-        expect(existsSync(daemon.path)).toBe(true);
-        if (devType === "mem") return;
+      await sh(`mkfs.ext4 -q ${daemon.path} && mount ${daemon.path} ${mnt}`);
+      const files = await writeTree(mnt, 24);
+      const before = daemon.flushes();
+      await sh("sync");
+      expect(await daemon.flushesAbove(before)).toBeGreaterThan(before);
+      await sh(`umount ${mnt}`);
+      await sh(`fsck.ext4 -fn ${daemon.path}`);
 
-        const again = await startKernelDaemon({ devType, iface, storeDir });
-        await sh(`mount ${again.path} ${mnt}`);
-        expect(await changedFiles(files)).toEqual([]);
-        await sh(`umount ${mnt}`);
-        expect(await again.stop()).toBe(0);
-      });
+      expect(await daemon.stop()).toBe(0);
+      expect(attached(daemon.index)).toBe(false);
+      expect(existsSync(daemon.path)).toBe(true);
+      if (devType === "mem") return;
+
+      const again = await startKernelDaemon({ devType, iface, storeDir });
+      await sh(`mount ${again.path} ${mnt}`);
+      expect(await changedFiles(files)).toEqual([]);
+      await sh(`umount ${mnt}`);
+      expect(await again.stop()).toBe(0);
     });
-  }
+  });
 }
 
 describe("safe detach", () => {

@@ -21,7 +21,7 @@ export function requireVm(): void {
 }
 
 export interface KernelDaemonOptions {
-  readonly devType: "mem" | "file";
+  readonly devType: "mem" | "file" | "dedup";
   readonly size?: string;
   /** The file device's store directory (a fresh one when absent; kept, so a later daemon can reopen it). */
   readonly storeDir?: string;
