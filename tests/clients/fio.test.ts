@@ -1,15 +1,11 @@
 /**
  * fio's NBD engine drives the daemon with concurrent mixed random I/O and checks every block it wrote (crc32c), and
- * a fio run with known counts must match the daemon's own final JSON totals exactly.
- *
- * Why the verify job looks the way it does (fio 3.33, checked against `nbdkit memory`): jobs that share a range
- * overwrite each other's blocks, so the verify phase reports "bad header rand_seed" even on a correct server; each
- * job therefore owns its own region (`offset_increment` = `size`). `time_based` is avoided because a time-based
- * randrw job never reaches its verify phase (it passes without checking anything). `loops` repeats the job over
- * the same region, `verify_backlog` verifies while writes are still in flight, and `bsrange` mixes request sizes.
+ * a fio run with known counts must match the daemon's own final JSON totals exactly. Why the verify job looks the
+ * way it does is explained in fio-jobs.ts.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
+import { type FioDir, type FioJob, fio, randrwVerifyJob } from "./fio-jobs.ts";
 import { type Daemon, DEV_TYPES, SERVER, removeDir, runResult, stopAndRemove, skipReason, startDaemon, tempDir } from "./helpers.ts";
 
 // Real clients and a real daemon: bun's 5 s default is too short (bunfig.toml has no per-test timeout setting).
@@ -19,52 +15,8 @@ const skip = skipReason("fio suite", ["fio"]);
 const JOBS = 4;
 const REGION_MIB = 128;
 
-interface FioDir {
-  total_ios: number;
-  io_bytes: number;
-}
-interface FioJob {
-  jobname: string;
-  error: number;
-  read: FioDir;
-  write: FioDir;
-  trim: FioDir;
-}
-
-/** Runs a fio job file, returning its JSON jobs; fails when fio fails or prints any verify error. */
-async function fio(dir: string, name: string, jobFile: string): Promise<FioJob[]> {
-  const path = join(dir, `${name}.fio`);
-  const output = join(dir, `${name}.json`);
-  await Bun.write(path, jobFile);
-  const r = await runResult(["fio", "--output-format=json", `--output=${output}`, path], { timeoutMs: 90_000, cwd: dir });
-  const verifyLines = `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => l.includes("verify:"));
-  if (r.exitCode !== 0 || verifyLines.length > 0) {
-    throw new Error(
-      `fio ${name} exited with ${r.exitCode} and ${verifyLines.length} verify errors\n` +
-        `${verifyLines.slice(0, 10).join("\n")}\n--- stderr ---\n${r.stderr.trim().slice(-3000)}\n--- job file ---\n${jobFile}`,
-    );
-  }
-  return (JSON.parse(await Bun.file(output).text()) as { jobs: FioJob[] }).jobs;
-}
-
 function verifyJob(uri: string): string {
-  return `[global]
-ioengine=nbd
-uri=${uri}
-rw=randrw
-rwmixread=50
-bsrange=4k-128k
-iodepth=16
-numjobs=${JOBS}
-size=${REGION_MIB}m
-offset_increment=${REGION_MIB}m
-loops=20
-verify=crc32c
-verify_backlog=512
-verify_fatal=1
-verify_state_save=0
-[randrw-verify]
-`;
+  return randrwVerifyJob(uri, { jobs: JOBS, regionMiB: REGION_MIB, loops: 20 });
 }
 
 for (const devType of DEV_TYPES) {

@@ -18,7 +18,7 @@ const STOP_TIMEOUT_MS = 20_000;
 /** Which server the suites drive: the daemon, or nbdkit as a control for the tests themselves. */
 export const SERVER: "usbd" | "nbdkit" = process.env.USBD_TEST_SERVER === "nbdkit" ? "nbdkit" : "usbd";
 
-export type DevType = "mem" | "file";
+export type DevType = "mem" | "file" | "dedup";
 
 export interface DaemonOptions {
   readonly devType: DevType;
@@ -30,6 +30,8 @@ export interface DaemonOptions {
   readonly exportName?: string;
   /** Passes `--json --stats-interval N`, so stdout carries JSON stats lines and a final totals line. */
   readonly statsIntervalS?: number;
+  /** Further daemon flags, e.g. the dedup device's `--dedup-compress=none` (nbdkit, the control, ignores them). */
+  readonly extraArgs?: readonly string[];
 }
 
 export interface Daemon {
@@ -203,6 +205,7 @@ function usbdCommand(opts: DaemonOptions, storeDir: string, storeName: string, s
   ];
   if (opts.exportName !== undefined) cmd.push("--export-name", opts.exportName);
   if (opts.statsIntervalS !== undefined) cmd.push("--json", "--stats-interval", String(opts.statsIntervalS));
+  cmd.push(...(opts.extraArgs ?? []));
   return cmd;
 }
 
