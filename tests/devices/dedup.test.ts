@@ -278,3 +278,33 @@ describe("dedup: check and repair", () => {
 function dbFile(name: string): string {
   return path.join(dir, `${name}.dedup.db`);
 }
+
+describe("dedup: failures lose nothing silently", () => {
+  test("a blocks file cut short reads as EIO, never as zeros, and check names the damage", () => {
+    const { dev, open, name, blocksFile } = fresh({ size: 64 * MiB });
+    dev.write(0, pattern(64 * 1024, 21));
+    dev.close();
+    fs.truncateSync(blocksFile, 32 * 1024);
+    const again = open({ size: undefined });
+    expect(() => again.read(0, 64 * 1024)).toThrow(expect.objectContaining({ code: "EIO", message: expect.stringMatching(/corrupt .*the file ends at byte/) }));
+    expect(again.read(0, 4096).length).toBe(4096);
+    again.close();
+    expect(checkDedupStore({ storeDir: dir, storeName: name }).lostBlocks).toBe(8);
+  });
+
+  test("after a failed fsync every later write and flush fails (a retried fsync could succeed without the data)", () => {
+    const { dev } = fresh({ size: 64 * MiB });
+    dev.write(0, pattern(8192, 22));
+    // Injected: no real filesystem here fails fsync on demand. This stands in for the disk reporting EIO.
+    const internals = dev as unknown as { file: { sync(): void } };
+    internals.file.sync = () => {
+      throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+    };
+    expect(() => dev.flush()).toThrow(expect.objectContaining({ code: "EIO" }));
+    expect(() => dev.write(0, pattern(4096, 23))).toThrow(/writes since the last flush may be lost, restart the daemon/);
+    expect(() => dev.flush()).toThrow(/restart the daemon/);
+    expect(dev.read(0, 8192).length).toBe(8192);
+    expect(dev.stats().lastError).toContain("fdatasync");
+    expect(() => dev.close()).toThrow(/restart the daemon/);
+  });
+});

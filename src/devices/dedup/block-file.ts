@@ -70,22 +70,31 @@ export class BlockFile {
     for (let done = 0; done < bytes.length; ) done += fs.writeSync(this.fd, bytes, done, bytes.length - done, at + done);
   }
 
-  /** Reads `length` raw bytes at byte `position` of the file into `into` at `offset` (holes and the tail read as zeros). */
+  /** Reads `length` raw bytes at byte `position` of the file into `into` at `offset`. */
   readRaw(into: Uint8Array, offset: number, length: number, position: number): void {
+    const got = this.readUpTo(into, offset, length, position);
+    // Every slot the map refers to was written before it was referenced: a short file lost data.
+    if (got < length) throw this.corrupt(Math.floor((position + got) / this.unit), `the file ends at byte ${position + got}`);
+  }
+
+  /** Reads up to `length` bytes, fewer only where the file ends; returns how many. */
+  private readUpTo(into: Uint8Array, offset: number, length: number, position: number): number {
     let done = 0;
     while (done < length) {
       const n = fs.readSync(this.fd, into, offset + done, length - done, position + done);
       if (n === 0) break;
       done += n;
     }
-    if (done < length) into.fill(0, offset + done, offset + length);
+    return done;
   }
 
   /** Decodes the compressed block in the slot at `slot` (of `units` units) into `into` at `offset`. */
   readCompressed(slot: number, units: number, into: Uint8Array, offset: number): void {
     const stored = Buffer.allocUnsafe(units * this.unit);
-    this.readRaw(stored, 0, stored.length, slot * this.unit);
-    const length = stored.readUInt16LE(0);
+    // Only the encoded bytes of a slot are written, so the last slot in the file may end early.
+    const got = this.readUpTo(stored, 0, stored.length, slot * this.unit);
+    const length = got >= COMPRESSED_HEADER ? stored.readUInt16LE(0) : 0;
+    if (got < COMPRESSED_HEADER + length) throw this.corrupt(slot, `the file ends at byte ${slot * this.unit + got}`);
     if (COMPRESSED_HEADER + length > stored.length) throw this.corrupt(slot, `length ${length} overruns its ${units}-unit slot`);
     let block: Buffer;
     try {

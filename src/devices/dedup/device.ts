@@ -65,6 +65,11 @@ export class DedupDevice implements BlockDevice {
   private scratch = Buffer.alloc(64 * 1024);
   private closed = false;
   private lastError: string | undefined;
+  /**
+   * Set when syncing the blocks file failed. After a failed fsync the kernel may have dropped the dirty pages and a
+   * later fsync can succeed without them, so no later commit could be trusted: writes and flushes fail from then on.
+   */
+  private syncFailure: string | undefined;
 
   constructor(parts: DedupParts) {
     this.size = parts.size;
@@ -129,7 +134,7 @@ export class DedupDevice implements BlockDevice {
   }
 
   write(offset: number, data: Uint8Array, options?: WriteOptions): void {
-    checkOpen(this.closed, this.kind);
+    this.checkWritable();
     checkRange(this.size, offset, data.length);
     const bs = this.blockSize;
     let done = 0;
@@ -165,7 +170,7 @@ export class DedupDevice implements BlockDevice {
 
   /** Zeros are never stored: whole blocks drop their reference, partial ones are rewritten. */
   writeZeroes(offset: number, length: number, options?: WriteOptions): void {
-    checkOpen(this.closed, this.kind);
+    this.checkWritable();
     checkRange(this.size, offset, length);
     const bs = this.blockSize;
     const end = offset + length;
@@ -214,13 +219,21 @@ export class DedupDevice implements BlockDevice {
   }
 
   flush(): void {
-    checkOpen(this.closed, this.kind);
+    this.checkWritable();
     this.commit();
+  }
+
+  private checkWritable(): void {
+    checkOpen(this.closed, this.kind);
+    if (this.syncFailure !== undefined) {
+      throw new DeviceError("EIO", `dedup device: ${this.syncFailure}; writes since the last flush may be lost, restart the daemon`);
+    }
   }
 
   close(): void {
     if (this.closed) return;
     try {
+      if (this.syncFailure !== undefined) this.checkWritable();
       this.commit();
       // Fold the WAL into the database so the store is two plain files at rest.
       this.catalog.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -290,6 +303,11 @@ export class DedupDevice implements BlockDevice {
     if (this.index.dirtyCount === 0 && this.map.dirtyCount === 0) return;
     try {
       this.file.sync();
+    } catch (e) {
+      this.syncFailure = `syncing ${this.file.path} failed (${e instanceof Error ? e.message : String(e)})`;
+      throw this.failed(ioError(this.kind, "flush", this.file.path, e));
+    }
+    try {
       this.catalog.transaction(() => {
         this.index.save();
         this.map.save();
