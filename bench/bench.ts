@@ -1,23 +1,39 @@
 /**
- * usbd-tui vs nbdkit, measured in one run with the servers alternating job by job. Run it through bench/run.sh,
- * which checks the tools first; `bench/run.sh --help` lists the options, docs/BENCHMARKS.md explains the method.
+ * usbd-tui vs nbdkit (and, for the dedup device, vs usbd-tui's own mem device), measured in one run with the servers
+ * alternating job by job. Run it through bench/run.sh, which checks the tools first; `bench/run.sh --help` lists the
+ * options, docs/BENCHMARKS.md explains the method.
  */
 import { cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { JOBS, type JobSpec, prefill, runCopy, runFio } from "./lib/jobs.ts";
+import { defaultJobs, JOBS, type JobSpec, prefill, runCopy, runFio } from "./lib/jobs.ts";
 import { markdown, type RecordRow, summarize } from "./lib/report.ts";
-import { type DeviceKind, describe, PAIRS, type RunningServer, type ServerName, startServer } from "./lib/servers.ts";
+import {
+  type DedupCompress,
+  DEVICE_KINDS,
+  type DeviceKind,
+  describe,
+  type Gauges,
+  GROUPS,
+  type RunningServer,
+  type ServerName,
+  startServer,
+} from "./lib/servers.ts";
 import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
 
 const HELP = `usage: bench/run.sh [options]
 
   --rounds N         rounds (default 5); each round starts fresh servers, prefills them, and runs every job
-                     against usbd-tui and nbdkit back to back (A B, then B A in the next round)
-  --runtime S        measured seconds per fio job and minimum per nbdcopy series (default 6)
+                     against usbd-tui and its peers back to back (A B, then B A in the next round)
+  --runtime S        measured seconds per fio job and minimum per nbdcopy or rewrite series (default 6)
   --ramp S           fio ramp_time before measuring (default 1)
-  --only mem|file    only one device pair (default: both)
-  --jobs a,b         comma list of jobs (default: all): ${JOBS.map((j) => j.name).join(", ")}
-  --pin POLICY       CPU placement, applied equally to both servers (default split):
+  --devices a,b      device kinds to measure, each against its peers (default: all):
+${DEVICE_KINDS.map((k) => `                       ${k.padEnd(6)} ${GROUPS[k].usbd} vs ${GROUPS[k].peers.join(", ")}`).join("\n")}
+  --only KIND        the same as --devices KIND
+  --jobs a,b         comma list of jobs, run for every device kind chosen (default: each kind's own list):
+${JOBS.map((j) => `                       ${j.name.padEnd(18)} ${j.kinds ? j.kinds.join(",") : "all"}`).join("\n")}
+  --dedup-compress lz4|none
+                     the dedup device's --dedup-compress (default: its own default, lz4)
+  --pin POLICY       CPU placement, applied equally to all servers (default split):
                        split  server on --server-cpu (0), fio/nbdcopy on --client-cpu (1), via taskset
                        same   server and client both on --server-cpu
                        none   no pinning; the scheduler decides (QD1 results then vary a lot)
@@ -28,7 +44,8 @@ const HELP = `usage: bench/run.sh [options]
                      live here, on the same filesystem)
   --gate CORES       before each job wait (max 30 s) until the box is at most CORES busy; 0 = off (default 0.3)
   --out DIR          where the JSON results go (default bench/results)
-  --keep             keep the scratch directory afterwards
+  --keep             keep the scratch directory afterwards (logs, fio output; the exports' images and the dedup
+                     store are deleted at the end of every round regardless)
   --live             run usbd-tui from the working tree itself; by default it runs from a copy of bin/, src/ and
                      package.json taken at start, so edits made by others during a long run cannot mix versions
   --aa               A/A check of the harness: nbdkit stands in for usbd-tui, so every ratio should be ~1.0
@@ -39,8 +56,10 @@ interface Options {
   rounds: number;
   runtime: number;
   ramp: number;
-  only: DeviceKind[];
-  jobs: JobSpec[];
+  devices: DeviceKind[];
+  /** Jobs chosen with --jobs; undefined: each device kind's defaults. */
+  jobs?: JobSpec[];
+  dedupCompress?: DedupCompress;
   pin: "split" | "same" | "none";
   serverCpu: number;
   clientCpu: number;
@@ -65,8 +84,7 @@ function parseArgs(argv: string[], repo: string): Options {
     rounds: 5,
     runtime: 6,
     ramp: 1,
-    only: ["mem", "file"],
-    jobs: [...JOBS],
+    devices: [...DEVICE_KINDS],
     pin: "split",
     serverCpu: 0,
     clientCpu: 1,
@@ -100,10 +118,20 @@ function parseArgs(argv: string[], repo: string): Options {
       case "--rounds": o.rounds = Math.floor(num(1)); break;
       case "--runtime": o.runtime = num(1); break;
       case "--ramp": o.ramp = num(0); break;
-      case "--only": {
+      case "--only":
+      case "--devices": {
+        const kinds = value().split(",").map((s) => s.trim()).filter(Boolean);
+        const unknown = kinds.filter((k) => !DEVICE_KINDS.some((d) => d === k));
+        if (unknown.length || kinds.length === 0) {
+          throw new Error(`${key} takes device kinds among ${DEVICE_KINDS.join(", ")}${unknown.length ? `, not ${unknown.join(", ")}` : ""}`);
+        }
+        o.devices = DEVICE_KINDS.filter((k) => kinds.includes(k));
+        break;
+      }
+      case "--dedup-compress": {
         const v = value();
-        if (v !== "mem" && v !== "file") throw new Error("--only takes mem or file");
-        o.only = [v];
+        if (v !== "lz4" && v !== "none") throw new Error("--dedup-compress takes lz4 or none");
+        o.dedupCompress = v;
         break;
       }
       case "--jobs": {
@@ -144,12 +172,22 @@ function log(msg: string): void {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
+const jobsFor = (o: Options, kind: DeviceKind): JobSpec[] => o.jobs ?? defaultJobs(kind);
+
+/** The dedup store's state in a few words, for the log. */
+function fmtGauges(g: Gauges | undefined): string {
+  if (!g) return "";
+  const n = (name: string) => g[name] ?? Number.NaN;
+  return ` | store: ${n("unique blocks")} unique blocks, dedup ${n("dedup ratio").toFixed(2)}, ${n("reclaimable blocks")} reclaimable, ` +
+    `${n("unflushed changes")} unflushed, file ${(n("store file") / 2 ** 20).toFixed(0)} MiB`;
+}
+
 function fmtResult(r: RecordRow): string {
   if (!r.ok || !r.result) return `FAILED: ${r.error}`;
   const m = r.result;
   const main = m.iops > 0 && !r.job.includes("1m") ? `${(m.iops / 1000).toFixed(1)}k IOPS` : `${(m.bw / 1e9).toFixed(2)} GB/s`;
   const lat = m.p99LatUs != null ? ` p99 ${m.p99LatUs.toFixed(0)}us` : "";
-  return `${main}${lat} srvCPU ${r.serverCpuPct?.toFixed(0)}% cli ${m.clientCpuPct.toFixed(0)}% other ${r.otherCores?.toFixed(2)}`;
+  return `${main}${lat} srvCPU ${r.serverCpuPct?.toFixed(0)}% cli ${m.clientCpuPct.toFixed(0)}% other ${r.otherCores?.toFixed(2)}${fmtGauges(r.gauges)}`;
 }
 
 async function main(): Promise<void> {
@@ -183,16 +221,18 @@ async function main(): Promise<void> {
   const rows: RecordRow[] = [];
   const servers: Record<string, unknown> = {};
   const stops: Array<{ round: number; server: ServerName; clean: boolean; exitCode: number | null; signal: string | null }> = [];
+  const prefills: Array<{ round: number; server: ServerName; seconds: number; gauges?: Gauges }> = [];
   const save = (extra: Record<string, unknown> = {}) =>
     writeFileSync(
       resultsPath,
       JSON.stringify(
         {
           facts,
-          options: { ...o, jobs: o.jobs.map((j) => j.name) },
+          options: { ...o, jobs: Object.fromEntries(o.devices.map((k) => [k, jobsFor(o, k).map((j) => j.name)])) },
           policy,
           servers,
           stops,
+          prefills,
           records: rows,
           ...extra,
         },
@@ -215,37 +255,42 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void onSignal("SIGTERM"));
 
   log(`bun ${facts.bun}, ${facts.nbdkit}, ${facts.fio}, ${facts.libnbd}; ${facts.cpus} CPUs (${facts.cpuModel})`);
-  log(`policy ${policy}; rounds ${o.rounds}, runtime ${o.runtime}s + ramp ${o.ramp}s; pairs ${o.only.join(",")}; ` +
-    `jobs ${o.jobs.map((j) => j.name).join(",")}; scratch ${o.scratch} (${facts.scratchFs})`);
+  log(`policy ${policy}; rounds ${o.rounds}, runtime ${o.runtime}s + ramp ${o.ramp}s; devices ${o.devices.join(",")}; ` +
+    `jobs ${o.devices.map((k) => `${k}: ${jobsFor(o, k).map((j) => j.name).join(",")}`).join("; ")}; scratch ${o.scratch} (${facts.scratchFs})`);
   log(`results -> ${resultsPath}`);
   if (o.aa) log("A/A mode: nbdkit stands in for usbd-tui");
 
   for (let round = 1; round <= o.rounds; round++) {
-    for (const pair of o.only) {
-      const { usbd, peer } = PAIRS[pair];
-      const order: ServerName[] = round % 2 === 1 ? [usbd, peer] : [peer, usbd];
-      const dir = join(o.scratch, `r${round}-${pair}`);
+    for (const group of o.devices) {
+      const { usbd, peers } = GROUPS[group];
+      const order: ServerName[] = round % 2 === 1 ? [usbd, ...peers] : [...peers].reverse().concat(usbd);
+      const dir = join(o.scratch, `r${round}-${group}`);
       const up = new Map<ServerName, RunningServer>();
+      // The latest gauges of each server that reports them: the "before" of its next job.
+      const lastGauges = new Map<ServerName, Gauges>();
       let startError: string | undefined;
       for (const name of order) {
         try {
           const s = await startServer(name, { repo: serverRoot, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
-            standIn: o.aa });
+            standIn: o.aa, dedupCompress: o.dedupCompress });
           running.add(s);
           up.set(name, s);
           servers[name] ??= { command: s.command, uri: s.uri, nbdinfo: await describe(s.uri) };
           const secs = await prefill({ uri: s.uri, pin: clientPin, outFile: join(dir, `${name}.prefill.json`) });
-          log(`r${round} ${name} up (pid ${s.pid}), prefilled in ${secs.toFixed(1)}s`);
+          const gauges = await s.gauges?.(Date.now());
+          if (gauges) lastGauges.set(name, gauges);
+          prefills.push({ round, server: name, seconds: secs, ...(gauges ? { gauges } : {}) });
+          log(`r${round} ${name} up (pid ${s.pid}), prefilled in ${secs.toFixed(1)}s${fmtGauges(gauges)}`);
         } catch (e) {
           startError = `${name}: ${(e as Error).message}`;
           log(`r${round} ${startError}`);
           break;
         }
       }
-      for (const job of o.jobs) {
+      for (const job of jobsFor(o, group)) {
         for (const [pos, name] of order.entries()) {
           const s = up.get(name);
-          const row: RecordRow = { round, pair, server: name, job: job.name, order: pos, startedAt: "", wallS: 0, ok: false };
+          const row: RecordRow = { round, group, server: name, job: job.name, order: pos, startedAt: "", wallS: 0, ok: false };
           rows.push(row);
           if (!s) {
             row.error = startError ?? "server not running";
@@ -278,6 +323,16 @@ async function main(): Promise<void> {
           row.perCpuCores = load.perCpu;
           row.stealCores = load.steal;
           if (row.result) row.otherCores = load.box - row.serverCpuPct / 100 - row.result.clientCpuPct / 100;
+          if (s.gauges) {
+            // Stamped after the job ended: the store as the job left it (read after the CPU accounting above).
+            const gauges = await s.gauges(Date.now());
+            const before = lastGauges.get(name);
+            if (before) row.gaugesBefore = before;
+            if (gauges) {
+              row.gauges = gauges;
+              lastGauges.set(name, gauges);
+            }
+          }
           log(`r${round} ${name.padEnd(13)} ${job.name.padEnd(17)} ${fmtResult(row)}`);
           save();
         }
@@ -287,6 +342,9 @@ async function main(): Promise<void> {
         running.delete(s);
         stops.push({ round, server: name, ...st });
         if (!st.clean) log(`r${round} ${name} did not stop cleanly: exit ${st.exitCode} signal ${st.signal}`);
+        // The export's data (images, the dedup store) goes after every round, even with --keep: it is the bulk of
+        // the scratch space (tmpfs, i.e. memory, by default).
+        if (s.store) rmSync(s.store, { recursive: true, force: true });
       }
       if (!o.keep) rmSync(dir, { recursive: true, force: true });
     }
@@ -295,13 +353,14 @@ async function main(): Promise<void> {
   const summary = summarize(rows);
   const failures = rows.filter((r) => !r.ok).length;
   const header = [
-    `### usbd-tui vs nbdkit, ${facts.date.slice(0, 10)}`,
+    `### usbd-tui vs nbdkit${o.devices.includes("dedup") ? " (dedup device also vs usbd-tui's mem device)" : ""}, ${facts.date.slice(0, 10)}`,
     "",
     `- machine: ${facts.cpus} x ${facts.cpuModel}, ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}`,
     `- bun ${facts.bun}; ${facts.nbdkit}; ${facts.fio}; ${facts.libnbd}; usbd-tui at ${facts.gitCommit}${facts.gitDirty ? ` + uncommitted changes in bin/ src/ (diff ${facts.gitDiffHash})` : ""}${o.live ? " (live tree)" : ""}`,
     `- CPU policy: ${policy}`,
     ...(o.aa ? ["- **A/A check: nbdkit stood in for usbd-tui; these ratios measure the harness, not usbd-tui**"] : []),
-    `- ${o.rounds} rounds, ${o.runtime} s per job after ${o.ramp} s ramp, ${o.sizeBytes / 2 ** 30} GiB exports prefilled by 1M writes; ` +
+    `- ${o.rounds} rounds, ${o.runtime} s per job after ${o.ramp} s ramp, ${o.sizeBytes / 2 ** 30} GiB exports prefilled by 1M writes ` +
+      `of fixed random content and a flush${o.dedupCompress ? `; dedup --dedup-compress=${o.dedupCompress}` : ""}; ` +
       `files on ${o.scratch} (${facts.scratchFs})${failures ? `; **${failures} failed measurements**` : ""}`,
   ];
   const md = markdown(summary, header);

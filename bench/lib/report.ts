@@ -3,12 +3,12 @@
  * performance targets.
  */
 import { JOBS, type Measurement, type Metric } from "./jobs.ts";
-import { type DeviceKind, PAIRS, type ServerName } from "./servers.ts";
+import { type DeviceKind, GROUPS, type Gauges, type ServerName } from "./servers.ts";
 
 /** One job run against one server in one round. */
 export interface RecordRow {
   round: number;
-  pair: DeviceKind;
+  group: DeviceKind;
   server: ServerName;
   job: string;
   /** Position within the pair for this job in this round (0 = ran first). */
@@ -27,18 +27,43 @@ export interface RecordRow {
   /** Box load not explained by the server and the client (other processes): cores. */
   otherCores?: number;
   gate?: { waited: number; load: number };
+  /** For a server that reports gauges (usbd-dedup): its gauges before the job (after the previous one, or after
+   * the prefill) and after it. */
+  gaugesBefore?: Gauges;
+  gauges?: Gauges;
 }
 
-/** The issue's targets: usbd/nbdkit ratio per job. A job without a target is measured for information. */
-export const TARGETS: Record<DeviceKind, Record<string, number>> = {
-  mem: {
+/**
+ * A performance target: the usbd/peer ratio against `against` (a peer of the group), or, where `absolute` is set,
+ * either that median throughput or the ratio (the issue's "X GB/s, or where the machine cannot, Yx").
+ */
+export interface Target {
+  readonly ratio: number;
+  readonly against: ServerName;
+  /** In the job's metric: bytes/s or IOPS. */
+  readonly absolute?: number;
+}
+
+const vs = (against: ServerName, entries: Record<string, number>): Record<string, Target> =>
+  Object.fromEntries(Object.entries(entries).map(([job, ratio]) => [job, { ratio, against }]));
+
+/** The issue's targets per job. A job without a target is measured for information. */
+export const TARGETS: Record<DeviceKind, Record<string, Target>> = {
+  mem: vs("nbdkit-memory", {
     "randread-4k-qd32": 1.5,
     "read-1m-qd8": 1.2,
     nbdcopy: 1.2,
     "randwrite-4k-qd32": 1.2,
     "write-1m-qd8": 1.1,
+  }),
+  file: vs("nbdkit-file", Object.fromEntries(JOBS.map((j) => [j.name, 1.0]))),
+  // Dedup: absolute throughput on this 2-core machine, or 0.7x usbd-tui's mem device in the same run; unique-data
+  // writes (write-1m-qd8) are reported without a target.
+  dedup: {
+    "write-1m-dup-qd8": { absolute: 2.1e9, ratio: 0.7, against: "usbd-mem" },
+    "read-1m-qd8": { absolute: 3.2e9, ratio: 0.7, against: "usbd-mem" },
+    "randread-4k-qd32": { ratio: 0.7, against: "usbd-mem" },
   },
-  file: Object.fromEntries(JOBS.map((j) => [j.name, 1.0])),
 };
 
 export function median(xs: readonly number[]): number {
@@ -65,20 +90,46 @@ export interface ServerSummary {
   otherCores: number;
 }
 
-export interface JobSummary {
-  job: string;
-  metric: Metric;
-  usbd?: ServerSummary;
-  peer?: ServerSummary;
+export interface PeerSummary {
+  server: ServerName;
+  summary?: ServerSummary;
   /** usbd/peer per round where both succeeded, and their median, min and max. */
   ratios: number[];
   ratio: number | null;
   ratioMin: number | null;
   ratioMax: number | null;
-  target: number | null;
+}
+
+export interface JobSummary {
+  job: string;
+  metric: Metric;
+  usbd?: ServerSummary;
+  peers: PeerSummary[];
+  target: Target | null;
+  /** Whether the target is met, and by which criterion (the absolute figure or the ratio). */
   met: boolean | null;
-  /** Rounds in which either side's job shared the box with other work (other load > NOISY_CORES). */
+  metBy?: "absolute" | "ratio";
+  /** Rounds in which any server's job shared the box with other work (other load > NOISY_CORES). */
   noisyRounds: number[];
+  /** The usbd server's gauges around the job, per round (where it reports them). */
+  store?: StoreSummary;
+}
+
+/**
+ * What the job did to a dedup store, from its gauges (median over rounds): unique blocks after the job and their
+ * change, reclaimable blocks, and the change in "unflushed changes" (map and index entries modified since the
+ * prefill's flush). A job that only wrote already-stored data at the same offsets changes none of them.
+ */
+export interface StoreSummary {
+  rounds: number;
+  uniqueBlocks: number;
+  uniqueDelta: number;
+  reclaimable: number;
+  unflushedDelta: number;
+  dedupRatio: number;
+  storeFileBytes: number;
+  /** Every round: no new unique block, nothing reclaimable gained, no map or index entry changed. */
+  unchanged: boolean;
 }
 
 export const NOISY_CORES = 0.15;
@@ -105,36 +156,65 @@ function summarizeServer(rows: RecordRow[], metric: Metric): ServerSummary | und
   };
 }
 
-export function summarize(rows: RecordRow[]): Record<DeviceKind, JobSummary[]> {
-  const out = {} as Record<DeviceKind, JobSummary[]>;
-  for (const pair of Object.keys(PAIRS) as DeviceKind[]) {
-    const { usbd, peer } = PAIRS[pair];
+function summarizeStore(rows: RecordRow[]): StoreSummary | undefined {
+  const seen = rows.filter((r) => r.gauges && r.gaugesBefore);
+  if (seen.length === 0) return undefined;
+  const g = (r: RecordRow, which: "gauges" | "gaugesBefore", name: string) => r[which]?.[name] ?? Number.NaN;
+  const delta = (r: RecordRow, name: string) => g(r, "gauges", name) - g(r, "gaugesBefore", name);
+  const med = (f: (r: RecordRow) => number) => median(seen.map(f));
+  return {
+    rounds: seen.length,
+    uniqueBlocks: med((r) => g(r, "gauges", "unique blocks")),
+    uniqueDelta: med((r) => delta(r, "unique blocks")),
+    reclaimable: med((r) => g(r, "gauges", "reclaimable blocks")),
+    unflushedDelta: med((r) => delta(r, "unflushed changes")),
+    dedupRatio: med((r) => g(r, "gauges", "dedup ratio")),
+    storeFileBytes: med((r) => g(r, "gauges", "store file")),
+    unchanged: seen.every((r) => ["unique blocks", "reclaimable blocks", "unflushed changes"].every((n) => delta(r, n) === 0)),
+  };
+}
+
+export function summarize(rows: RecordRow[]): Partial<Record<DeviceKind, JobSummary[]>> {
+  const out: Partial<Record<DeviceKind, JobSummary[]>> = {};
+  for (const group of Object.keys(GROUPS) as DeviceKind[]) {
+    const { usbd, peers } = GROUPS[group];
     const jobs: JobSummary[] = [];
     for (const spec of JOBS) {
-      const mine = rows.filter((r) => r.pair === pair && r.job === spec.name);
+      const mine = rows.filter((r) => r.group === group && r.job === spec.name);
       if (mine.length === 0) continue;
       const byRound = (server: ServerName) =>
         new Map(mine.filter((r) => r.server === server && r.ok && r.result).map((r) => [r.round, metricOf(spec.metric, r.result!)]));
       const a = byRound(usbd);
-      const b = byRound(peer);
-      const ratios = [...a.keys()].filter((k) => b.has(k) && b.get(k)! > 0).sort((x, y) => x - y).map((k) => a.get(k)! / b.get(k)!);
-      const ratio = ratios.length ? median(ratios) : null;
-      const target = TARGETS[pair][spec.name] ?? null;
+      const peerSummaries = peers.map((server): PeerSummary => {
+        const b = byRound(server);
+        const ratios = [...a.keys()].filter((k) => b.has(k) && b.get(k)! > 0).sort((x, y) => x - y).map((k) => a.get(k)! / b.get(k)!);
+        return {
+          server,
+          summary: summarizeServer(mine.filter((r) => r.server === server), spec.metric),
+          ratios,
+          ratio: ratios.length ? median(ratios) : null,
+          ratioMin: ratios.length ? Math.min(...ratios) : null,
+          ratioMax: ratios.length ? Math.max(...ratios) : null,
+        };
+      });
+      const usbdSummary = summarizeServer(mine.filter((r) => r.server === usbd), spec.metric);
+      const target = TARGETS[group][spec.name] ?? null;
+      const ratio = target && peerSummaries.find((p) => p.server === target.against)?.ratio;
+      const byAbsolute = target?.absolute !== undefined && usbdSummary !== undefined && usbdSummary.median >= target.absolute;
+      const byRatio = target !== null && ratio != null && ratio >= target.ratio;
       jobs.push({
         job: spec.name,
         metric: spec.metric,
-        usbd: summarizeServer(mine.filter((r) => r.server === usbd), spec.metric),
-        peer: summarizeServer(mine.filter((r) => r.server === peer), spec.metric),
-        ratios,
-        ratio,
-        ratioMin: ratios.length ? Math.min(...ratios) : null,
-        ratioMax: ratios.length ? Math.max(...ratios) : null,
+        usbd: usbdSummary,
+        peers: peerSummaries,
         target,
-        met: target === null || ratio === null ? null : ratio >= target,
+        met: target === null || (ratio == null && !byAbsolute) ? null : byAbsolute || byRatio,
+        ...(byAbsolute ? { metBy: "absolute" as const } : byRatio ? { metBy: "ratio" as const } : {}),
         noisyRounds: [...new Set(mine.filter((r) => (r.otherCores ?? 0) > NOISY_CORES).map((r) => r.round))].sort((x, y) => x - y),
+        store: summarizeStore(mine.filter((r) => r.server === usbd)),
       });
     }
-    if (jobs.length) out[pair] = jobs;
+    if (jobs.length) out[group] = jobs;
   }
   return out;
 }
@@ -148,42 +228,118 @@ function fmtMetric(metric: Metric, v: number | undefined): string {
 const f = (v: number | null | undefined, digits: number, suffix = ""): string =>
   v == null || !Number.isFinite(v) ? "-" : `${v.toFixed(digits)}${suffix}`;
 
-/** The Markdown report: one results table and one detail table per device pair. */
-export function markdown(summary: Record<DeviceKind, JobSummary[]>, header: string[]): string {
+function fmtTarget(t: Target | null, metric: Metric, peers: readonly ServerName[]): string {
+  if (t === null) return "-";
+  const ratio = `>= ${t.ratio.toFixed(1)}x${peers.length > 1 || peers[0] !== t.against ? ` ${t.against}` : ""}`;
+  return t.absolute === undefined ? ratio : `>= ${fmtMetric(metric, t.absolute)} or ${ratio}`;
+}
+
+function fmtMet(j: JobSummary): string {
+  if (j.met === null) return j.target === null ? "" : "n/a";
+  if (!j.met) return "**no**";
+  return j.target?.absolute !== undefined && j.metBy ? `yes (${j.metBy})` : "yes";
+}
+
+const fmtBytes = (v: number): string => (Number.isFinite(v) ? `${(v / 2 ** 30).toFixed(2)} GiB` : "-");
+
+/** The Markdown report: per device group a results table, a detail table and, for a dedup store, a store table. */
+export function markdown(summary: Partial<Record<DeviceKind, JobSummary[]>>, header: string[]): string {
   const lines: string[] = [...header, ""];
-  for (const pair of Object.keys(summary) as DeviceKind[]) {
-    const { usbd, peer } = PAIRS[pair];
-    lines.push(`#### ${usbd} vs ${peer}`, "");
-    lines.push(`| job | ${usbd} | ${peer} | ratio (median) | ratio min-max | target | met |`);
-    lines.push("|---|---:|---:|---:|---:|---:|:---:|");
-    for (const j of summary[pair]) {
-      const met = j.met === null ? (j.target === null ? "" : "n/a") : j.met ? "yes" : "**no**";
+  let stores = false;
+  for (const group of Object.keys(summary) as DeviceKind[]) {
+    const jobs = summary[group] ?? [];
+    const { usbd, peers } = GROUPS[group];
+    const members = [usbd, ...peers];
+    const single = peers.length === 1;
+    const row = (cells: string[]) => `| ${cells.join(" | ")} |`;
+    lines.push(`#### ${usbd} vs ${peers.join(" and ")}`, "");
+    lines.push(
+      row([
+        "job",
+        ...members,
+        ...peers.flatMap((p) => (single ? ["ratio (median)", "ratio min-max"] : [`ratio vs ${p} (median)`, "min-max"])),
+        "target",
+        "met",
+      ]),
+    );
+    lines.push(`|---|${members.map(() => "---:|").join("")}${peers.map(() => "---:|---:|").join("")}---:|:---:|`);
+    for (const j of jobs) {
       lines.push(
-        `| ${j.job} | ${fmtMetric(j.metric, j.usbd?.median)} | ${fmtMetric(j.metric, j.peer?.median)} | ` +
-          `${f(j.ratio, 2, "x")} | ${f(j.ratioMin, 2)}-${f(j.ratioMax, 2)} | ${j.target === null ? "-" : `>= ${j.target.toFixed(1)}x`} | ${met} |`,
+        row([
+          j.job,
+          fmtMetric(j.metric, j.usbd?.median),
+          ...j.peers.map((p) => fmtMetric(j.metric, p.summary?.median)),
+          ...j.peers.flatMap((p) => [f(p.ratio, 2, "x"), `${f(p.ratioMin, 2)}-${f(p.ratioMax, 2)}`]),
+          fmtTarget(j.target, j.metric, peers),
+          fmtMet(j),
+        ]),
       );
     }
     lines.push("");
     lines.push(
-      `| job | p99 lat ${usbd} | p99 lat ${peer} | srv CPU ${usbd} | srv CPU ${peer} | srv us/op ${usbd} | srv us/op ${peer} | other load | noisy rounds |`,
+      row([
+        "job",
+        ...members.map((m) => `p99 lat ${m}`),
+        ...members.map((m) => `srv CPU ${m}`),
+        ...members.map((m) => `srv us/op ${m}`),
+        "other load",
+        "noisy rounds",
+      ]),
     );
-    lines.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (const j of summary[pair]) {
+    lines.push(`|---|${members.map(() => "---:|---:|---:|").join("")}---:|---:|`);
+    for (const j of jobs) {
+      const all = [j.usbd, ...j.peers.map((p) => p.summary)];
       lines.push(
-        `| ${j.job} | ${f(j.usbd?.p99LatUs, 0, " us")} | ${f(j.peer?.p99LatUs, 0, " us")} | ${f(j.usbd?.serverCpuPct, 0, "%")} | ` +
-          `${f(j.peer?.serverCpuPct, 0, "%")} | ${f(j.usbd?.serverCpuUsPerUnit, 2)} | ${f(j.peer?.serverCpuUsPerUnit, 2)} | ` +
-          `${f(Math.max(0, j.usbd?.otherCores ?? 0, j.peer?.otherCores ?? 0), 2)} | ${j.noisyRounds.join(",") || "-"} |`,
+        row([
+          j.job,
+          ...all.map((s) => f(s?.p99LatUs, 0, " us")),
+          ...all.map((s) => f(s?.serverCpuPct, 0, "%")),
+          ...all.map((s) => f(s?.serverCpuUsPerUnit, 2)),
+          f(Math.max(0, ...all.map((s) => s?.otherCores ?? 0)), 2),
+          j.noisyRounds.join(",") || "-",
+        ]),
       );
     }
     lines.push("");
+    const withStore = jobs.filter((j) => j.store);
+    if (withStore.length) {
+      stores = true;
+      lines.push(
+        `| job | ${usbd} unique blocks after | new unique blocks | reclaimable blocks | map/index changes | dedup ratio | store file | store unchanged |`,
+        "|---|---:|---:|---:|---:|---:|---:|:---:|",
+      );
+      for (const j of withStore) {
+        const s = j.store!;
+        lines.push(
+          row([
+            j.job,
+            f(s.uniqueBlocks, 0),
+            f(s.uniqueDelta, 0),
+            f(s.reclaimable, 0),
+            f(s.unflushedDelta, 0),
+            f(s.dedupRatio, 2),
+            fmtBytes(s.storeFileBytes),
+            s.unchanged ? `yes (${s.rounds} rounds)` : "no",
+          ]),
+        );
+      }
+      lines.push("");
+    }
   }
   lines.push(
-    "ratio = median over rounds of the paired per-round ratio usbd/nbdkit (IOPS for 4k jobs, bytes/s otherwise); " +
-      "min-max = its range over rounds. p99 lat = fio completion latency. srv CPU = server process (all threads), " +
+    "ratio = median over rounds of the paired per-round ratio usbd/peer (IOPS for 4k jobs, bytes/s otherwise); " +
+      "min-max = its range over rounds. A target with a throughput is met by that median throughput or by the ratio. " +
+      "p99 lat = fio completion latency (write-1m-dup-qd8: the worst of its passes). srv CPU = server process (all threads), " +
       "% of one core over the job. srv us/op = server CPU per request (4k jobs) or per MiB (1M jobs, nbdcopy). " +
-      "other load = box CPU (tick-sampled /proc/stat) not used by server or client, in cores (worst of the two medians, " +
-      "floored at 0; tick sampling under-counts at QD1); noisy rounds = rounds where either side saw > " +
-      `${NOISY_CORES} cores of other load (another process competed).`,
+      "other load = box CPU (tick-sampled /proc/stat) not used by server or client, in cores (worst of the medians, " +
+      "floored at 0; tick sampling under-counts at QD1); noisy rounds = rounds where any server saw > " +
+      `${NOISY_CORES} cores of other load (another process competed).` +
+      (stores
+        ? " Store table: the dedup device's own gauges (JSON stats) after each job, medians over rounds; new unique " +
+          "blocks and map/index changes (its \"unflushed changes\" gauge; the prefill ended with a flush) are the change " +
+          "during the job. store unchanged = in every round the job added no unique block, made nothing reclaimable and " +
+          "changed no map or index entry, i.e. every block it wrote was already stored, at that offset."
+        : ""),
   );
   return lines.join("\n");
 }

@@ -1,20 +1,30 @@
 /**
- * The servers under test: usbd-tui (mem and file devices) and the nbdkit peers (memory and file plugins).
- * Each starts fresh (new socket, new image), is pinned by a taskset prefix when the CPU policy says so, and is
- * stopped with SIGTERM (SIGKILL after a grace period, which is then reported).
+ * The servers under test: usbd-tui (mem, file and dedup devices) and the servers they are compared with (nbdkit's
+ * memory and file plugins; for the dedup device also usbd-tui's own mem device). Each starts fresh (new socket, new
+ * image or store), is pinned by a taskset prefix when the CPU policy says so, and is stopped with SIGTERM (SIGKILL
+ * after a grace period, which is then reported).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "./sys.ts";
 
-export type DeviceKind = "mem" | "file";
-export type ServerName = "usbd-mem" | "nbdkit-memory" | "usbd-file" | "nbdkit-file";
+export type DeviceKind = "mem" | "file" | "dedup";
+export const DEVICE_KINDS: readonly DeviceKind[] = ["mem", "file", "dedup"];
+export type ServerName = "usbd-mem" | "nbdkit-memory" | "usbd-file" | "nbdkit-file" | "usbd-dedup";
 
-/** A device kind's pair: the server we develop and the peer it is compared with. */
-export const PAIRS: Record<DeviceKind, { usbd: ServerName; peer: ServerName }> = {
-  mem: { usbd: "usbd-mem", peer: "nbdkit-memory" },
-  file: { usbd: "usbd-file", peer: "nbdkit-file" },
+/**
+ * A device kind's group: the usbd-tui device under test and the peers it is compared with, in the same round, one
+ * ratio per peer. The dedup device is compared with usbd-tui's own mem device (the issue's yardstick) and with
+ * nbdkit's memory plugin.
+ */
+export const GROUPS: Record<DeviceKind, { readonly usbd: ServerName; readonly peers: readonly ServerName[] }> = {
+  mem: { usbd: "usbd-mem", peers: ["nbdkit-memory"] },
+  file: { usbd: "usbd-file", peers: ["nbdkit-file"] },
+  dedup: { usbd: "usbd-dedup", peers: ["usbd-mem", "nbdkit-memory"] },
 };
+
+/** How the dedup device stores new blocks (its --dedup-compress). */
+export type DedupCompress = "lz4" | "none";
 
 export interface StartOptions {
   readonly repo: string;
@@ -26,7 +36,12 @@ export interface StartOptions {
   readonly bun: string;
   /** A/A mode: nbdkit stands in for usbd-tui (same plugin as the peer), to measure the harness's own noise. */
   readonly standIn?: boolean;
+  /** --dedup-compress for usbd-dedup (default: the device's own default, lz4). */
+  readonly dedupCompress?: DedupCompress;
 }
+
+/** A device's gauges by name (e.g. "unique blocks", "dedup ratio"), from one JSON stats line of usbd-tui. */
+export type Gauges = Record<string, number>;
 
 export interface RunningServer {
   readonly name: ServerName;
@@ -34,6 +49,13 @@ export interface RunningServer {
   readonly uri: string;
   readonly log: string;
   readonly command: string[];
+  /** Where the server keeps the export's data on disk (an image file or a store directory), if anywhere. */
+  readonly store?: string;
+  /**
+   * For a server that prints JSON stats lines (usbd-dedup): the gauges of the first stats line stamped at or after
+   * `sinceMs` (epoch ms), waiting up to `timeoutMs` for it; undefined when none came.
+   */
+  gauges?(sinceMs: number, timeoutMs?: number): Promise<Gauges | undefined>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves to how it ended. */
   stop(graceMs?: number): Promise<{ clean: boolean; exitCode: number | null; signal: string | null }>;
 }
@@ -45,15 +67,26 @@ function sizeForUsbd(bytes: number): string {
   return String(bytes);
 }
 
-function commandFor(name: ServerName, o: StartOptions, sock: string): { cmd: string[]; uriFromStdout: boolean } {
+interface Launch {
+  readonly cmd: string[];
+  readonly uriFromStdout: boolean;
+  readonly store?: string;
+  /** Prints a JSON stats line every second (--json --stats-interval=1), read back by RunningServer.gauges. */
+  readonly stats?: true;
+}
+
+/** Seconds between usbd-dedup's JSON stats lines: how stale the gauges after a job can be. */
+const STATS_INTERVAL_S = 1;
+
+function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
   const size = o.sizeBytes;
-  if (o.standIn && name === "usbd-mem") return commandFor("nbdkit-memory", o, sock);
+  if (o.standIn && (name === "usbd-mem" || name === "usbd-dedup")) return commandFor("nbdkit-memory", o, sock);
   if (o.standIn && name === "usbd-file") {
     const image = join(o.dir, "usbd-file.img");
     rmSync(image, { force: true });
     writeFileSync(image, "");
     truncateSync(image, size);
-    return { cmd: ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image], uriFromStdout: false };
+    return { cmd: ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image], uriFromStdout: false, store: image };
   }
   switch (name) {
     case "usbd-mem":
@@ -70,6 +103,21 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): { cmd: str
         cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=file", `--store-size=${sizeForUsbd(size)}`,
           `--store-dir=${store}`, "--store-name=bench", "--listen", `unix:${sock}`],
         uriFromStdout: true,
+        store,
+      };
+    }
+    case "usbd-dedup": {
+      // A new, empty store each round, in the scratch directory (tmpfs by default), removed after the round.
+      const store = join(o.dir, "usbd-dedup");
+      rmSync(store, { recursive: true, force: true });
+      mkdirSync(store, { recursive: true });
+      return {
+        cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=dedup", `--store-size=${sizeForUsbd(size)}`,
+          `--store-dir=${store}`, "--store-name=bench", ...(o.dedupCompress ? [`--dedup-compress=${o.dedupCompress}`] : []),
+          "--json", `--stats-interval=${STATS_INTERVAL_S}`, "--listen", `unix:${sock}`],
+        uriFromStdout: true,
+        store,
+        stats: true,
       };
     }
     case "nbdkit-memory":
@@ -80,7 +128,7 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): { cmd: str
       rmSync(image, { force: true });
       writeFileSync(image, ""); // a sparse image of the export's size, like usbd-tui's file device creates
       truncateSync(image, size);
-      return { cmd: ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image], uriFromStdout: false };
+      return { cmd: ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image], uriFromStdout: false, store: image };
     }
   }
 }
@@ -93,7 +141,7 @@ export async function startServer(name: ServerName, o: StartOptions, readyTimeou
   const sock = join(o.dir, `${name}.sock`);
   rmSync(sock, { force: true });
   const log = join(o.dir, `${name}.log`);
-  const { cmd, uriFromStdout } = commandFor(name, o, sock);
+  const { cmd, uriFromStdout, store, stats } = commandFor(name, o, sock);
   const command = [...o.pin, ...cmd];
   // Output goes to a file, not a pipe: the harness must stay idle while jobs run, and a full pipe would stall
   // the server.
@@ -142,6 +190,8 @@ export async function startServer(name: ServerName, o: StartOptions, readyTimeou
     uri,
     log,
     command,
+    store,
+    gauges: stats ? (sinceMs, timeoutMs = (STATS_INTERVAL_S + 2) * 1000) => gaugesFromLog(log, sinceMs, timeoutMs) : undefined,
     async stop(graceMs = 10_000) {
       if (!exited) {
         proc.kill("SIGTERM");
@@ -159,6 +209,38 @@ export async function startServer(name: ServerName, o: StartOptions, readyTimeou
       return { clean: e.code === 0, exitCode: e.code, signal: e.signal };
     },
   };
+}
+
+interface StatsLine {
+  readonly type: string;
+  readonly time: number;
+  readonly gauges?: ReadonlyArray<{ readonly name: string; readonly value: number }>;
+}
+
+function isStatsLine(v: unknown): v is StatsLine {
+  return typeof v === "object" && v !== null && "type" in v && v.type === "stats" && "time" in v && typeof v.time === "number";
+}
+
+/** The gauges of the first JSON stats line in `log` stamped at or after `sinceMs`, polling until `timeoutMs`. */
+async function gaugesFromLog(log: string, sinceMs: number, timeoutMs: number): Promise<Gauges | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const lines = existsSync(log) ? readFileSync(log, "utf8").split("\n") : [];
+    for (const line of lines) {
+      if (!line.startsWith('{"type":"stats"')) continue;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        continue; // a line still being written
+      }
+      if (isStatsLine(parsed) && parsed.time >= sinceMs) {
+        return Object.fromEntries((parsed.gauges ?? []).map((g) => [g.name, g.value]));
+      }
+    }
+    if (performance.now() > deadline) return undefined;
+    await Bun.sleep(100);
+  }
 }
 
 /** `nbdinfo --json` of a running server (export flags: multi-conn, structured replies, block size...). */
