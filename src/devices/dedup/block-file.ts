@@ -8,14 +8,18 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LibcError,
 import { DeviceError } from "../device.ts";
 import { CHUNK_UNITS, COMPRESSED_HEADER, UNITS_PER_BLOCK, type DedupCompression } from "./layout.ts";
 
-/** Bytes mayCompress samples per block, and the distinct values among them from which it calls a block random. */
-const SAMPLES = 256;
+/** compressibility() samples 32 runs of 8 bytes; from 150 distinct values a block looks random, under 64 it does not. */
+const SAMPLE_RUNS = 32;
+const SAMPLE_RUN_BYTES = 8;
 const RANDOM_LOOKING = 150;
+const FEW_VALUES = 64;
 
 /** A block prepared for storing: the bytes of its slot and the slot size in units. */
 export interface EncodedBlock {
   readonly bytes: Uint8Array;
   readonly units: number;
+  /** lz4 was tried and did not save a unit. */
+  readonly missed: boolean;
 }
 
 /**
@@ -40,7 +44,7 @@ export class BlockFile {
   readonly unit: number;
   /** Cleared once hole punching failed, so it is not tried again. */
   private canPunch = true;
-  /** For mayCompress: which byte values this sampling round has seen (marked with the round's number). */
+  /** For compressibility(): which byte values this sampling round has seen (marked with the round's number). */
   private readonly seen = new Uint32Array(256);
   private sampleRound = 0;
 
@@ -55,45 +59,52 @@ export class BlockFile {
 
   /**
    * What to store for `block` (exactly one block of content): its lz4 form in the smallest slot it fits when that
-   * takes fewer units than the raw block, else the raw bytes.
+   * takes fewer units than the raw block, else the raw bytes. lz4 is only tried when `compressibility` allows it:
+   * "yes" always, "maybe" only when `tryMaybe` (the caller stops trying after a miss, see block-run.ts).
    */
-  encode(block: Uint8Array, compression: DedupCompression): EncodedBlock {
-    if (compression === "lz4" && this.mayCompress(block)) {
-      const packed = compressSync(Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength));
-      const units = Math.ceil((COMPRESSED_HEADER + packed.length) / this.unit);
-      if (units < UNITS_PER_BLOCK) {
-        const bytes = Buffer.allocUnsafe(COMPRESSED_HEADER + packed.length);
-        bytes.writeUInt16LE(packed.length, 0);
-        bytes.set(packed, COMPRESSED_HEADER);
-        return { bytes, units };
+  encode(block: Uint8Array, compression: DedupCompression, tryMaybe = true): EncodedBlock {
+    if (compression === "lz4") {
+      const guess = this.compressibility(block);
+      if (guess === "yes" || (guess === "maybe" && tryMaybe)) {
+        const packed = compressSync(Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength));
+        const units = Math.ceil((COMPRESSED_HEADER + packed.length) / this.unit);
+        if (units < UNITS_PER_BLOCK) {
+          const bytes = Buffer.allocUnsafe(COMPRESSED_HEADER + packed.length);
+          bytes.writeUInt16LE(packed.length, 0);
+          bytes.set(packed, COMPRESSED_HEADER);
+          return { bytes, units, missed: false };
+        }
+        return { bytes: block, units: UNITS_PER_BLOCK, missed: true };
       }
     }
-    return { bytes: block, units: UNITS_PER_BLOCK };
+    return { bytes: block, units: UNITS_PER_BLOCK, missed: false };
   }
 
   /**
-   * A cheap guess whether lz4 could shrink the block, so incompressible data (already compressed, encrypted,
-   * random) skips it: lz4-napi took 13 us per 4 KiB call on random bytes, five times the SHA-256 of the block,
-   * for nothing. 256 bytes sampled across the block: uniformly random data shows about 162 distinct values, text
-   * and most structured data far fewer (the same test btrfs's compression heuristic starts with). A block that
-   * repeats long random runs is misjudged and stored raw, which costs space, never correctness.
+   * A cheap guess whether lz4 could shrink the block. lz4-napi took 13 us per 4 KiB call on random bytes, five
+   * times the SHA-256 of the block, for nothing. 32 runs of 8 consecutive bytes are sampled across the block (runs,
+   * not a fixed stride, which can fall in step with a repeating structure): uniformly random data shows about 162
+   * distinct values among those 256 bytes ("no"), text and sparse data under 64 ("yes"). In between ("maybe") lie
+   * both compressible code and fio's incompressible buffers (90-160), so those are decided by trying.
    */
-  private mayCompress(block: Uint8Array): boolean {
-    const step = Math.max(1, Math.floor(block.length / SAMPLES));
-    const mark = ++this.sampleRound;
-    if (mark === 0xffffffff) {
+  compressibility(block: Uint8Array): "no" | "maybe" | "yes" {
+    const stride = Math.floor(block.length / SAMPLE_RUNS);
+    if (++this.sampleRound === 0xffffffff) {
       this.seen.fill(0);
       this.sampleRound = 1;
     }
+    const round = this.sampleRound;
     let distinct = 0;
-    for (let i = 0; i < block.length; i += step) {
-      const byte = block[i]!;
-      if (this.seen[byte] !== this.sampleRound) {
-        this.seen[byte] = this.sampleRound;
-        if (++distinct >= RANDOM_LOOKING) return false;
+    for (let run = 0; run < block.length; run += stride) {
+      for (let i = run; i < run + SAMPLE_RUN_BYTES; i++) {
+        const byte = block[i]!;
+        if (this.seen[byte] !== round) {
+          this.seen[byte] = round;
+          if (++distinct >= RANDOM_LOOKING) return "no";
+        }
       }
     }
-    return true;
+    return distinct < FEW_VALUES ? "yes" : "maybe";
   }
 
   /** Writes `bytes` (one encoded block, or several slots laid out in file order) starting at `slot`. */

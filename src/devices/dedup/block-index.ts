@@ -20,7 +20,8 @@ export interface Entry {
 /** Memory one cached entry costs (two map slots, the hash and its key string), for the cache bound. */
 export const ENTRY_COST = 240;
 
-function keyOf(hash: Uint8Array): string {
+/** The Map key of a hash (its bytes as a latin1 string). */
+export function keyOf(hash: Uint8Array): string {
   return Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString("latin1");
 }
 
@@ -53,8 +54,7 @@ export class BlockIndex {
   }
 
   /** The block with this content hash, if one is stored (refcount zero included: it can be revived until commit). */
-  withHash(hash: Uint8Array): Entry | undefined {
-    const key = keyOf(hash);
+  withHash(hash: Uint8Array, key = keyOf(hash)): Entry | undefined {
     const cached = this.byHash.get(key);
     if (cached !== undefined) return cached;
     // Blocks not yet committed are always cached, so the filter only has to cover rows.
@@ -84,10 +84,9 @@ export class BlockIndex {
   }
 
   /** Records a block just written to `slot`, with no references yet. */
-  add(slot: number, units: number, hash: Uint8Array): Entry {
+  add(slot: number, units: number, hash: Uint8Array, key = keyOf(hash)): Entry {
     // A copy, not a view: the caller reuses its hash buffer (and Buffer#slice would share memory).
-    const copy = Uint8Array.from(hash);
-    const entry: Entry = { slot, units, refs: 0, hash: copy, key: keyOf(copy), committed: false };
+    const entry: Entry = { slot, units, refs: 0, hash: new Uint8Array(hash), key, committed: false };
     this.bySlot.set(slot, entry);
     this.byHash.set(entry.key, entry);
     return entry;

@@ -5,7 +5,8 @@
  * 1. Resolve: a block that rewrites the raw block already there with the same bytes is left alone without hashing
  *    (one pread per run of adjacent old blocks and a memcmp cost far less than SHA-256: the "nopwrite" of ZFS);
  *    the rest are hashed: zeros, known content, or new content (encoded and given a free slot). Two blocks of the
- *    run with the same new content share one slot.
+ *    run with the same new content share one slot. After lz4 fails to shrink a block, the next few that only
+ *    might compress are stored raw without trying.
  * 2. Write the new blocks: slots that follow each other in the file go out in one pwrite, straight from the
  *    caller's buffer when the blocks are raw and adjacent there too. If this fails, the slots are released and
  *    nothing else has changed.
@@ -22,10 +23,14 @@ interface NewBlock {
   readonly slot: number;
   readonly encoded: EncodedBlock;
   readonly hash: Uint8Array;
+  readonly key: string;
   /** Where its content starts in the run (for writing raw blocks straight from the caller's buffer). */
   readonly at: number;
   entry?: Entry;
 }
+
+/** New blocks stored raw without trying lz4 after a miss, unless they clearly compress. */
+const SKIP_AFTER_MISS = 7;
 
 const ZERO = null;
 /** The block already holds exactly this content. */
@@ -74,6 +79,9 @@ export class BlockRunWriter {
     const targets: Target[] = [];
     const inRun = new Map<string, NewBlock>();
     const loaded = this.loadPrevious(first, data.length / bs);
+    // After lz4 missed on a block of this run, blocks that only might compress are stored raw for a while: data in
+    // one write tends to be alike, and a miss costs several times the hash.
+    let skipMaybe = 0;
     for (let at = 0; at < data.length; at += bs) {
       const content = data.subarray(at, at + bs);
       if (loaded[at / bs] === 1 && this.previous.compare(content, 0, bs, at, at + bs) === 0) {
@@ -85,16 +93,18 @@ export class BlockRunWriter {
         continue;
       }
       Bun.SHA256.hash(content, this.hash);
-      const known = index.withHash(this.hash);
+      const key = this.hash.toString("latin1");
+      const known = index.withHash(this.hash, key);
       if (known !== undefined) {
         targets.push(known);
         continue;
       }
-      const key = this.hash.toString("latin1");
       let block = inRun.get(key);
       if (block === undefined) {
-        const encoded = file.encode(content, this.parts.compression);
-        block = { slot: allocator.allocate(encoded.units), encoded, hash: new Uint8Array(this.hash), at };
+        const encoded = file.encode(content, this.parts.compression, skipMaybe === 0);
+        if (encoded.missed) skipMaybe = SKIP_AFTER_MISS;
+        else if (skipMaybe > 0) skipMaybe--;
+        block = { slot: allocator.allocate(encoded.units), encoded, hash: new Uint8Array(this.hash), key, at };
         inRun.set(key, block);
         fresh.push(block);
       }
@@ -172,7 +182,7 @@ export class BlockRunWriter {
       let entry = 0;
       if (target !== ZERO) {
         let known: Entry;
-        if (isNew(target)) known = target.entry ??= index.add(target.slot, target.encoded.units, target.hash);
+        if (isNew(target)) known = target.entry ??= index.add(target.slot, target.encoded.units, target.hash, target.key);
         else known = target;
         entry = entryOf(known.slot, known.units);
         if (entry === old) continue;
