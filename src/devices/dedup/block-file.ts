@@ -8,11 +8,10 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LibcError,
 import { DeviceError } from "../device.ts";
 import { CHUNK_UNITS, COMPRESSED_HEADER, UNITS_PER_BLOCK, type DedupCompression } from "./layout.ts";
 
-/** compressibility() samples 32 runs of 8 bytes; from 150 distinct values a block looks random, under 64 it does not. */
+/** looksRandom() samples 32 runs of 8 bytes; from 150 distinct values a block looks random. */
 const SAMPLE_RUNS = 32;
 const SAMPLE_RUN_BYTES = 8;
 const RANDOM_LOOKING = 150;
-const FEW_VALUES = 64;
 
 /** A block prepared for storing: the bytes of its slot and the slot size in units. */
 export interface EncodedBlock {
@@ -20,6 +19,8 @@ export interface EncodedBlock {
   readonly units: number;
   /** lz4 was tried and did not save a unit. */
   readonly missed: boolean;
+  /** The block might have compressed, but lz4 was not tried (`tryLz4` false). */
+  readonly skipped: boolean;
 }
 
 /**
@@ -44,7 +45,7 @@ export class BlockFile {
   readonly unit: number;
   /** Cleared once hole punching failed, so it is not tried again. */
   private canPunch = true;
-  /** For compressibility(): which byte values this sampling round has seen (marked with the round's number). */
+  /** For looksRandom(): which byte values this sampling round has seen (marked with the round's number). */
   private readonly seen = new Uint32Array(256);
   private sampleRound = 0;
 
@@ -59,35 +60,30 @@ export class BlockFile {
 
   /**
    * What to store for `block` (exactly one block of content): its lz4 form in the smallest slot it fits when that
-   * takes fewer units than the raw block, else the raw bytes. lz4 is only tried when `compressibility` allows it:
-   * "yes" always, "maybe" only when `tryMaybe` (the caller stops trying after a miss, see block-run.ts).
+   * takes fewer units than the raw block, else the raw bytes. lz4 is tried only when `tryLz4` (the caller's back-off,
+   * see block-run.ts) and when the block does not look random.
    */
-  encode(block: Uint8Array, compression: DedupCompression, tryMaybe = true): EncodedBlock {
-    if (compression === "lz4") {
-      const guess = this.compressibility(block);
-      if (guess === "yes" || (guess === "maybe" && tryMaybe)) {
-        const packed = compressSync(Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength));
-        const units = Math.ceil((COMPRESSED_HEADER + packed.length) / this.unit);
-        if (units < UNITS_PER_BLOCK) {
-          const bytes = Buffer.allocUnsafe(COMPRESSED_HEADER + packed.length);
-          bytes.writeUInt16LE(packed.length, 0);
-          bytes.set(packed, COMPRESSED_HEADER);
-          return { bytes, units, missed: false };
-        }
-        return { bytes: block, units: UNITS_PER_BLOCK, missed: true };
-      }
-    }
-    return { bytes: block, units: UNITS_PER_BLOCK, missed: false };
+  encode(block: Uint8Array, compression: DedupCompression, tryLz4 = true): EncodedBlock {
+    if (compression !== "lz4" || this.looksRandom(block)) return { bytes: block, units: UNITS_PER_BLOCK, missed: false, skipped: false };
+    if (!tryLz4) return { bytes: block, units: UNITS_PER_BLOCK, missed: false, skipped: true };
+    const packed = compressSync(Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength));
+    const units = Math.ceil((COMPRESSED_HEADER + packed.length) / this.unit);
+    if (units >= UNITS_PER_BLOCK) return { bytes: block, units: UNITS_PER_BLOCK, missed: true, skipped: false };
+    const bytes = Buffer.allocUnsafe(COMPRESSED_HEADER + packed.length);
+    bytes.writeUInt16LE(packed.length, 0);
+    bytes.set(packed, COMPRESSED_HEADER);
+    return { bytes, units, missed: false, skipped: false };
   }
 
   /**
-   * A cheap guess whether lz4 could shrink the block. lz4-napi took 13 us per 4 KiB call on random bytes, five
-   * times the SHA-256 of the block, for nothing. 32 runs of 8 consecutive bytes are sampled across the block (runs,
-   * not a fixed stride, which can fall in step with a repeating structure): uniformly random data shows about 162
-   * distinct values among those 256 bytes ("no"), text and sparse data under 64 ("yes"). In between ("maybe") lie
-   * both compressible code and fio's incompressible buffers (90-160), so those are decided by trying.
+   * A cheap test for data lz4 cannot shrink (already compressed, encrypted, random): lz4-napi took 13-40 us per
+   * 4 KiB call on such data, several times the block's SHA-256, for nothing. 32 runs of 8 consecutive bytes are
+   * sampled across the block (runs, not a fixed stride, which can fall in step with a repeating structure):
+   * uniformly random data shows about 162 distinct values among those 256 bytes, and from 150 on the block counts as
+   * random. Fewer distinct values do not prove the opposite (fio's incompressible buffers showed under 64), which is
+   * why the caller also backs off after misses.
    */
-  compressibility(block: Uint8Array): "no" | "maybe" | "yes" {
+  looksRandom(block: Uint8Array): boolean {
     const stride = Math.floor(block.length / SAMPLE_RUNS);
     if (++this.sampleRound === 0xffffffff) {
       this.seen.fill(0);
@@ -100,11 +96,11 @@ export class BlockFile {
         const byte = block[i]!;
         if (this.seen[byte] !== round) {
           this.seen[byte] = round;
-          if (++distinct >= RANDOM_LOOKING) return "no";
+          if (++distinct >= RANDOM_LOOKING) return true;
         }
       }
     }
-    return distinct < FEW_VALUES ? "yes" : "maybe";
+    return false;
   }
 
   /** Writes `bytes` (one encoded block, or several slots laid out in file order) starting at `slot`. */

@@ -5,8 +5,8 @@
  * 1. Resolve: a block that rewrites the raw block already there with the same bytes is left alone without hashing
  *    (one pread per run of adjacent old blocks and a memcmp cost far less than SHA-256: the "nopwrite" of ZFS);
  *    the rest are hashed: zeros, known content, or new content (encoded and given a free slot). Two blocks of the
- *    run with the same new content share one slot. After lz4 fails to shrink a block, the next few that only
- *    might compress are stored raw without trying.
+ *    run with the same new content share one slot. After lz4 fails to shrink a block, the next ones that only
+ *    might compress are stored raw without trying, more of them after each miss.
  * 2. Write the new blocks: slots that follow each other in the file go out in one pwrite, straight from the
  *    caller's buffer when the blocks are raw and adjacent there too. If this fails, the slots are released and
  *    nothing else has changed.
@@ -29,8 +29,8 @@ interface NewBlock {
   entry?: Entry;
 }
 
-/** New blocks stored raw without trying lz4 after a miss, unless they clearly compress. */
-const SKIP_AFTER_MISS = 7;
+/** The most new blocks stored raw untried after a run of lz4 misses. */
+const MAX_SKIP = 256;
 
 const ZERO = null;
 /** The block already holds exactly this content. */
@@ -56,6 +56,9 @@ export class BlockRunWriter {
   private readonly hash = Buffer.alloc(32);
   private staging = Buffer.alloc(0);
   private previous = Buffer.alloc(0);
+  /** New blocks still to store raw without trying lz4, and the skip the next miss sets (doubling per miss). */
+  private skipMaybe = 0;
+  private backoff = 0;
 
   constructor(private readonly parts: RunParts) {}
 
@@ -75,13 +78,10 @@ export class BlockRunWriter {
 
   /** The target of each block; new blocks get a slot and are added to `fresh`. */
   private resolve(first: number, data: Uint8Array, fresh: NewBlock[]): Target[] {
-    const { blockSize: bs, index, file, allocator, zero } = this.parts;
+    const { blockSize: bs, index, allocator, zero } = this.parts;
     const targets: Target[] = [];
     const inRun = new Map<string, NewBlock>();
     const loaded = this.loadPrevious(first, data.length / bs);
-    // After lz4 missed on a block of this run, blocks that only might compress are stored raw for a while: data in
-    // one write tends to be alike, and a miss costs several times the hash.
-    let skipMaybe = 0;
     for (let at = 0; at < data.length; at += bs) {
       const content = data.subarray(at, at + bs);
       if (loaded[at / bs] === 1 && this.previous.compare(content, 0, bs, at, at + bs) === 0) {
@@ -101,9 +101,7 @@ export class BlockRunWriter {
       }
       let block = inRun.get(key);
       if (block === undefined) {
-        const encoded = file.encode(content, this.parts.compression, skipMaybe === 0);
-        if (encoded.missed) skipMaybe = SKIP_AFTER_MISS;
-        else if (skipMaybe > 0) skipMaybe--;
+        const encoded = this.encode(content);
         block = { slot: allocator.allocate(encoded.units), encoded, hash: new Uint8Array(this.hash), key, at };
         inRun.set(key, block);
         fresh.push(block);
@@ -111,6 +109,26 @@ export class BlockRunWriter {
       targets.push(block);
     }
     return targets;
+  }
+
+  /**
+   * Encodes a new block. lz4 is tried with a back-off: each miss doubles how many of the next blocks are stored
+   * raw untried (up to 256), a success resets it. Data written together tends to be alike, and a miss cost
+   * 13-40 us, several times the block's SHA-256 (fio's buffers made lz4 the largest cost of writing new data over
+   * NBD). Blocks that look random are never tried and do not count.
+   */
+  private encode(content: Uint8Array): EncodedBlock {
+    const { file, compression } = this.parts;
+    const encoded = file.encode(content, compression, this.skipMaybe === 0);
+    if (encoded.missed) {
+      this.backoff = Math.min(Math.max(1, this.backoff * 2), MAX_SKIP);
+      this.skipMaybe = this.backoff;
+    } else if (encoded.skipped) {
+      this.skipMaybe--;
+    } else if (encoded.units < UNITS_PER_BLOCK) {
+      this.backoff = 0;
+    }
+    return encoded;
   }
 
   /**
