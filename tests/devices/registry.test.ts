@@ -9,10 +9,23 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-registry-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 describe("createDevice", () => {
-  test("knows mem and file", () => {
-    expect(DEVICE_KINDS).toEqual(["mem", "file"]);
+  test("knows mem, file and dedup", () => {
+    expect(DEVICE_KINDS).toEqual(["mem", "file", "dedup"]);
     expect(isDeviceKind("file")).toBe(true);
     expect(isDeviceKind("toString")).toBe(false);
+  });
+
+  test("creates a dedup store with the --dedup-* options, and reopens it without a size", async () => {
+    const opts = { storeDir: dir, storeName: "dd", defaultSize: 1 << 24, dedup: { blockSize: 8192, compression: "none" as const } };
+    const dev = await createDevice("dedup", opts);
+    expect(dev.kind).toBe("dedup");
+    expect(dev.size).toBe(1 << 24);
+    expect(dev.blockSize).toBe(8192);
+    await dev.close();
+    const again = await createDevice("dedup", { ...opts, defaultSize: 1 << 30, dedup: {} });
+    expect(again.size).toBe(1 << 24);
+    expect(again.blockSize).toBe(8192);
+    await again.close();
   });
 
   test("creates a mem device of the given size", async () => {
