@@ -5,6 +5,7 @@
 import { homedir } from "node:os";
 import path from "node:path";
 import { isDedupCompression, type DedupCompression } from "../devices/dedup/layout.ts";
+import { OBJSTORE_FLAGS, parseObjstoreFlags, type ObjstoreCliOptions } from "./objstore-flags.ts";
 import { parseSize } from "./sizes.ts";
 
 /** A mistake on the command line: the CLI prints it with a hint and exits 2. */
@@ -24,7 +25,7 @@ export const FLAGS = {
   headless: { type: "boolean", help: "run without the dashboard: log to stderr, stats to stdout" },
   listen: { type: "string", value: "ADDR", help: "serve over NBD on unix:/path/sock or tcp:HOST:PORT instead of the kernel" },
   "export-name": { type: "string", value: "NAME", help: "NBD export name (default: the store name)" },
-  "dev-type": { type: "string", value: "KIND", help: "device kind: mem (default), file or dedup" },
+  "dev-type": { type: "string", value: "KIND", help: "device kind: mem (default), file, dedup or objstore" },
   "store-dir": { type: "string", value: "DIR", help: "where persistent devices keep their data" },
   "store-name": { type: "string", value: "NAME", help: "name of the store inside --store-dir (default usbd)" },
   "store-size": { type: "size", value: "SIZE", help: "device size, like 1GiB or 500M (default 1GiB)" },
@@ -32,6 +33,7 @@ export const FLAGS = {
   "dedup-blocksize": { type: "size", value: "SIZE", help: "dedup: block size of a new store, 512 to 64KiB (default 4KiB)" },
   "dedup-compress": { type: "string", value: "ALG", help: "dedup: how new blocks are stored: lz4 (default) or none" },
   "dedup-memcache": { type: "size", value: "SIZE", help: "dedup: memory for cached map pages, index entries and blocks (default 256MiB)" },
+  ...OBJSTORE_FLAGS,
   repair: { type: "boolean", help: "with `usbd-tui check`: fix what the check finds (refcounts, leaks, bad references)" },
   "nbd-max-devs": { type: "integer", value: "N", help: "nbds_max when loading the kernel nbd module (default 16)" },
   "nbd-interface": { type: "string", value: "IF", help: "kernel attach interface: netlink (default; ioctl when the kernel lacks it) or ioctl" },
@@ -80,6 +82,8 @@ export interface CliOptions {
   readonly dedupCompress: DedupCompression;
   readonly dedupMemcache: number;
   readonly repair: boolean;
+  /** The --objstore-* flags. */
+  readonly objstore: ObjstoreCliOptions;
   /** A positional /dev/nbdX naming the kernel device to use. */
   readonly nbdDevice: string | undefined;
 }
@@ -222,6 +226,12 @@ export function parseFlags(argv: readonly string[]): CliOptions {
     dedupCompress,
     dedupMemcache,
     repair: values.get("repair") === true,
+    objstore: parseObjstoreFlags(
+      (name) => values.get(name),
+      (message) => {
+        throw new UsageError(message);
+      },
+    ),
     nbdDevice,
   };
 }

@@ -4,7 +4,9 @@
  * exit codes: 0 clean, 1 runtime failure, 2 usage error.
  */
 import { mkdirSync } from "node:fs";
-import { DEVICE_KINDS, createDevice, deviceKinds, isDeviceKind } from "../devices/index.ts";
+import { DEVICE_KINDS, createDevice, deviceKinds, isDeviceKind, type DeviceOptions } from "../devices/index.ts";
+import { KeyError } from "../devices/objstore/codec/keys.ts";
+import { ObjectStoreConfigError } from "../devices/objstore/store/config.ts";
 import { AddressError, parseListenAddress } from "../engine/address.ts";
 import { Host } from "../engine/host.ts";
 import { prepareKernel } from "../engine/kernel/attach.ts";
@@ -14,6 +16,7 @@ import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";
 import { runHeadless } from "./headless.ts";
+import type { ObjstoreCliOptions } from "./objstore-flags.ts";
 import { VERSION } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -23,6 +26,22 @@ export const EXIT_USAGE = 2;
 function usage(message: string): number {
   process.stderr.write(`usbd-tui: ${message}\n`);
   return EXIT_USAGE;
+}
+
+function objstoreOptions(o: ObjstoreCliOptions): DeviceOptions["objstore"] {
+  return {
+    kind: o.kind,
+    config: o.config,
+    objectSize: o.objectSize,
+    diskCache: o.diskCache,
+    persistCache: o.persistCache,
+    aesKey: o.aesKey,
+    aesMode: o.aesMode,
+    compression: o.compression,
+    concurrency: o.concurrency,
+    flushEvery: o.flushEvery,
+    flushMode: o.flushMode,
+  };
 }
 
 function validate(options: CliOptions): string | undefined {
@@ -87,13 +106,18 @@ export async function main(argv: readonly string[]): Promise<number> {
       storeDir: options.storeDir,
       storeName: options.storeName,
       dedup: { blockSize: options.dedupBlockSize, compression: options.dedupCompress, memoryCache: options.dedupMemcache },
+      objstore: objstoreOptions(options.objstore),
+      log,
     });
     host.add(options.exportName, device);
     return await runHeadless(host, options, VERSION, log, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     await host.stop({ force: true }).catch(() => undefined);
-    if (error instanceof ListenError || error instanceof KernelUsageError) return usage(message);
+    // A bad --objstore-cfg or a wrong or missing key is a mistake in the command, not a failure of the device.
+    if (error instanceof ListenError || error instanceof KernelUsageError || error instanceof ObjectStoreConfigError || error instanceof KeyError) {
+      return usage(message);
+    }
     log.log("error", message);
     return EXIT_FAILURE;
   }

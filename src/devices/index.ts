@@ -8,11 +8,14 @@ import type { BlockDevice, MaybePromise } from "./device.ts";
 import { openFileDevice } from "./file/index.ts";
 import { createMemDevice } from "./mem/index.ts";
 import { openDedupDevice, type DedupCompression } from "./dedup/index.ts";
+import { openObjstoreDevice, type ObjstoreDeviceOptions } from "./objstore/index.ts";
+import type { Logger } from "../engine/log.ts";
 
 export * from "./device.ts";
 export { createMemDevice, type MemDevice, type MemDeviceOptions } from "./mem/index.ts";
 export { openFileDevice, type FileDevice, type FileDeviceOptions } from "./file/index.ts";
 export { openDedupDevice, type DedupDevice, type DedupDeviceOptions, type DedupCompression } from "./dedup/index.ts";
+export { openObjstoreDevice, type ObjstoreDevice, type ObjstoreDeviceOptions } from "./objstore/index.ts";
 
 /** Options every kind is created from (the CLI's --store-* flags). Each kind uses the ones it needs. */
 export interface DeviceOptions {
@@ -31,6 +34,10 @@ export interface DeviceOptions {
     readonly compression?: DedupCompression;
     readonly memoryCache?: number;
   };
+  /** The objstore kind's --objstore-* flags; absent ones take the volume's or the defaults. */
+  readonly objstore?: Omit<ObjstoreDeviceOptions, "storeDir" | "storeName" | "size" | "defaultSize" | "blockSize" | "log">;
+  /** Where kinds that work in the background (objstore uploads) report what happens. */
+  readonly log?: Logger;
 }
 
 export interface DeviceKindInfo {
@@ -75,6 +82,20 @@ export const deviceKinds = {
       const exists = existsSync(path.join(storeDir, `${storeName}.dedup.db`));
       return openDedupDevice({ storeDir, storeName, size: o.size ?? (exists ? undefined : o.defaultSize), ...o.dedup });
     },
+  },
+  objstore: {
+    description: "segments in S3 (or a directory) behind a local write-back cache; lz4, AES-GCM",
+    persistent: true,
+    create: (o: DeviceOptions) =>
+      openObjstoreDevice({
+        storeDir: need(o.storeDir, "objstore", "--store-dir"),
+        storeName: need(o.storeName, "objstore", "--store-name"),
+        size: o.size,
+        defaultSize: o.defaultSize,
+        blockSize: o.blockSize,
+        ...o.objstore,
+        ...(o.log === undefined ? {} : { log: o.log }),
+      }),
   },
 } as const satisfies Record<string, DeviceKindInfo>;
 

@@ -4,7 +4,7 @@
  */
 import fs from "node:fs";
 import { compressSync, uncompressSync } from "lz4-napi";
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LibcError, fallocate, flock } from "../../ffi/libc.ts";
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LibcError, fallocate } from "../../ffi/libc.ts";
 import { DeviceError } from "../device.ts";
 import { CHUNK_UNITS, COMPRESSED_HEADER, UNITS_PER_BLOCK, type DedupCompression } from "./layout.ts";
 
@@ -21,24 +21,6 @@ export interface EncodedBlock {
   readonly missed: boolean;
   /** The block might have compressed, but lz4 was not tried (`tryLz4` false). */
   readonly skipped: boolean;
-}
-
-/**
- * Opens (or creates, mode 0600) the blocks file and takes an exclusive lock on it, so that two daemons, or a daemon
- * and `check`, never work on one store.
- */
-export function openLocked(path: string, create: boolean): number {
-  const fd = fs.openSync(path, create ? "wx+" : "r+", 0o600);
-  try {
-    flock(fd, LOCK_EX | LOCK_NB);
-  } catch (e) {
-    fs.closeSync(fd);
-    if (e instanceof LibcError && e.code === "EAGAIN") {
-      throw new Error(`dedup device: ${path} is locked by another process (another usbd-tui serving it?); stop that one first`);
-    }
-    throw e;
-  }
-  return fd;
 }
 
 export class BlockFile {

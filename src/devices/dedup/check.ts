@@ -7,7 +7,8 @@
  */
 import fs from "node:fs";
 import { DeviceError } from "../device.ts";
-import { BlockFile, openLocked } from "./block-file.ts";
+import { BlockFile } from "./block-file.ts";
+import { openLocked } from "../locked-file.ts";
 import { Catalog, type BlockRow } from "./catalog.ts";
 import { MAP_PAGE_ENTRIES, chunkOf, slotAligned, slotOf, storePaths, unitsOf } from "./layout.ts";
 
@@ -55,7 +56,7 @@ export function checkDedupStore(options: CheckOptions): CheckReport {
   for (const p of [paths.db, paths.blocks]) {
     if (!fs.existsSync(p)) throw new Error(`check: ${p} does not exist; is --store-dir/--store-name right?`);
   }
-  const fd = openLocked(paths.blocks, false);
+  const fd = openLocked(paths.blocks, false, "dedup");
   let catalog: Catalog | undefined;
   let file: BlockFile | undefined;
   try {

@@ -5,7 +5,8 @@
 import fs from "node:fs";
 import { resolveGeometry } from "../geometry.ts";
 import { SlotAllocator } from "./allocator.ts";
-import { BlockFile, openLocked } from "./block-file.ts";
+import { BlockFile } from "./block-file.ts";
+import { openLocked } from "../locked-file.ts";
 import { Catalog } from "./catalog.ts";
 import { DedupDevice } from "./device.ts";
 import { storePaths, type DedupCompression } from "./layout.ts";
@@ -57,7 +58,7 @@ function create(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
   }
   const blockSize = checkBlockSize(options.blockSize ?? DEFAULT_DEDUP_BLOCK_SIZE);
   resolveGeometry("dedup", options.size, blockSize);
-  const file = new BlockFile(openLocked(paths.blocks, true), paths.blocks, blockSize);
+  const file = new BlockFile(openLocked(paths.blocks, true, "dedup"), paths.blocks, blockSize);
   let catalog: Catalog | undefined;
   try {
     catalog = new Catalog(paths.db, true, sqliteCache(memoryCache));
@@ -73,7 +74,7 @@ function create(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
 
 function resume(paths: ReturnType<typeof storePaths>, options: DedupDeviceOptions, compression: DedupCompression, memoryCache: number): DedupDevice {
   // The lock is taken on the blocks file before sqlite opens, so a second daemon never touches the database.
-  const fd = openLocked(paths.blocks, false);
+  const fd = openLocked(paths.blocks, false, "dedup");
   let catalog: Catalog | undefined;
   try {
     catalog = new Catalog(paths.db, false, sqliteCache(memoryCache));

@@ -1,0 +1,94 @@
+/**
+ * The --objstore-* flags: their specs for the flag table and their parsing into the options the objstore kind
+ * takes. Settings that a volume records in its manifest (object size, compression, encryption) stay undefined when
+ * not given, so that an existing volume keeps its own.
+ */
+import {
+  isAesMode,
+  isFlushMode,
+  isObjstoreCompression,
+  isObjstoreKind,
+  OBJSTORE_KINDS,
+  type AesMode,
+  type FlushMode,
+  type ObjstoreCompression,
+} from "../devices/objstore/layout.ts";
+import { parseSize } from "./sizes.ts";
+
+export const OBJSTORE_FLAGS = {
+  "objstore-kind": { type: "string", value: "KIND", help: "objstore: s3 (default), local, or the S3 presets b2, google, oracle" },
+  "objstore-cfg": { type: "string", value: "JSON|FILE", help: 'objstore: {"access_key_id","secret_key","endpoint","region","bucket"} inline or in a file' },
+  "objstore-objsize": { type: "size", value: "SIZE", help: "objstore: bytes per object of a new volume, a power of two (default 4MiB)" },
+  "objstore-diskcache": { type: "size", value: "SIZE", help: "objstore: local cache bound; least recently used objects go first (default 0: whole volume)" },
+  "objstore-persistcache": { type: "boolean", help: "objstore: keep the cache across restarts, revalidated against the store" },
+  "objstore-aeskey": { type: "string", value: "SPEC", help: "objstore: key:<hex|base64>, file:<path> or env:<VAR> (default <store-dir>/key.aes, made 0600)" },
+  "objstore-aesmode": { type: "string", value: "MODE", help: "objstore: aes-gcm (default), aes-ctr (with HMAC) or identity, for a new volume" },
+  "objstore-compress": { type: "string", value: "ALG", help: "objstore: lz4 (default), gzip or identity, for a new volume" },
+  "objstore-concurflush": { type: "integer", value: "N", help: "objstore: uploads in parallel (default 8)" },
+  "objstore-flushevery": { type: "string", value: "SECONDS", help: "objstore: upload dirty objects every SECONDS, like 10 or 2.5s (default 10)" },
+  "objstore-flush-mode": { type: "string", value: "MODE", help: "objstore: local (default: FLUSH is durable on local disk) or remote (FLUSH waits for the upload)" },
+} as const;
+
+export interface ObjstoreCliOptions {
+  readonly kind: string;
+  readonly config: string | undefined;
+  readonly objectSize: number | undefined;
+  readonly diskCache: number;
+  readonly persistCache: boolean;
+  readonly aesKey: string | undefined;
+  readonly aesMode: AesMode | undefined;
+  readonly compression: ObjstoreCompression | undefined;
+  readonly concurrency: number;
+  readonly flushEvery: number;
+  readonly flushMode: FlushMode;
+}
+
+/** Parses the --objstore-* values (raw strings and booleans); `fail` throws the CLI's usage error. */
+export function parseObjstoreFlags(value: (name: keyof typeof OBJSTORE_FLAGS) => string | boolean | undefined, fail: (message: string) => never): ObjstoreCliOptions {
+  const text = (name: keyof typeof OBJSTORE_FLAGS): string | undefined => {
+    const v = value(name);
+    return v === undefined ? undefined : String(v);
+  };
+  const size = (name: keyof typeof OBJSTORE_FLAGS): number | undefined => {
+    const v = text(name);
+    if (v === undefined) return undefined;
+    try {
+      return parseSize(v);
+    } catch (e) {
+      return fail(`--${name}: ${(e as Error).message}`);
+    }
+  };
+  const kind = text("objstore-kind") ?? "s3";
+  if (!isObjstoreKind(kind)) fail(`--objstore-kind takes one of ${OBJSTORE_KINDS.join(", ")}, not "${kind}"`);
+  const objectSize = size("objstore-objsize");
+  if (objectSize !== undefined && (objectSize < 4096 || objectSize > 1 << 30 || (objectSize & (objectSize - 1)) !== 0)) {
+    fail(`--objstore-objsize must be a power of two from 4KiB to 1GiB, got ${objectSize}`);
+  }
+  const aesMode = text("objstore-aesmode");
+  if (aesMode !== undefined && !isAesMode(aesMode)) fail(`--objstore-aesmode takes aes-gcm, aes-ctr or identity, not "${aesMode}"`);
+  const compression = text("objstore-compress");
+  if (compression !== undefined && !isObjstoreCompression(compression)) fail(`--objstore-compress takes lz4, gzip or identity, not "${compression}"`);
+  const flushMode = text("objstore-flush-mode") ?? "local";
+  if (!isFlushMode(flushMode)) fail(`--objstore-flush-mode takes local or remote, not "${flushMode}"`);
+  const concurrencyText = text("objstore-concurflush") ?? "8";
+  const concurrency = Number(concurrencyText);
+  if (!/^\d+$/.test(concurrencyText) || concurrency < 1 || concurrency > 256) fail(`--objstore-concurflush must be from 1 to 256, got "${concurrencyText}"`);
+  const everyText = text("objstore-flushevery") ?? "10";
+  const every = /^(\d+(?:\.\d+)?)s?$/.exec(everyText);
+  if (every === null || Number(every[1]) < 0.05) fail(`--objstore-flushevery takes seconds (at least 0.05), like 10 or 2.5s, not "${everyText}"`);
+  const aesKey = text("objstore-aeskey");
+  if (aesKey !== undefined && !/^(key|file|env):./s.test(aesKey)) fail("--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>");
+  return {
+    kind,
+    config: text("objstore-cfg"),
+    objectSize,
+    diskCache: size("objstore-diskcache") ?? 0,
+    persistCache: value("objstore-persistcache") === true,
+    aesKey,
+    aesMode: aesMode as AesMode | undefined,
+    compression: compression as ObjstoreCompression | undefined,
+    concurrency,
+    flushEvery: Number(every![1]),
+    flushMode: flushMode as FlushMode,
+  };
+}

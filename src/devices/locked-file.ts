@@ -1,0 +1,21 @@
+/** Opening a store file with an exclusive lock, shared by the store-backed kinds (dedup, objstore). */
+import fs from "node:fs";
+import { LOCK_EX, LOCK_NB, LibcError, flock } from "../ffi/libc.ts";
+
+/**
+ * Opens (or creates, mode 0600) `path` and takes an exclusive lock on it, so that two daemons, or a daemon and
+ * `check`, never work on one store. `kind` names the device in the error a second opener gets.
+ */
+export function openLocked(path: string, create: boolean, kind: string): number {
+  const fd = fs.openSync(path, create ? "wx+" : "r+", 0o600);
+  try {
+    flock(fd, LOCK_EX | LOCK_NB);
+  } catch (e) {
+    fs.closeSync(fd);
+    if (e instanceof LibcError && e.code === "EAGAIN") {
+      throw new Error(`${kind} device: ${path} is locked by another process (another usbd-tui serving it?); stop that one first`);
+    }
+    throw e;
+  }
+  return fd;
+}

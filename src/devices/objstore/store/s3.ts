@@ -1,0 +1,264 @@
+/**
+ * The ObjectStore over the S3 API (AWS itself, or any S3-compatible service: B2, GCS interop, Oracle, MinIO...).
+ * Every failure becomes an ObjectStoreError that names the call, the key, the endpoint and bucket, and says whether
+ * trying again can help; the device does its own backoff, so the SDK retries little and timeouts are short enough
+ * that a dead endpoint fails instead of hanging.
+ */
+import { createHash } from "node:crypto";
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type BucketLocationConstraint,
+  type S3ClientConfig,
+} from "@aws-sdk/client-s3";
+import { ObjectStoreError, type ByteRange, type GetResult, type ObjectInfo, type ObjectStore } from "./types.ts";
+
+export interface S3ObjectStoreOptions {
+  readonly bucket: string;
+  /** Base URL of an S3-compatible service; absent: AWS, with the endpoint the SDK derives from the region. */
+  readonly endpoint?: string;
+  readonly region: string;
+  /** Bucket in the path (`endpoint/bucket/key`) instead of the host name; most S3-compatible services want it. */
+  readonly pathStyle: boolean;
+  /** Absent: the SDK's standard chain (AWS_* environment, ~/.aws files, instance or container roles). */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
+  /** What the service is called in descriptions and messages (`s3`, `b2`, `google`, `oracle`). */
+  readonly label?: string;
+  /** Keys asked for per ListObjectsV2 page; S3's maximum (1000) unless a test wants to see paging. */
+  readonly listPageSize?: number;
+  /** How long connecting may take (ms). */
+  readonly connectionTimeoutMs?: number;
+  /** How long a connection may sit idle mid-request (ms): a server that stops answering fails after this. */
+  readonly idleTimeoutMs?: number;
+}
+
+/** errno codes of a failed or dropped connection: the network or the service may be back later. */
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH",
+  "ENETUNREACH", "ENETDOWN", "EHOSTDOWN", "ENOTCONN", "UND_ERR_SOCKET",
+]);
+/** Service error codes that mean "slow down" or "try again", whatever the HTTP status. */
+const RETRY_CODES = new Set([
+  "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled", "TooManyRequests",
+  "TooManyRequestsException", "RequestLimitExceeded", "RequestTimeout", "RequestTimeoutException", "InternalError",
+  "ServiceUnavailable", "TimeoutError",
+]);
+/** Codes that mean the credentials themselves are wrong, so the fix is in the configuration. */
+const CREDENTIAL_CODES = new Set([
+  "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired",
+  "InvalidClientTokenId", "CredentialsProviderError", "AuthorizationHeaderMalformed",
+]);
+const CREDENTIAL_FIX = "check access_key_id/secret_key in --objstore-cfg, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment";
+
+interface Classified {
+  readonly retryable: boolean;
+  readonly cause: string;
+  readonly status?: number;
+  readonly code?: string;
+}
+
+function text(value: unknown): string | undefined {
+  return typeof value === "string" && value !== "" ? value : undefined;
+}
+
+/** What went wrong, in words, and whether trying again later can succeed. */
+function classify(err: unknown): Classified {
+  if (typeof err !== "object" || err === null) return { retryable: false, cause: String(err) };
+  const e = err as { name?: unknown; code?: unknown; Code?: unknown; message?: unknown; syscall?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: unknown };
+  const status = typeof e.$metadata?.httpStatusCode === "number" ? e.$metadata.httpStatusCode : undefined;
+  // Service errors carry their code as Code and as the name; a HEAD has no body, so only "NotFound"/"Unknown" then.
+  const code = text(e.Code) ?? text(e.code) ?? text(e.name);
+  const message = text(e.message) ?? String(err);
+  if (status === undefined) {
+    const network =
+      (code !== undefined && NETWORK_CODES.has(code)) || e.name === "TimeoutError" || typeof e.syscall === "string" ||
+      /socket hang up|timed out|ECONN|network|connection (was )?(closed|reset|refused)/i.test(message);
+    return { retryable: network, cause: message, code };
+  }
+  const shown = message === "UnknownError" || message === code ? "" : `: ${message}`;
+  const cause = `${code ?? "error"} (HTTP ${status})${shown}`;
+  const retryable = status >= 500 || status === 429 || status === 408 || (code !== undefined && RETRY_CODES.has(code)) || e.$retryable !== undefined || status < 300;
+  return { retryable, cause, status, code };
+}
+
+/** ETags compared as text: the quotes S3 puts around them go, so head, get, put and list agree. */
+function bareEtag(etag: string | undefined): string {
+  return (etag ?? "").replace(/^(W\/)?"(.*)"$/, "$2");
+}
+
+function checkRange(operation: "get", key: string, range: ByteRange | undefined): void {
+  if (range === undefined) return;
+  const ok = Number.isSafeInteger(range.offset) && Number.isSafeInteger(range.length) && range.offset >= 0 && range.length >= 0;
+  if (!ok) throw new ObjectStoreError(operation, key, false, `object store: ${operation} "${key}": bad range offset ${range.offset} length ${range.length}`);
+}
+
+export class S3ObjectStore implements ObjectStore {
+  readonly description: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly region: string;
+  private readonly pageSize: number;
+  private closed = false;
+
+  constructor(options: S3ObjectStoreOptions) {
+    this.bucket = options.bucket;
+    this.region = options.region;
+    this.pageSize = options.listPageSize ?? 1000;
+    const where = options.endpoint ?? `AWS S3 (region ${options.region})`;
+    this.description = `${options.label ?? "s3"} bucket "${options.bucket}" at ${where}`;
+    const config: S3ClientConfig = {
+      region: options.region,
+      endpoint: options.endpoint,
+      forcePathStyle: options.pathStyle,
+      // The device retries with its own backoff forever; SDK retries on top would only multiply the wait.
+      maxAttempts: 2,
+      // The newer flexible-checksum headers are refused by many S3-compatible servers (s3rver, older MinIO, B2).
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      // requestTimeout alone only logs a warning in this SDK; an idle-socket timeout is what turns a server that
+      // stops answering into an error, and unlike a total deadline it does not cut a slow but moving upload short.
+      requestHandler: { connectionTimeout: options.connectionTimeoutMs ?? 5000, socketTimeout: options.idleTimeoutMs ?? 30000 },
+    };
+    if (options.credentials !== undefined) config.credentials = { ...options.credentials };
+    this.client = new S3Client(config);
+  }
+
+  /** An ObjectStoreError for `err`, with what to do about it where the cause says. */
+  private fail(operation: ObjectStoreError["operation"], key: string, err: unknown): ObjectStoreError {
+    const c = classify(err);
+    const subject = key === "" ? operation : `${operation} "${key}"`;
+    let hint = "";
+    if (c.code !== undefined && CREDENTIAL_CODES.has(c.code)) hint = `; ${CREDENTIAL_FIX}`;
+    else if (c.status === 403) hint = `; access denied: ${CREDENTIAL_FIX}, and that these credentials may use bucket "${this.bucket}"`;
+    else if (c.status === 301) hint = `; the bucket is in another region than "${this.region}": set region in --objstore-cfg`;
+    else if (c.code === "NoSuchBucket") hint = `; the bucket does not exist (it is created when the volume is)`;
+    else if (c.retryable && c.status === undefined) hint = "; is the endpoint reachable?";
+    const message = `object store: ${subject} failed on ${this.description}: ${c.cause}${hint}`;
+    return new ObjectStoreError(operation, key, c.retryable, message, { cause: err });
+  }
+
+  async prepare(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      return;
+    } catch (e) {
+      const c = classify(e);
+      if (c.status !== 404 && c.code !== "NoSuchBucket") throw this.fail("prepare", "", e);
+    }
+    // us-east-1 is the default location and AWS refuses it spelled out; GCS's "auto" is no location either.
+    const located = this.region !== "us-east-1" && this.region !== "auto";
+    const configuration = located ? { LocationConstraint: this.region as BucketLocationConstraint } : undefined;
+    try {
+      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket, CreateBucketConfiguration: configuration }));
+    } catch (e) {
+      const c = classify(e);
+      if (c.code === "BucketAlreadyOwnedByYou") return; // created meanwhile by another daemon of ours
+      const error = this.fail("prepare", "", e);
+      if (c.code === "BucketAlreadyExists") {
+        throw new ObjectStoreError("prepare", "", false, `${error.message}; the name is taken by another account: choose another bucket in --objstore-cfg`, { cause: e });
+      }
+      throw error;
+    }
+  }
+
+  async put(key: string, body: Uint8Array): Promise<{ readonly etag: string }> {
+    // With checksums only "when required", Content-MD5 is what lets the service refuse a body damaged on the way.
+    const md5 = createHash("md5").update(body).digest("base64");
+    try {
+      const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentMD5: md5 }));
+      if (out.ETag !== undefined) return { etag: bareEtag(out.ETag) };
+    } catch (e) {
+      throw this.fail("put", key, e);
+    }
+    const info = await this.head(key);
+    if (info === undefined) throw new ObjectStoreError("put", key, true, `object store: put "${key}" on ${this.description}: the object is missing right after it was stored`);
+    return { etag: info.etag };
+  }
+
+  async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
+    checkRange("get", key, range);
+    if (range !== undefined && range.length === 0) return this.emptyRange(key);
+    const header = range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`;
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header }));
+      let body: Uint8Array = out.Body === undefined ? new Uint8Array(0) : await out.Body.transformToByteArray();
+      const etag = bareEtag(out.ETag);
+      const total = /\/(\d+)$/.exec(out.ContentRange ?? "");
+      if (total !== null) return { body, etag, size: Number(total[1]) };
+      // No Content-Range: the whole object came back (some servers ignore Range), so cut the range out here.
+      const size = body.byteLength;
+      if (range !== undefined) body = body.subarray(Math.min(range.offset, size), Math.min(range.offset + range.length, size));
+      return { body, etag, size };
+    } catch (e) {
+      const c = classify(e);
+      if (c.code === "NoSuchKey" || (c.status === 404 && c.code !== "NoSuchBucket")) return undefined;
+      // A range that starts at or past the end: the interface's answer is an empty body, not an error.
+      if (c.status === 416 && range !== undefined) return this.emptyRange(key);
+      throw this.fail("get", key, e);
+    }
+  }
+
+  /** An empty range of `key`: its size and etag from a HEAD, or undefined when it is missing. */
+  private async emptyRange(key: string): Promise<GetResult | undefined> {
+    const info = await this.head(key);
+    return info === undefined ? undefined : { body: new Uint8Array(0), etag: info.etag, size: info.size };
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { key, size: out.ContentLength ?? 0, etag: bareEtag(out.ETag) };
+    } catch (e) {
+      const c = classify(e);
+      if (c.status === 404 && c.code !== "NoSuchBucket") return undefined;
+      throw this.fail("head", key, e);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (e) {
+      const c = classify(e);
+      if (c.code === "NoSuchKey") return; // S3 answers 204 anyway; some compatible servers do not
+      throw this.fail("delete", key, e);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    let startAfter: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: this.pageSize, ContinuationToken: token, StartAfter: startAfter }),
+        );
+      } catch (e) {
+        throw this.fail("list", prefix, e);
+      }
+      let last: string | undefined;
+      for (const item of page.Contents ?? []) {
+        if (item.Key === undefined) continue;
+        last = item.Key;
+        yield { key: item.Key, size: item.Size ?? 0, etag: bareEtag(item.ETag) };
+      }
+      if (page.IsTruncated !== true || last === undefined) return;
+      // A truncated page without a token (seen on some compatible servers): carry on after its last key instead.
+      token = page.NextContinuationToken;
+      startAfter = token === undefined ? last : undefined;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.destroy();
+  }
+}
