@@ -295,6 +295,7 @@ export class ObjstoreDevice implements BlockDevice {
       { name: "upload rate", value: rates.up, unit: "bytes" },
       { name: "download rate", value: rates.down, unit: "bytes" },
       { name: "uploaded", value: stats.uploadedBytes, unit: "bytes" },
+      { name: "downloaded", value: stats.downloadedBytes, unit: "bytes" },
       { name: "compression ratio", value: stats.uploadedBytes === 0 ? 1 : stats.uploadedPlainBytes / stats.uploadedBytes, unit: "ratio" },
       { name: "store errors", value: stats.errors, unit: "count" },
     ];
