@@ -42,6 +42,7 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/** An ObjectStore in a directory; etags are `<inode>-<mtime ns>-<size>` in hex, new with every put. */
 export class LocalObjectStore implements ObjectStore {
   readonly directory: string;
   readonly description: string;

@@ -19,6 +19,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { ObjectStoreError, type ByteRange, type GetResult, type ObjectInfo, type ObjectStore } from "./types.ts";
 
+/** Where an S3ObjectStore's objects are and how it reaches them (config.ts builds these from --objstore-cfg). */
 export interface S3ObjectStoreOptions {
   readonly bucket: string;
   /** Base URL of an S3-compatible service; absent: AWS, with the endpoint the SDK derives from the region. */
@@ -74,7 +75,7 @@ function classify(err: unknown): Classified {
   const status = typeof e.$metadata?.httpStatusCode === "number" ? e.$metadata.httpStatusCode : undefined;
   // Service errors carry their code as Code and as the name; a HEAD has no body, so only "NotFound"/"Unknown" then.
   const code = text(e.Code) ?? text(e.code) ?? text(e.name);
-  const message = text(e.message) ?? String(err);
+  const message = (text(e.message) ?? String(err)).replace(/\.$/, "");
   if (status === undefined) {
     const network =
       (code !== undefined && NETWORK_CODES.has(code)) || e.name === "TimeoutError" || typeof e.syscall === "string" ||
@@ -98,6 +99,7 @@ function checkRange(operation: "get", key: string, range: ByteRange | undefined)
   if (!ok) throw new ObjectStoreError(operation, key, false, `object store: ${operation} "${key}": bad range offset ${range.offset} length ${range.length}`);
 }
 
+/** An ObjectStore in one bucket of an S3(-compatible) service; etags are S3's, without the quotes. */
 export class S3ObjectStore implements ObjectStore {
   readonly description: string;
   private readonly client: S3Client;
@@ -137,7 +139,7 @@ export class S3ObjectStore implements ObjectStore {
     if (c.code !== undefined && CREDENTIAL_CODES.has(c.code)) hint = `; ${CREDENTIAL_FIX}`;
     else if (c.status === 403) hint = `; access denied: ${CREDENTIAL_FIX}, and that these credentials may use bucket "${this.bucket}"`;
     else if (c.status === 301) hint = `; the bucket is in another region than "${this.region}": set region in --objstore-cfg`;
-    else if (c.code === "NoSuchBucket") hint = `; the bucket does not exist (it is created when the volume is)`;
+    else if (c.code === "NoSuchBucket") hint = "; prepare() creates it (the volume's create does)";
     else if (c.retryable && c.status === undefined) hint = "; is the endpoint reachable?";
     const message = `object store: ${subject} failed on ${this.description}: ${c.cause}${hint}`;
     return new ObjectStoreError(operation, key, c.retryable, message, { cause: err });

@@ -1,0 +1,470 @@
+// The objstore device's object stores: one contract run against the local directory and against S3 (s3rver), then
+// what each backend does when things go wrong, then --objstore-cfg parsing and --objstore-kind presets.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import {
+  ObjectStoreConfigError,
+  describeObjectStoreConfig,
+  openObjectStore,
+  parseObjectStoreConfig,
+  type ObjectStoreConfig,
+} from "../../src/devices/objstore/store/config.ts";
+import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
+import { S3ObjectStore } from "../../src/devices/objstore/store/s3.ts";
+import { ObjectStoreError, type ObjectInfo, type ObjectStore } from "../../src/devices/objstore/store/types.ts";
+import { S3RVER_KEY, s3ServerConfig, s3ServerConfigJson, startS3Server, type S3Server } from "../helpers/s3-server.ts";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-objstore-store-"));
+let server: S3Server;
+const opened: ObjectStore[] = [];
+beforeAll(async () => {
+  server = await startS3Server({ directory: path.join(dir, "s3rver") });
+});
+afterAll(async () => {
+  for (const store of opened) store.close();
+  await server.cleanup();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function track<T extends ObjectStore>(store: T): T {
+  opened.push(store);
+  return store;
+}
+
+function s3Store(bucket: string, more: { listPageSize?: number; endpoint?: string; accessKeyId?: string; secretKey?: string; idleTimeoutMs?: number } = {}): S3ObjectStore {
+  return track(
+    new S3ObjectStore({
+      bucket,
+      endpoint: more.endpoint ?? server.endpoint,
+      region: "us-east-1",
+      pathStyle: true,
+      credentials: { accessKeyId: more.accessKeyId ?? S3RVER_KEY, secretAccessKey: more.secretKey ?? S3RVER_KEY },
+      listPageSize: more.listPageSize,
+      idleTimeoutMs: more.idleTimeoutMs,
+    }),
+  );
+}
+
+interface Backend {
+  readonly name: string;
+  /** A store named `name` (a bucket, or a directory), not prepared. */
+  open(name: string, listPageSize?: number): ObjectStore;
+  /** Whether the bucket or directory of `name` exists. */
+  exists(name: string): Promise<boolean>;
+}
+
+const backends: Backend[] = [
+  {
+    name: "local",
+    open: (name) => track(openObjectStore("local", { bucket: "usbd", path: path.join(dir, "local", name) }, { localPath: "/nonexistent" })),
+    exists: async (name) => fs.existsSync(path.join(dir, "local", name)),
+  },
+  {
+    name: "s3",
+    // Through the config path for the contract, so the config -> client wiring is what gets tested.
+    open: (name, listPageSize) =>
+      listPageSize === undefined ? track(openObjectStore("s3", s3ServerConfig(server, name), { localPath: "/nonexistent" })) : s3Store(name, { listPageSize }),
+    exists: async (name) => fs.existsSync(path.join(server.directory, name)),
+  },
+];
+
+function bytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed * 2654435761;
+  for (let i = 0; i < length; i++) out[i] = (x = (x * 1103515245 + 12345) >>> 0) >>> 24;
+  return out;
+}
+
+async function collect(items: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
+/** The ObjectStoreError `promise` rejects with. */
+async function failure(promise: Promise<unknown>): Promise<ObjectStoreError> {
+  try {
+    await promise;
+  } catch (e) {
+    if (e instanceof ObjectStoreError) return e;
+    throw new Error(`expected an ObjectStoreError, got ${String(e)}`);
+  }
+  throw new Error("expected a failure");
+}
+
+for (const backend of backends) {
+  describe(`object store contract: ${backend.name}`, () => {
+    let store: ObjectStore;
+    beforeAll(async () => {
+      store = backend.open("contract");
+      await store.prepare();
+    });
+
+    test("put then get returns the bytes, the put's etag and the size", async () => {
+      const body = bytes(10_000);
+      const { etag } = await store.put("whole/a", body);
+      expect(etag).not.toBe("");
+      const got = await store.get("whole/a");
+      expect(got?.body).toEqual(body);
+      expect(got?.etag).toBe(etag);
+      expect(got?.size).toBe(10_000);
+    });
+
+    test("ranges: the middle, one running past the end, one starting past it, an empty one", async () => {
+      const body = bytes(10_000, 2);
+      const { etag } = await store.put("range/a", body);
+      const middle = await store.get("range/a", { offset: 100, length: 50 });
+      expect(middle).toEqual({ body: body.subarray(100, 150), etag, size: 10_000 });
+      const tail = await store.get("range/a", { offset: 9_990, length: 100 });
+      expect(tail).toEqual({ body: body.subarray(9_990), etag, size: 10_000 });
+      const beyond = await store.get("range/a", { offset: 20_000, length: 10 });
+      expect(beyond).toEqual({ body: new Uint8Array(0), etag, size: 10_000 });
+      const empty = await store.get("range/a", { offset: 5, length: 0 });
+      expect(empty).toEqual({ body: new Uint8Array(0), etag, size: 10_000 });
+      expect(await store.get("range/missing", { offset: 0, length: 10 })).toBeUndefined();
+    });
+
+    test("an empty object", async () => {
+      const { etag } = await store.put("empty/a", new Uint8Array(0));
+      expect(await store.get("empty/a")).toEqual({ body: new Uint8Array(0), etag, size: 0 });
+      // s3rver answers a range of an empty object with a body it never sends (see tests/helpers/s3-server.ts).
+      if (backend.name !== "s3") expect(await store.get("empty/a", { offset: 0, length: 10 })).toEqual({ body: new Uint8Array(0), etag, size: 0 });
+      expect(await store.head("empty/a")).toEqual({ key: "empty/a", size: 0, etag });
+    });
+
+    test("head gives size and etag; the etag changes when the object is replaced", async () => {
+      const first = await store.put("head/a", bytes(4096, 3));
+      expect(await store.head("head/a")).toEqual({ key: "head/a", size: 4096, etag: first.etag });
+      // Same size, other bytes: S3's etag is the MD5, so only a change of content is sure to change it there.
+      const second = await store.put("head/a", bytes(4096, 4));
+      expect(second.etag).not.toBe(first.etag);
+      expect(await store.head("head/a")).toEqual({ key: "head/a", size: 4096, etag: second.etag });
+      expect((await store.get("head/a"))?.etag).toBe(second.etag);
+    });
+
+    test("missing objects: get and head give undefined, delete is fine", async () => {
+      expect(await store.get("missing/a")).toBeUndefined();
+      expect(await store.head("missing/a")).toBeUndefined();
+      await store.delete("missing/a");
+      await store.put("missing/b", bytes(10));
+      await store.delete("missing/b");
+      expect(await store.head("missing/b")).toBeUndefined();
+      expect(await store.get("missing/b")).toBeUndefined();
+    });
+
+    test("list: keys under the prefix, in byte order, with sizes and etags", async () => {
+      const keys = ["ls/b", "ls/a/y", "ls/c", "ls/a-c", "ls/a/x", "ls/a/x/deeper", "lsx", "ls-"];
+      // "ls/a/x" and "ls/a/x/deeper" cannot both be files in a directory; S3 allows it, the local store does not.
+      const written = backend.name === "local" ? keys.filter((k) => k !== "ls/a/x/deeper") : keys;
+      const etags = new Map<string, string>();
+      for (const [i, key] of written.entries()) etags.set(key, (await store.put(key, bytes(i + 1, i))).etag);
+      const expected = written.filter((k) => k.startsWith("ls/")).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+      const listed = await collect(store.list("ls/"));
+      expect(listed.map((o) => o.key)).toEqual(expected);
+      for (const item of listed) {
+        expect(item.etag).toBe(etags.get(item.key)!);
+        expect(item.size).toBe(written.indexOf(item.key) + 1);
+      }
+      // A prefix that ends inside a name, not at a "/".
+      expect((await collect(store.list("ls/a"))).map((o) => o.key)).toEqual(expected.filter((k) => k.startsWith("ls/a")));
+      expect(await collect(store.list("nothing-here/"))).toEqual([]);
+    });
+
+    test("list pages through more keys than fit in one answer", async () => {
+      const paged = backend.open("contract", 7);
+      const keys = Array.from({ length: 23 }, (_, i) => `page/${i.toString(16).padStart(4, "0")}`);
+      await Promise.all(keys.map((key) => store.put(key, bytes(3))));
+      expect((await collect(paged.list("page/"))).map((o) => o.key)).toEqual(keys);
+    });
+
+    test("prepare creates the bucket or directory, and may run again", async () => {
+      const name = `fresh-${backend.name}-${Date.now()}`;
+      expect(await backend.exists(name)).toBe(false);
+      const fresh = backend.open(name);
+      await fresh.prepare();
+      expect(await backend.exists(name)).toBe(true);
+      await fresh.prepare();
+      await fresh.put("x/y", bytes(5));
+      expect((await fresh.get("x/y"))?.body).toEqual(bytes(5));
+    });
+
+    test("parallel puts and gets", async () => {
+      const keys = Array.from({ length: 32 }, (_, i) => `parallel/${i}`);
+      await Promise.all(keys.map((key, i) => store.put(key, bytes(1000 + i, i))));
+      const got = await Promise.all(keys.map((key) => store.get(key)));
+      got.forEach((g, i) => expect(g?.body).toEqual(bytes(1000 + i, i)));
+    });
+  });
+}
+
+/** A port nothing listens on: bound once by us, then released. */
+async function deadPort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+describe("s3 store: failures", () => {
+  test("more than 1000 keys: the default page size pages too", async () => {
+    const store = s3Store("many");
+    await store.prepare();
+    const keys = Array.from({ length: 1100 }, (_, i) => `k/${i.toString(16).padStart(4, "0")}`);
+    for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((key) => store.put(key, bytes(1))));
+    const listed = await collect(store.list("k/"));
+    expect(listed.map((o) => o.key)).toEqual(keys);
+  }, 30_000);
+
+  test("nothing listening at the endpoint: a retryable error within seconds, naming key, endpoint and bucket", async () => {
+    const endpoint = `http://127.0.0.1:${await deadPort()}`;
+    const store = s3Store("contract", { endpoint });
+    const started = Date.now();
+    const error = await failure(store.put("vol/manifest.json", bytes(10)));
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(error.retryable).toBe(true);
+    expect(error.operation).toBe("put");
+    expect(error.key).toBe("vol/manifest.json");
+    expect(error.message).toContain("vol/manifest.json");
+    expect(error.message).toContain(endpoint);
+    expect(error.message).toContain(`bucket "contract"`);
+    expect(error.message).toContain("ECONNREFUSED");
+    expect((await failure(store.prepare())).retryable).toBe(true);
+    expect((await failure(collect(store.list("x/")))).retryable).toBe(true);
+  });
+
+  test("an endpoint that accepts and never answers: a retryable timeout, not a hang", async () => {
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((socket) => {
+      sockets.push(socket);
+      socket.on("data", () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const store = s3Store("contract", { endpoint: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`, idleTimeoutMs: 300 });
+      const started = Date.now();
+      const error = await failure(store.get("vol/segments/0"));
+      expect(Date.now() - started).toBeLessThan(4_000);
+      expect(error.retryable).toBe(true);
+      expect(error.message).toContain("timed out");
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      silent.close();
+    }
+  });
+
+  // s3rver rejects an access key id it does not know (InvalidAccessKeyId, 403) but does not verify V4 signatures, so
+  // a wrong secret_key (SignatureDoesNotMatch on a real service) cannot be tested against it.
+  test("an unknown access key: not retryable, says what to check, never shows the secret", async () => {
+    const store = s3Store("contract", { accessKeyId: "WRONGKEY", secretKey: "very-secret-value-123" });
+    for (const error of [await failure(store.get("a/b")), await failure(store.head("a/b")), await failure(store.prepare())]) {
+      expect(error.retryable).toBe(false);
+      expect(error.message).toContain("403");
+      expect(error.message).toContain("access_key_id/secret_key in --objstore-cfg");
+      expect(error.message).not.toContain("very-secret-value-123");
+    }
+    expect((await failure(store.get("a/b"))).message).toContain("InvalidAccessKeyId");
+  });
+
+  test("a missing bucket is an error, not a missing object", async () => {
+    const store = s3Store("never-prepared");
+    const error = await failure(store.get("a/b"));
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain("NoSuchBucket");
+    expect((await failure(store.put("a/b", bytes(3)))).retryable).toBe(false);
+  });
+
+  test("the server stops (retryable errors) and comes back (calls work again, data still there)", async () => {
+    const store = s3Store("restart");
+    await store.prepare();
+    const { etag } = await store.put("a/b", bytes(100));
+    await server.stop();
+    try {
+      expect((await failure(store.head("a/b"))).retryable).toBe(true);
+      expect((await failure(store.put("a/c", bytes(5)))).retryable).toBe(true);
+    } finally {
+      await server.restart();
+    }
+    expect(await store.head("a/b")).toEqual({ key: "a/b", size: 100, etag });
+    await store.put("a/c", bytes(5));
+    expect((await collect(store.list("a/"))).map((o) => o.key)).toEqual(["a/b", "a/c"]);
+  });
+
+  test("close is idempotent", () => {
+    const store = s3Store("contract");
+    store.close();
+    store.close();
+  });
+});
+
+describe("local store: keys and files", () => {
+  const root = path.join(dir, "local-only");
+  const store = track(new LocalObjectStore(root));
+  beforeAll(() => store.prepare());
+
+  test("keys that could leave the directory, or are not plain paths, are refused", async () => {
+    for (const key of ["../escape", "a/../../b", "a/..", "/etc/passwd", "a//b", "a/", "", "./a", ".usbd-tmp-x", "a/.usbd-tmp-y"]) {
+      for (const attempt of [store.put(key, bytes(1)), store.get(key), store.head(key), store.delete(key)]) {
+        const error = await failure(attempt);
+        expect(error.retryable).toBe(false);
+        expect(error.message).toContain("not allowed");
+      }
+    }
+    expect((await failure(collect(store.list("../")))).retryable).toBe(false);
+    expect((await failure(collect(store.list("/abs")))).retryable).toBe(false);
+    expect(fs.existsSync(path.join(dir, "escape"))).toBe(false);
+  });
+
+  test("files land at <dir>/<key>; temporary files are never listed", async () => {
+    await store.put("vol/segments/0001", bytes(7));
+    expect(fs.readFileSync(path.join(root, "vol", "segments", "0001"))).toEqual(Buffer.from(bytes(7)));
+    fs.writeFileSync(path.join(root, "vol", "segments", ".usbd-tmp-0002-123-abc"), "left by a crash");
+    expect((await collect(store.list("vol/"))).map((o) => o.key)).toEqual(["vol/segments/0001"]);
+    expect(fs.readdirSync(path.join(root, "vol", "segments")).filter((n) => n.startsWith(".usbd-tmp-0001"))).toEqual([]);
+    expect((await store.head("vol/segments/0001"))?.etag).toMatch(/^[0-9a-f]+-[0-9a-f]+-[0-9a-f]+$/);
+  });
+
+  test("a key used both as an object and as a directory: a clear error, not retryable", async () => {
+    await store.put("clash/a", bytes(1));
+    const error = await failure(store.put("clash/a/b", bytes(1)));
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain("collides");
+    expect(await store.get("clash")).toBeUndefined();
+    expect(await store.head("clash")).toBeUndefined();
+    await store.delete("clash");
+  });
+
+  test.skipIf(process.getuid?.() === 0)("a directory it may not write to: not retryable, says so", async () => {
+    const locked = path.join(dir, "locked");
+    fs.mkdirSync(locked, { mode: 0o500 });
+    try {
+      const error = await failure(new LocalObjectStore(locked).put("a", bytes(1)));
+      expect(error.retryable).toBe(false);
+      expect(error.message).toContain("permission denied");
+    } finally {
+      fs.chmodSync(locked, 0o700);
+    }
+  });
+});
+
+describe("--objstore-cfg and --objstore-kind", () => {
+  const SECRET = "s3cr3t-Value/with+chars";
+  const opts = { localPath: path.join(dir, "default-local") };
+
+  function configError(run: () => unknown): ObjectStoreConfigError {
+    try {
+      run();
+    } catch (e) {
+      if (e instanceof ObjectStoreConfigError) {
+        expect(e.message).not.toContain(SECRET);
+        return e;
+      }
+      throw e;
+    }
+    throw new Error("expected an ObjectStoreConfigError");
+  }
+
+  test("absent: only the default bucket", () => {
+    expect(parseObjectStoreConfig(undefined)).toEqual({ bucket: "usbd" });
+    expect(parseObjectStoreConfig("")).toEqual({ bucket: "usbd" });
+  });
+
+  test("inline JSON and a file give the same config", () => {
+    const raw = { access_key_id: "AKID", secret_key: SECRET, session_token: SECRET, endpoint: "https://s3.example.com", region: "eu-west-1", bucket: "vols", path_style: false };
+    const expected: ObjectStoreConfig = { accessKeyId: "AKID", secretKey: SECRET, sessionToken: SECRET, endpoint: "https://s3.example.com", region: "eu-west-1", bucket: "vols", pathStyle: false };
+    expect(parseObjectStoreConfig(`  ${JSON.stringify(raw)}`)).toEqual(expected);
+    const file = path.join(dir, "cfg.json");
+    fs.writeFileSync(file, JSON.stringify(raw));
+    expect(parseObjectStoreConfig(file)).toEqual(expected);
+    expect(parseObjectStoreConfig(JSON.stringify({ path: "/srv/objects", namespace: "ns" }))).toEqual({ bucket: "usbd", path: "/srv/objects", namespace: "ns" });
+  });
+
+  test("unreadable file, invalid JSON, not an object", () => {
+    expect(configError(() => parseObjectStoreConfig(path.join(dir, "no-such.json"))).message).toContain(path.join(dir, "no-such.json"));
+    expect(configError(() => parseObjectStoreConfig(`{"secret_key": ${SECRET}}`)).message).toContain("not valid JSON");
+    expect(configError(() => parseObjectStoreConfig(`{"secret_key": "${SECRET}", }`)).message).toContain("not valid JSON");
+    const file = path.join(dir, "bad.json");
+    fs.writeFileSync(file, `{"secret_key": "${SECRET}`);
+    expect(configError(() => parseObjectStoreConfig(file)).message).toContain(file);
+    expect(configError(() => parseObjectStoreConfig(`{"a": 1`)).message).toContain("not valid JSON");
+    fs.writeFileSync(file, `["a"]`);
+    expect(configError(() => parseObjectStoreConfig(file)).message).toContain("JSON object");
+  });
+
+  test("unknown keys are named, with the accepted ones", () => {
+    const error = configError(() => parseObjectStoreConfig(JSON.stringify({ bucket: "b", endpiont: "https://x" })));
+    expect(error.message).toContain(`"endpiont"`);
+    expect(error.message).toContain("access_key_id, secret_key, session_token, endpoint, region, bucket, path_style, path, namespace");
+    const alias = configError(() => parseObjectStoreConfig(JSON.stringify({ access_key_id: "a", secret_access_key: SECRET })));
+    expect(alias.message).toContain(`did you mean "secret_key"`);
+  });
+
+  test("wrong types and inconsistent settings, without the values", () => {
+    expect(configError(() => parseObjectStoreConfig(`{"path_style": "yes"}`)).message).toContain(`"path_style"`);
+    expect(configError(() => parseObjectStoreConfig(`{"bucket": 5}`)).message).toContain("must be a string, not a number");
+    expect(configError(() => parseObjectStoreConfig(JSON.stringify({ access_key_id: "a", secret_key: 12345 }))).message).toContain(`"secret_key"`);
+    expect(configError(() => parseObjectStoreConfig(JSON.stringify({ secret_key: SECRET }))).message).toContain("only one of");
+    expect(configError(() => parseObjectStoreConfig(JSON.stringify({ session_token: SECRET }))).message).toContain("session_token");
+    expect(configError(() => parseObjectStoreConfig(`{"bucket": ""}`)).message).toContain("empty");
+    expect(configError(() => parseObjectStoreConfig(`{"endpoint": "s3.example.com"}`)).message).toContain("endpoint");
+    expect(configError(() => parseObjectStoreConfig(`{"endpoint": "https://user:${encodeURIComponent(SECRET)}@s3.example.com"}`)).message).toContain("credentials");
+  });
+
+  test("descriptions never hold a secret", () => {
+    const config = parseObjectStoreConfig(JSON.stringify({ access_key_id: "AKID", secret_key: SECRET, session_token: SECRET, region: "eu-west-1" }));
+    const line = describeObjectStoreConfig(config);
+    expect(line).toContain("secret_key=<REDACTED>");
+    expect(line).toContain("session_token=<REDACTED>");
+    expect(line).toContain(`region="eu-west-1"`);
+    expect(line).not.toContain(SECRET);
+    expect(line).not.toContain("\n");
+    const store = track(openObjectStore("s3", config, opts));
+    expect(store.description).not.toContain(SECRET);
+    expect(store.description).toContain(`bucket "usbd"`);
+    expect(store.description).toContain("eu-west-1");
+  });
+
+  test("presets give the documented endpoints; an explicit endpoint wins", () => {
+    const desc = (kind: string, raw: object) => track(openObjectStore(kind, parseObjectStoreConfig(JSON.stringify(raw)), opts)).description;
+    expect(desc("s3", {})).toBe(`s3 bucket "usbd" at AWS S3 (region us-east-1)`);
+    expect(desc("s3", { endpoint: "http://minio:9000", bucket: "v" })).toBe(`s3 bucket "v" at http://minio:9000`);
+    expect(desc("b2", { region: "us-west-004" })).toBe(`b2 bucket "usbd" at https://s3.us-west-004.backblazeb2.com`);
+    expect(desc("google", {})).toBe(`google bucket "usbd" at https://storage.googleapis.com`);
+    expect(desc("oracle", { region: "us-ashburn-1", namespace: "axaxnpcrorw5" })).toBe(
+      `oracle bucket "usbd" at https://axaxnpcrorw5.compat.objectstorage.us-ashburn-1.oraclecloud.com`,
+    );
+    expect(desc("b2", { region: "eu-central-003", endpoint: "https://b2.proxy.example" })).toBe(`b2 bucket "usbd" at https://b2.proxy.example`);
+    expect(configError(() => desc("b2", {})).message).toContain(`"region"`);
+    expect(configError(() => desc("oracle", { region: "us-ashburn-1" })).message).toContain(`"namespace"`);
+    expect(configError(() => desc("oracle", { namespace: "ns" })).message).toContain(`"region"`);
+  });
+
+  test("local: the config's path, else the default directory", () => {
+    const withPath = openObjectStore("local", parseObjectStoreConfig(JSON.stringify({ path: path.join(dir, "p") })), opts);
+    expect(withPath).toBeInstanceOf(LocalObjectStore);
+    expect((withPath as LocalObjectStore).directory).toBe(path.join(dir, "p"));
+    expect((openObjectStore("local", parseObjectStoreConfig(undefined), opts) as LocalObjectStore).directory).toBe(opts.localPath);
+    expect(configError(() => openObjectStore("local", parseObjectStoreConfig(JSON.stringify({ endpoint: "http://x" })), opts)).message).toContain(`"endpoint"`);
+    expect(configError(() => openObjectStore("s3", parseObjectStoreConfig(JSON.stringify({ path: "/x" })), opts)).message).toContain(`"path"`);
+    expect(configError(() => openObjectStore("s3", parseObjectStoreConfig(JSON.stringify({ namespace: "ns" })), opts)).message).toContain(`"namespace"`);
+  });
+
+  test("azure, swift and sftp are not yet supported; unknown kinds list the kinds", () => {
+    for (const kind of ["azure", "swift", "sftp"]) {
+      expect(configError(() => openObjectStore(kind, { bucket: "usbd" }, opts)).message).toBe(
+        `--objstore-kind=${kind} is not yet supported; use s3 (or an S3-compatible gateway) or local`,
+      );
+    }
+    expect(configError(() => openObjectStore("ftp", { bucket: "usbd" }, opts)).message).toContain("s3, local, b2, google, oracle, azure, swift, sftp");
+  });
+
+  test("the harness's inline JSON opens a working store", async () => {
+    const store = track(openObjectStore("s3", parseObjectStoreConfig(s3ServerConfigJson(server, "from-json")), opts));
+    await store.prepare();
+    await store.put("a", bytes(3));
+    expect((await store.get("a"))?.body).toEqual(bytes(3));
+  });
+});
