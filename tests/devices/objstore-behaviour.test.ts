@@ -225,4 +225,30 @@ describe("objstore: the store failing", () => {
     expectSameBytes(await read(cold, 3 * MiB, MiB), data.subarray(0, MiB), "write during the outage");
     await cold.close();
   });
+
+  test("a restart while the store is down serves the cache, and uploads what was dirty once it returns", async () => {
+    const v = volume({ flushEvery: 0.2 });
+    const home = v.machine("a");
+    const dev = await v.open(home, { size: 8 * MiB });
+    const data = randomBytes(MiB + 4096);
+    await server.stop();
+    try {
+      await dev.write(MiB, data);
+      await dev.flush();
+      // The store is down: close keeps the writes dirty in the cache.
+      await dev.close();
+      await expect(v.open(v.machine("never-seen"))).rejects.toThrow(/cannot use/);
+      const again = await v.open(home);
+      expectSameBytes(await read(again, MiB, data.length), data, "dirty data served while the store is down");
+      expect(gauge(again, "dirty objects")).toBeGreaterThan(0);
+      await server.restart();
+      await waitUntil("the dirty segments to reach the store", () => gauge(again, "dirty objects") === 0, 20_000);
+      await again.close();
+    } finally {
+      await server.restart();
+    }
+    const cold = await v.open(v.machine("b"));
+    expectSameBytes(await read(cold, MiB, data.length), data, "from the store after the outage");
+    await cold.close();
+  });
 });

@@ -19,7 +19,7 @@ import { cachePaths, manifestKey, segmentPrefix, type AesMode, type FlushMode, t
 import { Segment } from "./segment.ts";
 import { SegmentCache } from "./segment-cache.ts";
 import { openObjectStore, parseObjectStoreConfig } from "./store/config.ts";
-import type { ObjectStore } from "./store/types.ts";
+import { ObjectStoreError, type ObjectStore } from "./store/types.ts";
 import { TransferStats } from "./transfer-stats.ts";
 import { Uploader } from "./uploader.ts";
 
@@ -65,7 +65,11 @@ export const DEFAULT_OBJECT_SIZE = 4 << 20;
 export const DEFAULT_CONCURRENCY = 8;
 export const DEFAULT_FLUSH_EVERY = 10;
 
-/** Opens or creates the volume `storeName` in the configured store. Throws a user-facing Error on any mismatch. */
+/**
+ * Opens or creates the volume `storeName` in the configured store. Throws a user-facing Error on any mismatch.
+ * When the store cannot be reached but this cache served the volume before, the volume opens from the cache alone
+ * (cached segments work, uploads wait for the store), so a daemon restarted during an outage keeps serving.
+ */
 export async function openObjstoreDevice(options: ObjstoreDeviceOptions): Promise<ObjstoreDevice> {
   const log = options.log ?? silentLogger;
   checkOptions(options);
@@ -73,27 +77,65 @@ export async function openObjstoreDevice(options: ObjstoreDeviceOptions): Promis
   const store =
     options.store ??
     openObjectStore(options.kind ?? "s3", parseObjectStoreConfig(options.config), { localPath: path.join(options.storeDir, "objects") });
+  const paths = cachePaths(options.storeDir, options.storeName);
+  let fd: number | undefined;
+  let catalog: ObjstoreCatalog | undefined;
   let device: ObjstoreDevice | undefined;
   try {
-    try {
-      await store.prepare();
-    } catch (e) {
-      throw new Error(`objstore device: cannot use ${store.description}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    device = await openVolume(options, store, log);
+    // The lock comes first: one daemon per cache, before anything reads or changes it.
+    fd = openLocked(paths.cache, !fs.existsSync(paths.cache), "objstore");
+    catalog = new ObjstoreCatalog(paths.db, !fs.existsSync(paths.db));
+    const remote = await readManifest(store, options.storeName, catalog, log);
+    device = await openVolume(options, store, fd, catalog, remote, log);
     return device;
   } finally {
-    if (device === undefined) store.close();
+    if (device === undefined) {
+      catalog?.close();
+      if (fd !== undefined) fs.closeSync(fd);
+      store.close();
+    }
   }
 }
 
-async function openVolume(options: ObjstoreDeviceOptions, store: ObjectStore, log: Logger): Promise<ObjstoreDevice> {
+/** The manifest's bytes as the store has them (undefined: no volume yet), or the cache's copy when offline. */
+interface ManifestSource {
+  readonly bytes: Uint8Array | undefined;
+  readonly where: string;
+  readonly offline: boolean;
+}
+
+async function readManifest(store: ObjectStore, storeName: string, catalog: ObjstoreCatalog, log: Logger): Promise<ManifestSource> {
+  const where = `${store.description} ${manifestKey(storeName)}`;
+  try {
+    await store.prepare();
+    return { bytes: (await store.get(manifestKey(storeName)))?.body, where, offline: false };
+  } catch (e) {
+    const copy = catalog.meta("manifest");
+    const message = e instanceof Error ? e.message : String(e);
+    if (e instanceof ObjectStoreError && e.retryable && typeof copy === "string") {
+      log.log("warn", "objstore: the store is unreachable; serving the volume from the local cache until it returns (segments not cached fail with EIO)", {
+        store: store.description,
+        error: message,
+      });
+      return { bytes: new TextEncoder().encode(copy), where: `${catalog.path} (copy of ${where})`, offline: true };
+    }
+    throw new Error(`objstore device: cannot use ${store.description}: ${message}`);
+  }
+}
+
+async function openVolume(
+  options: ObjstoreDeviceOptions,
+  store: ObjectStore,
+  fd: number,
+  catalog: ObjstoreCatalog,
+  remote: ManifestSource,
+  log: Logger,
+): Promise<ObjstoreDevice> {
   const { storeDir, storeName } = options;
-  const existing = await store.get(manifestKey(storeName));
   let manifest: Manifest;
   let master: Uint8Array | undefined;
-  if (existing !== undefined) {
-    manifest = decodeManifest(existing.body, `${store.description} ${manifestKey(storeName)}`);
+  if (remote.bytes !== undefined) {
+    manifest = decodeManifest(remote.bytes, remote.where);
     checkAgainstManifest(options, manifest);
     master = resolveVolumeKey({ spec: options.aesKey, mode: manifest.encryption, storeDir, creating: false, volume: storeName });
     checkVolumeKey(manifest, master === undefined ? undefined : deriveVolumeKeys(master), storeName);
@@ -114,24 +156,16 @@ async function openVolume(options: ObjstoreDeviceOptions, store: ObjectStore, lo
   }
   const blockSize = options.blockSize ?? 4096;
   resolveGeometry("objstore", manifest.size, blockSize);
-  const paths = cachePaths(storeDir, storeName);
-  const file = new CacheFile(openLocked(paths.cache, !fs.existsSync(paths.cache), "objstore"), paths.cache, manifest.objectSize);
-  let catalog: ObjstoreCatalog | undefined;
-  try {
-    catalog = new ObjstoreCatalog(paths.db, !fs.existsSync(paths.db));
-    matchCatalog(catalog, manifest, existing !== undefined, file, store, storeName, log);
-    if (existing === undefined) {
-      // Written last, once everything local is ready: a volume exists in the store only with a usable manifest.
-      await store.put(manifestKey(storeName), encodeManifest(manifest));
-      log.log("info", "objstore: created a new volume", { volume: storeName, store: store.description, size: manifest.size, objectSize: manifest.objectSize });
-    }
-    catalog.setMeta("volume_id", manifest.volumeId);
-    return await assemble(options, manifest, master, store, file, catalog, log);
-  } catch (e) {
-    catalog?.close();
-    file.close();
-    throw e;
+  const file = new CacheFile(fd, cachePaths(storeDir, storeName).cache, manifest.objectSize);
+  matchCatalog(catalog, manifest, remote.bytes !== undefined, file, store, storeName, log);
+  if (remote.bytes === undefined) {
+    // Written last, once everything local is ready: a volume exists in the store only with a usable manifest.
+    await store.put(manifestKey(storeName), encodeManifest(manifest));
+    log.log("info", "objstore: created a new volume", { volume: storeName, store: store.description, size: manifest.size, objectSize: manifest.objectSize });
   }
+  catalog.setMeta("volume_id", manifest.volumeId);
+  catalog.setMeta("manifest", new TextDecoder().decode(encodeManifest(manifest)));
+  return await assemble(options, manifest, master, store, file, catalog, remote.offline, log);
 }
 
 /** A flag given for an existing volume must agree with its manifest. */
@@ -179,6 +213,7 @@ async function assemble(
   store: ObjectStore,
   file: CacheFile,
   catalog: ObjstoreCatalog,
+  offline: boolean,
   log: Logger,
 ): Promise<ObjstoreDevice> {
   const stats = new TransferStats();
@@ -206,7 +241,7 @@ async function assemble(
     stats,
     log,
   });
-  const lastGeneration = await reconcile(cache, catalog, file, store, options.storeName, options.persistCache ?? false, log);
+  const lastGeneration = await reconcile(cache, catalog, file, store, options.storeName, options.persistCache ?? false, offline, log);
   const uploader = new Uploader({
     cache,
     file,
@@ -252,13 +287,20 @@ async function reconcile(
   store: ObjectStore,
   storeName: string,
   persistCache: boolean,
+  offline: boolean,
   log: Logger,
 ): Promise<number> {
   const remote = new Map<number, string>();
   const prefix = segmentPrefix(storeName);
-  for await (const info of store.list(prefix)) {
-    const id = Number.parseInt(info.key.slice(prefix.length), 16);
-    if (/^[0-9a-f]{16}$/.test(info.key.slice(prefix.length)) && id < cache.segmentCount) remote.set(id, info.etag);
+  if (offline) {
+    // Nothing to compare with: the rows stand as they are, and clean cached segments stay (nothing could replace them).
+    for (const row of catalog.rows()) if (row.etag !== null) remote.set(row.id, row.etag);
+    persistCache = true;
+  } else {
+    for await (const info of store.list(prefix)) {
+      const id = Number.parseInt(info.key.slice(prefix.length), 16);
+      if (/^[0-9a-f]{16}$/.test(info.key.slice(prefix.length)) && id < cache.segmentCount) remote.set(id, info.etag);
+    }
   }
   let lastGeneration = 0;
   let stale = 0;
