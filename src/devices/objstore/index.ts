@@ -309,6 +309,12 @@ async function reconcile(
   for (const row of catalog.rows()) {
     if (row.id >= cache.segmentCount) continue;
     const segment = Segment.fromRow(row, cache.lengthOf(row.id));
+    if (segment.dirty && segment.slot === undefined) {
+      // Dirty bytes live in a slot; a row without one has nothing to upload (a catalog edited by hand).
+      log.log("warn", "objstore: a dirty segment has no cache slot; treating it as clean", { segment: row.id });
+      segment.writeSeq = 0;
+      changed.push(segment);
+    }
     const remoteEtag = remote.get(row.id);
     remote.delete(row.id);
     lastGeneration = Math.max(lastGeneration, row.generation);
