@@ -1,6 +1,6 @@
 /**
- * The workload of the dedup crash test, shared by the child that runs it on a real store and the parent that
- * replays it on a plain array: deterministic epochs of writes (many duplicate blocks, some compressible, some
+ * The workload of the dedup crash test (the objstore crash test runs it too, on a smaller volume), shared by the
+ * child that runs it on a real store and the parent that replays it on a plain array: deterministic epochs of writes (many duplicate blocks, some compressible, some
  * unique, aligned and not), write-zeroes, trims and the odd FUA write, each epoch ending with a flush.
  */
 import type { BlockDevice } from "../../src/devices/device.ts";
@@ -24,14 +24,14 @@ function random(seed: number): () => number {
   };
 }
 
-/** The operations of one epoch; the same arguments always give the same list. */
-export function opsFor(seed: number, epoch: number): CrashOp[] {
+/** The operations of one epoch on a device of `deviceSize` bytes; the same arguments always give the same list. */
+export function opsFor(seed: number, epoch: number, deviceSize = CRASH_DEVICE_SIZE): CrashOp[] {
   const next = random(seed * 1_000_003 + epoch * 7919 + 17);
   const ops: CrashOp[] = [];
   for (let i = 0; i < OPS_PER_EPOCH; i++) {
     const aligned = next() < 0.7;
     const length = aligned ? (1 + Math.floor(next() * 16)) * BLOCK : 1 + Math.floor(next() * 3 * BLOCK);
-    const maxStart = CRASH_DEVICE_SIZE - length;
+    const maxStart = deviceSize - length;
     const offset = aligned ? Math.floor((next() * maxStart) / BLOCK) * BLOCK : Math.floor(next() * maxStart);
     const roll = next();
     if (roll < 0.8) ops.push({ kind: "write", offset, length, content: Math.floor(next() * 2 ** 31), fua: next() < 0.05 });

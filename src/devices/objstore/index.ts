@@ -277,8 +277,8 @@ async function assemble(
 /**
  * Brings the catalog in line with the store's listing and returns the highest generation seen. Dirty segments keep
  * their bytes (the store gets them at the first upload round); clean cached ones are dropped when their object
- * changed or vanished, or when the cache is not persistent. Slots nothing refers to are punched (a crash can leave
- * unflushed bytes in them).
+ * changed or vanished, or when the cache is not persistent. Slots nothing refers to are punched, and the file is cut
+ * after the last slot in use (a crash, or a segment dropped here, can leave bytes in them).
  */
 async function reconcile(
   cache: SegmentCache,
@@ -346,6 +346,9 @@ async function reconcile(
   file.adoptSlots(used);
   const inUse = new Set(used);
   for (let slot = 0; slot < file.slotCount; slot++) if (!inUse.has(slot)) file.zero(slot, 0, file.objectSize);
+  // Slots past the last one in use are handed out later as reading zeros, but they can hold bytes: of segments just
+  // dropped (no --objstore-persistcache, or changed in the store), or written before a crash that no row names.
+  file.trimEnd();
   if (stale > 0) log.log("info", "objstore: cached segments changed in the store; they are fetched again", { segments: stale });
   if (dropped > 0 && !persistCache) log.log("debug", "objstore: dropped clean cached segments (no --objstore-persistcache)", { segments: dropped });
   return lastGeneration;
