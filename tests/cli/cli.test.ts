@@ -1,8 +1,10 @@
-// The usbd-tui command as users run it: exit codes, the kernel-less message, signals, TCP, and socket hygiene.
+// The usbd-tui command as users run it: exit codes, the kernel-less message, signals, TCP, socket hygiene, and the
+// objstore kind's mistakes (exit 2) and failures (exit 1) without a secret in any message.
 import { describe, expect, test } from "bun:test";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { removeDir, run, runResult, startDaemon, tempDir } from "../clients/helpers.ts";
+import { s3ServerConfigJson, startS3Server } from "../helpers/s3-server.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const CLI = [join(ROOT, "node_modules/.bin/bun"), join(ROOT, "bin/usbd-tui.ts")];
@@ -129,6 +131,137 @@ describe("file stores", () => {
       expect((await run(["nbdinfo", "--size", first.uri])).trim()).toBe(String(1024 ** 3));
       await first.stop();
       expect(Bun.file(join(dir, "usbd.img")).size).toBe(1024 ** 3);
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
+describe("objstore: exit codes, and secrets kept out of every message", () => {
+  /** s3rver checks the access key id but not the signature: any secret works, and this one must never be printed. */
+  const SECRET = `cli-secret-${Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex")}`;
+  const randomKey = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex");
+
+  /** The CLI serving an objstore volume with its cache in `dir`, plus `args`. */
+  function objstoreRun(dir: string, args: readonly string[]) {
+    const cmd = [...CLI, "--headless", "--dev-type=objstore", `--store-dir=${dir}`, "--listen", `unix:${join(dir, "s.sock")}`, ...args];
+    return runResult(cmd, { timeoutMs: 30_000 });
+  }
+
+  function expectNoSecrets(r: { stdout: string; stderr: string }, ...secrets: string[]): void {
+    for (const secret of [SECRET, ...secrets]) {
+      expect(r.stdout.includes(secret)).toBe(false);
+      expect(r.stderr.includes(secret)).toBe(false);
+    }
+  }
+
+  test("--objstore-kind=azure is not yet supported (exit 2); an unknown kind is a usage error too", async () => {
+    const dir = tempDir("objstore-kind");
+    try {
+      const azure = await objstoreRun(dir, ["--objstore-kind=azure"]);
+      expect(azure.exitCode).toBe(2);
+      expect(azure.stderr).toContain("--objstore-kind=azure is not yet supported");
+      expect(azure.stderr.trim().split("\n").length).toBe(1);
+      const unknown = await objstoreRun(dir, ["--objstore-kind=tape"]);
+      expect(unknown.exitCode).toBe(2);
+      expect(unknown.stderr).toContain('--objstore-kind takes one of s3, local');
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test("a malformed --objstore-cfg exits 2 naming the problem, and never prints the secret_key", async () => {
+    const dir = tempDir("objstore-cfg");
+    try {
+      const malformed: [string, string][] = [
+        [`{"access_key_id":"AK","secret_key":${SECRET}}`, "is not valid JSON"],
+        [`{"access_key_id":"AK","secret_key":"${SECRET}",}`, "is not valid JSON"],
+        [`{"access_key_id":"AK","secret_key":"${SECRET}"`, "is not valid JSON"],
+        [`{"access_key_id":"AK","secret_access_key":"${SECRET}"}`, 'unknown key "secret_access_key" in --objstore-cfg (inline JSON) (did you mean "secret_key"?)'],
+        [`{"secret_key":"${SECRET}"}`, "has only one of access_key_id and secret_key"],
+        [`{"access_key_id":"AK","secret_key":"${SECRET}","bucket":7}`, '"bucket" in --objstore-cfg (inline JSON) must be a string, not a number'],
+        [`{"access_key_id":"AK","secret_key":"${SECRET}","endpoint":"http://AK:${SECRET}@127.0.0.1:9000"}`, "must not hold credentials"],
+        [`{"access_key_id":"AK","secret_key":"${SECRET}","path":"/tmp"}`, '"path" in --objstore-cfg is not used by --objstore-kind=s3'],
+        [join(dir, "missing.json"), `cannot read --objstore-cfg file ${join(dir, "missing.json")}: ENOENT`],
+      ];
+      for (const [cfg, problem] of malformed) {
+        const r = await objstoreRun(dir, ["--objstore-cfg", cfg]);
+        expect(r.exitCode, cfg).toBe(2);
+        expect(r.stderr, cfg).toContain(problem);
+        expectNoSecrets(r);
+      }
+      // The file form reads the same JSON, and its messages keep the secret out just the same.
+      const file = join(dir, "store.json");
+      writeFileSync(file, `{"access_key_id": "AK", "secret_key": ${SECRET}}\n`);
+      const fromFile = await objstoreRun(dir, ["--objstore-cfg", file]);
+      expect(fromFile.exitCode).toBe(2);
+      expect(fromFile.stderr).toContain(`--objstore-cfg file ${file} is not valid JSON`);
+      expectNoSecrets(fromFile);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test("a malformed --objstore-aeskey exits 2 without echoing the key", async () => {
+    const dir = tempDir("objstore-key");
+    try {
+      const key = randomKey();
+      for (const [spec, problem] of [
+        [key, "--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>"],
+        [`key:${key.slice(1)}`, "a hex key must be 64 digits (32 bytes); got 63 digits"],
+        [`key:${key.slice(0, 60)}:-)`, "not a key: expected 64 hex digits or base64 of 32 bytes"],
+      ] as const) {
+        const r = await objstoreRun(dir, ["--objstore-kind=local", "--store-size=64MiB", "--objstore-aeskey", spec]);
+        expect(r.exitCode, spec).toBe(2);
+        expect(r.stderr).toContain(problem);
+        expectNoSecrets(r, key.slice(0, 60));
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test("an encrypted volume opened with another key exits 2 with \"wrong key\"; no key or secret is printed", async () => {
+    const s3 = await startS3Server();
+    const work = tempDir("objstore-wrong-key");
+    try {
+      const config = JSON.stringify({ ...(JSON.parse(s3ServerConfigJson(s3)) as object), secret_key: SECRET });
+      const right = randomKey();
+      const wrong = randomKey();
+      const store = join(work, "created");
+      mkdirSync(store);
+      const daemon = await startDaemon({
+        devType: "objstore",
+        size: "64MiB",
+        storeDir: store,
+        extraArgs: ["--objstore-cfg", config, "--objstore-aeskey", `key:${right}`, "--objstore-aesmode=aes-gcm"],
+      });
+      await daemon.stop();
+      expectNoSecrets({ stdout: daemon.stdout(), stderr: daemon.stderr() }, right);
+
+      // Another machine (an empty --store-dir) with the wrong key, and the same machine with it.
+      for (const dir of [join(work, "other"), store]) {
+        const r = await objstoreRun(dir, ["--objstore-cfg", config, "--objstore-aeskey", `key:${wrong}`]);
+        expect(r.exitCode).toBe(2);
+        expect(r.stderr).toContain("wrong key for volume usbd");
+        expectNoSecrets(r, right, wrong);
+      }
+    } finally {
+      removeDir(work);
+      await s3.cleanup();
+    }
+  });
+
+  test("an unreachable endpoint exits 1 within seconds, naming the endpoint and not the secret", async () => {
+    const dir = tempDir("objstore-down");
+    try {
+      const config = JSON.stringify({ access_key_id: "AK", secret_key: SECRET, endpoint: "http://127.0.0.1:1", region: "us-east-1", bucket: "usbd" });
+      const started = Date.now();
+      const r = await objstoreRun(dir, ["--objstore-cfg", config, "--store-size=64MiB"]);
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toContain("http://127.0.0.1:1");
+      expectNoSecrets(r);
     } finally {
       removeDir(dir);
     }

@@ -100,3 +100,96 @@ describe("dedup flags", () => {
     expect(() => parseFlags(["--dedup-memcache=1K"])).toThrow(/at least 1MiB/);
   });
 });
+
+describe("objstore flags", () => {
+  test("defaults: s3, the whole volume cached, 8 uploads every 10 s, local flushes, volume settings left to the manifest", () => {
+    const o = parseFlags(["--dev-type=objstore"]).objstore;
+    expect(o).toEqual({
+      kind: "s3",
+      config: undefined,
+      objectSize: undefined,
+      diskCache: 0,
+      persistCache: false,
+      aesKey: undefined,
+      aesMode: undefined,
+      compression: undefined,
+      concurrency: 8,
+      flushEvery: 10,
+      flushMode: "local",
+    });
+  });
+
+  test("values in every spelling, sizes in the CLI's units, and seconds with or without an s", () => {
+    const cfg = '{"bucket":"vol","endpoint":"http://127.0.0.1:9000"}';
+    const o = parseFlags([
+      "-objstore-kind=local",
+      "--objstore-cfg",
+      cfg,
+      "--objstore-objsize=1MiB",
+      "--objstore-diskcache",
+      "64M",
+      "--objstore-persistcache",
+      "--objstore-aeskey=env:USBD_KEY",
+      "--objstore-aesmode=aes-ctr",
+      "--objstore-compress=gzip",
+      "--objstore-concurflush=16",
+      "--objstore-flushevery=2.5s",
+      "--objstore-flush-mode=remote",
+    ]).objstore;
+    expect(o).toEqual({
+      kind: "local",
+      config: cfg,
+      objectSize: 1 << 20,
+      diskCache: 64 << 20,
+      persistCache: true,
+      aesKey: "env:USBD_KEY",
+      aesMode: "aes-ctr",
+      compression: "gzip",
+      concurrency: 16,
+      flushEvery: 2.5,
+      flushMode: "remote",
+    });
+    expect(parseFlags(["--objstore-flushevery", "30"]).objstore.flushEvery).toBe(30);
+    expect(parseFlags(["--objstore-flushevery=0.5"]).objstore.flushEvery).toBe(0.5);
+    expect(parseFlags(["--objstore-aesmode=identity", "--objstore-compress=identity"]).objstore).toMatchObject({ aesMode: "identity", compression: "identity" });
+    for (const spec of ["key:00ff", "file:/etc/usbd/volume.key", "env:K"]) expect(parseFlags([`--objstore-aeskey=${spec}`]).objstore.aesKey).toBe(spec);
+  });
+
+  test("bad values are usage errors that name the flag and the accepted forms", () => {
+    const refused: [string, RegExp][] = [
+      ["--objstore-kind=ftp", /--objstore-kind takes one of s3, local, .*not "ftp"/],
+      ["--objstore-objsize=3000000", /--objstore-objsize must be a power of two from 4KiB to 1GiB, got 3000000/],
+      ["--objstore-objsize=2KiB", /--objstore-objsize must be a power of two/],
+      ["--objstore-objsize=lots", /--objstore-objsize: /],
+      ["--objstore-diskcache=much", /--objstore-diskcache: /],
+      ["--objstore-aesmode=rot13", /--objstore-aesmode takes aes-gcm, aes-ctr or identity, not "rot13"/],
+      ["--objstore-compress=zstd", /--objstore-compress takes lz4, gzip or identity, not "zstd"/],
+      ["--objstore-flush-mode=eventually", /--objstore-flush-mode takes local or remote, not "eventually"/],
+      ["--objstore-concurflush=0", /--objstore-concurflush must be from 1 to 256, got "0"/],
+      ["--objstore-concurflush=1000", /from 1 to 256/],
+      ["--objstore-concurflush=two", /from 1 to 256, got "two"/],
+      ["--objstore-flushevery=soon", /--objstore-flushevery takes seconds \(at least 0.05\), like 10 or 2.5s, not "soon"/],
+      ["--objstore-flushevery=0", /at least 0.05/],
+      ["--objstore-flushevery=-1", /--objstore-flushevery takes seconds/],
+      ["--objstore-persistcache=maybe", /true or false/],
+      ["--objstore-cfg", /--objstore-cfg needs a value/],
+    ];
+    for (const [arg, message] of refused) {
+      expect(() => parseFlags([arg]), arg).toThrow(UsageError);
+      expect(() => parseFlags([arg]), arg).toThrow(message);
+    }
+  });
+
+  test("an --objstore-aeskey without key:, file: or env: is refused without echoing what was given", () => {
+    for (const spec of ["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "hunter2-secret", "key:", "KEY:00ff", "/etc/usbd/volume.key"]) {
+      let error: unknown;
+      try {
+        parseFlags([`--objstore-aeskey=${spec}`]);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, spec).toBeInstanceOf(UsageError);
+      expect((error as Error).message).toBe("--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>");
+    }
+  });
+});

@@ -9,16 +9,15 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { finalStats, gauge, gaugeSuiteSkipReason, nextStats, type StatsLine, stopForStats } from "./daemon-stats.ts";
 import { fio, randrwVerifyJob } from "./fio-jobs.ts";
 import {
   type Daemon,
   type DaemonOptions,
-  SERVER,
   removeDir,
   run,
   runResult,
   sha256File,
-  skipReason,
   startDaemon,
   stopAndRemove,
   tempDir,
@@ -30,51 +29,6 @@ import { NbdfuseStack } from "./nbdfuse-stack.ts";
 setDefaultTimeout(90_000);
 
 const MiB = 1024 * 1024;
-const STATS_WAIT_MS = 5000;
-
-interface Gauge {
-  readonly name: string;
-  readonly value: number;
-}
-interface StatsLine {
-  readonly type: "stats" | "final";
-  readonly gauges?: readonly Gauge[];
-}
-
-/** The daemon's complete JSON stats lines of `type` (a line still being written is left out). */
-function statsLines(stdout: string, type: StatsLine["type"]): StatsLine[] {
-  const complete = stdout.slice(0, stdout.lastIndexOf("\n") + 1);
-  return complete
-    .split("\n")
-    .filter((l) => l.startsWith(`{"type":"${type}"`))
-    .map((l) => JSON.parse(l) as StatsLine);
-}
-
-/** The first stats line the daemon prints after this call: one that reflects everything done before it. */
-async function nextStats(daemon: Daemon): Promise<StatsLine> {
-  const seen = statsLines(daemon.stdout(), "stats").length;
-  const deadline = Date.now() + STATS_WAIT_MS;
-  for (;;) {
-    const lines = statsLines(daemon.stdout(), "stats");
-    if (lines.length > seen) return lines[lines.length - 1]!;
-    if (Date.now() > deadline) throw new Error(`no new stats line within ${STATS_WAIT_MS} ms\n--- stderr ---\n${daemon.stderr().trim()}`);
-    await Bun.sleep(50);
-  }
-}
-
-/** The final line a stopped daemon printed (its stats after flush and close). */
-function finalStats(stdout: string): StatsLine {
-  const finals = statsLines(stdout, "final");
-  if (finals.length !== 1) throw new Error(`expected one final stats line, got ${finals.length}:\n${stdout.slice(-3000)}`);
-  return finals[0]!;
-}
-
-function gauge(line: StatsLine, name: string): number {
-  const found = line.gauges?.find((g) => g.name === name);
-  if (found === undefined) throw new Error(`no "${name}" gauge in ${JSON.stringify(line.gauges)}`);
-  return found.value;
-}
-
 /**
  * What the store holds, as the gauges count it. A reopened store rebuilds these from its database, so they must
  * match what the previous daemon reported; fio's verify cannot see a database that lost its block rows, because
@@ -84,20 +38,7 @@ function storeContents(line: StatsLine): Record<string, number> {
   return Object.fromEntries(["logical in use", "unique blocks", "stored"].map((name) => [name, gauge(line, name)]));
 }
 
-/** Stops a daemon cleanly (exit 0 asserted) and returns its final stats line. */
-async function stopForStats(daemon: Daemon): Promise<StatsLine> {
-  return finalStats(await daemon.stop());
-}
-
-/** Why a suite here must skip: a missing binary, or nbdkit as the server (it has no dedup device and no gauges). */
-function dedupSkipReason(suite: string, binaries: readonly string[]): string | undefined {
-  if (SERVER !== "nbdkit") return skipReason(suite, binaries);
-  const reason = `${suite}: skipped, it checks the dedup device's own gauges and USBD_TEST_SERVER=nbdkit has none`;
-  console.warn(reason);
-  return reason;
-}
-
-const fioSkip = dedupSkipReason("dedup fio suite", ["fio"]);
+const fioSkip = gaugeSuiteSkipReason("dedup fio suite", "dedup", ["fio"]);
 
 const FIO_JOBS = 4;
 const FIO_REGION_MIB = 32;
@@ -188,7 +129,7 @@ for (const compression of ["lz4", "none"] as const) {
   });
 }
 
-const ext4Skip = dedupSkipReason("dedup ext4 suite", ["nbdfuse", "losetup", "mkfs.ext4", "fsck.ext4", "mount", "umount", "fusermount3"]);
+const ext4Skip = gaugeSuiteSkipReason("dedup ext4 suite", "dedup", ["nbdfuse", "losetup", "mkfs.ext4", "fsck.ext4", "mount", "umount", "fusermount3"]);
 
 const COPIES = 10;
 const FILE_MIB = 20;

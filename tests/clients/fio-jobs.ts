@@ -8,7 +8,7 @@
  * the same region, `verify_backlog` verifies while writes are still in flight, and `bsrange` mixes request sizes.
  */
 import { join } from "node:path";
-import { runResult } from "./helpers.ts";
+import { type RunResult, runResult } from "./helpers.ts";
 
 export interface FioDir {
   total_ios: number;
@@ -22,12 +22,16 @@ export interface FioJob {
   trim: FioDir;
 }
 
+/** Runs a fio job file (as `<dir>/<name>.fio`, JSON output in `<name>.json`) whatever its outcome: for controls that must fail. */
+export async function fioResult(dir: string, name: string, jobFile: string): Promise<RunResult> {
+  const path = join(dir, `${name}.fio`);
+  await Bun.write(path, jobFile);
+  return runResult(["fio", "--output-format=json", `--output=${join(dir, `${name}.json`)}`, path], { timeoutMs: 90_000, cwd: dir });
+}
+
 /** Runs a fio job file, returning its JSON jobs; fails when fio fails or prints any verify error. */
 export async function fio(dir: string, name: string, jobFile: string): Promise<FioJob[]> {
-  const path = join(dir, `${name}.fio`);
-  const output = join(dir, `${name}.json`);
-  await Bun.write(path, jobFile);
-  const r = await runResult(["fio", "--output-format=json", `--output=${output}`, path], { timeoutMs: 90_000, cwd: dir });
+  const r = await fioResult(dir, name, jobFile);
   const verifyLines = `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => l.includes("verify:"));
   if (r.exitCode !== 0 || verifyLines.length > 0) {
     throw new Error(
@@ -35,7 +39,7 @@ export async function fio(dir: string, name: string, jobFile: string): Promise<F
         `${verifyLines.slice(0, 10).join("\n")}\n--- stderr ---\n${r.stderr.trim().slice(-3000)}\n--- job file ---\n${jobFile}`,
     );
   }
-  return (JSON.parse(await Bun.file(output).text()) as { jobs: FioJob[] }).jobs;
+  return (JSON.parse(await Bun.file(join(dir, `${name}.json`)).text()) as { jobs: FioJob[] }).jobs;
 }
 
 export interface RandrwVerifyShape {

@@ -18,7 +18,7 @@ const STOP_TIMEOUT_MS = 20_000;
 /** Which server the suites drive: the daemon, or nbdkit as a control for the tests themselves. */
 export const SERVER: "usbd" | "nbdkit" = process.env.USBD_TEST_SERVER === "nbdkit" ? "nbdkit" : "usbd";
 
-export type DevType = "mem" | "file" | "dedup";
+export type DevType = "mem" | "file" | "dedup" | "objstore";
 
 export interface DaemonOptions {
   readonly devType: DevType;

@@ -9,8 +9,8 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-registry-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 describe("createDevice", () => {
-  test("knows mem, file and dedup", () => {
-    expect(DEVICE_KINDS).toEqual(["mem", "file", "dedup"]);
+  test("knows mem, file, dedup and objstore", () => {
+    expect(DEVICE_KINDS).toEqual(["mem", "file", "dedup", "objstore"]);
     expect(isDeviceKind("file")).toBe(true);
     expect(isDeviceKind("toString")).toBe(false);
   });
@@ -25,6 +25,29 @@ describe("createDevice", () => {
     const again = await createDevice("dedup", { ...opts, defaultSize: 1 << 30, dedup: {} });
     expect(again.size).toBe(1 << 24);
     expect(again.blockSize).toBe(8192);
+    await again.close();
+  });
+
+  test("creates an objstore volume with the --objstore-* options, and reopens it without a size", async () => {
+    const opts = {
+      storeDir: dir,
+      storeName: "ob",
+      defaultSize: 1 << 24,
+      blockSize: 512,
+      objstore: { kind: "local", objectSize: 1 << 20, compression: "identity" as const, aesMode: "identity" as const },
+    };
+    const dev = await createDevice("objstore", opts);
+    expect(dev.kind).toBe("objstore");
+    expect(dev.size).toBe(1 << 24);
+    expect(dev.blockSize).toBe(512);
+    await dev.write(1 << 20, new Uint8Array(4096).fill(0x5a));
+    await dev.close();
+    // The kind's default directory for the local kind: <storeDir>/objects.
+    expect(fs.existsSync(path.join(dir, "objects", "ob", "manifest.json"))).toBe(true);
+    // Without a size or the volume's settings: the manifest supplies them (a differing defaultSize is ignored).
+    const again = await createDevice("objstore", { storeDir: dir, storeName: "ob", defaultSize: 1 << 30, objstore: { kind: "local" } });
+    expect(again.size).toBe(1 << 24);
+    expect(await again.read(1 << 20, 4096)).toEqual(new Uint8Array(4096).fill(0x5a));
     await again.close();
   });
 
@@ -46,6 +69,7 @@ describe("createDevice", () => {
   test("names the missing flag or the unknown kind", async () => {
     await expect(createDevice("mem", {})).rejects.toThrow("the mem device needs --store-size");
     await expect(createDevice("file", { size: 4096, storeName: "x" })).rejects.toThrow("needs --store-dir");
+    await expect(createDevice("objstore", { size: 4096, storeName: "x" })).rejects.toThrow("the objstore device needs --store-dir");
     await expect(createDevice("tape", {})).rejects.toThrow('unknown device type "tape"; --dev-type must be one of: mem, file');
   });
 });
