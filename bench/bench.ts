@@ -1,11 +1,12 @@
 /**
- * usbd-tui vs nbdkit (and, for the dedup device, vs usbd-tui's own mem device), measured in one run with the servers
- * alternating job by job. Run it through bench/run.sh, which checks the tools first; `bench/run.sh --help` lists the
+ * usbd-tui vs nbdkit (and, for the dedup device, vs usbd-tui's own mem device; for the objstore device, vs usbd-tui's
+ * own file device), measured in one run with the servers alternating job by job. Run it through bench/run.sh, which checks the tools first; `bench/run.sh --help` lists the
  * options, docs/BENCHMARKS.md explains the method.
  */
 import { cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { defaultJobs, JOBS, type JobSpec, prefill, runCopy, runFio } from "./lib/jobs.ts";
+import { defaultJobs, JOBS, type JobSpec, prefill, readAll, runCopy, runFio } from "./lib/jobs.ts";
+import { type S3Child, startS3Child } from "./lib/s3rver-child.ts";
 import { markdown, type RecordRow, summarize } from "./lib/report.ts";
 import {
   type DedupCompress,
@@ -27,12 +28,17 @@ const HELP = `usage: bench/run.sh [options]
   --runtime S        measured seconds per fio job and minimum per nbdcopy or rewrite series (default 6)
   --ramp S           fio ramp_time before measuring (default 1)
   --devices a,b      device kinds to measure, each against its peers (default: all):
-${DEVICE_KINDS.map((k) => `                       ${k.padEnd(6)} ${GROUPS[k].usbd} vs ${GROUPS[k].peers.join(", ")}`).join("\n")}
+${DEVICE_KINDS.map((k) => `                       ${k.padEnd(8)} ${GROUPS[k].usbd} vs ${GROUPS[k].peers.join(", ")}`).join("\n")}
   --only KIND        the same as --devices KIND
   --jobs a,b         comma list of jobs, run for every device kind chosen (default: each kind's own list):
 ${JOBS.map((j) => `                       ${j.name.padEnd(18)} ${j.kinds ? j.kinds.join(",") : "all"}`).join("\n")}
   --dedup-compress lz4|none
                      the dedup device's --dedup-compress (default: its own default, lz4)
+  --objstore-objsize SIZE
+                     the objstore device's --objstore-objsize (default: its own default, 4MiB). The objstore
+                     group starts its own s3rver each round (bench/lib/s3rver-child.ts, data in the scratch
+                     directory), fills the export (FLUSH waits for the uploads: --objstore-flush-mode=remote),
+                     then reads every export of the group once before timing: warm-cache reads
   --pin POLICY       CPU placement, applied equally to all servers (default split):
                        split  server on --server-cpu (0), fio/nbdcopy on --client-cpu (1), via taskset
                        same   server and client both on --server-cpu
@@ -60,6 +66,8 @@ interface Options {
   /** Jobs chosen with --jobs; undefined: each device kind's defaults. */
   jobs?: JobSpec[];
   dedupCompress?: DedupCompress;
+  /** --objstore-objsize for usbd-objstore, as given (e.g. 1MiB); undefined: the device's default. */
+  objstoreObjsize?: string;
   pin: "split" | "same" | "none";
   serverCpu: number;
   clientCpu: number;
@@ -134,6 +142,13 @@ function parseArgs(argv: string[], repo: string): Options {
         o.dedupCompress = v;
         break;
       }
+      case "--objstore-objsize": {
+        const v = value();
+        const bytes = parseSize(v);
+        if (bytes < 4096 || (bytes & (bytes - 1)) !== 0) throw new Error("--objstore-objsize takes a power of two of at least 4KiB, e.g. 1MiB");
+        o.objstoreObjsize = v;
+        break;
+      }
       case "--jobs": {
         const names = value().split(",").map((s) => s.trim()).filter(Boolean);
         const unknown = names.filter((n) => !JOBS.some((j) => j.name === n));
@@ -174,10 +189,15 @@ function log(msg: string): void {
 
 const jobsFor = (o: Options, kind: DeviceKind): JobSpec[] => o.jobs ?? defaultJobs(kind);
 
-/** The dedup store's state in a few words, for the log. */
+/** The dedup store's or the objstore cache's state in a few words, for the log. */
 function fmtGauges(g: Gauges | undefined): string {
   if (!g) return "";
   const n = (name: string) => g[name] ?? Number.NaN;
+  if ("cache" in g && "downloaded" in g) {
+    const mib = (name: string) => `${(n(name) / 2 ** 20).toFixed(0)} MiB`;
+    return ` | objstore: cache ${mib("cache")}, ${n("dirty objects")} dirty objects, uploaded ${mib("uploaded")}, ` +
+      `downloaded ${mib("downloaded")}, compression ${n("compression ratio").toFixed(2)}, ${n("store errors")} store errors`;
+  }
   return ` | store: ${n("unique blocks")} unique blocks, dedup ${n("dedup ratio").toFixed(2)}, ${n("reclaimable blocks")} reclaimable, ` +
     `${n("unflushed changes")} unflushed, file ${(n("store file") / 2 ** 20).toFixed(0)} MiB`;
 }
@@ -221,7 +241,7 @@ async function main(): Promise<void> {
   const rows: RecordRow[] = [];
   const servers: Record<string, unknown> = {};
   const stops: Array<{ round: number; server: ServerName; clean: boolean; exitCode: number | null; signal: string | null }> = [];
-  const prefills: Array<{ round: number; server: ServerName; seconds: number; gauges?: Gauges }> = [];
+  const prefills: Array<{ round: number; server: ServerName; seconds: number; warmReadSeconds?: number; gauges?: Gauges }> = [];
   const save = (extra: Record<string, unknown> = {}) =>
     writeFileSync(
       resultsPath,
@@ -266,21 +286,36 @@ async function main(): Promise<void> {
       const order: ServerName[] = round % 2 === 1 ? [usbd, ...peers] : [...peers].reverse().concat(usbd);
       const dir = join(o.scratch, `r${round}-${group}`);
       const up = new Map<ServerName, RunningServer>();
+      // The objstore group's S3 server: a process of its own (its CPU is not the measured server's), data in `dir`.
+      let s3: S3Child | undefined;
       // The latest gauges of each server that reports them: the "before" of its next job.
       const lastGauges = new Map<ServerName, Gauges>();
       let startError: string | undefined;
-      for (const name of order) {
+      if (group === "objstore" && !o.aa) {
+        try {
+          s3 = await startS3Child({ repo, bun: process.execPath, dir: join(dir, "s3rver"), pin: serverPin });
+          log(`r${round} s3rver up at ${s3.endpoint} (pid ${s3.pid})`);
+        } catch (e) {
+          startError = `s3rver: ${(e as Error).message}`;
+          log(`r${round} ${startError}`);
+        }
+      }
+      for (const name of startError ? [] : order) {
         try {
           const s = await startServer(name, { repo: serverRoot, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
-            standIn: o.aa, dedupCompress: o.dedupCompress });
+            standIn: o.aa, dedupCompress: o.dedupCompress, objstoreCfg: s3?.cfgJson(),
+            objstoreArgs: o.objstoreObjsize ? [`--objstore-objsize=${o.objstoreObjsize}`] : [] });
           running.add(s);
           up.set(name, s);
           servers[name] ??= { command: s.command, uri: s.uri, nbdinfo: await describe(s.uri) };
           const secs = await prefill({ uri: s.uri, pin: clientPin, outFile: join(dir, `${name}.prefill.json`) });
+          // Objstore group: every export is read once before timing (warm caches, page cache included), alike.
+          const warmS = group === "objstore" ? await readAll({ uri: s.uri, pin: clientPin }) : undefined;
           const gauges = await s.gauges?.(Date.now());
           if (gauges) lastGauges.set(name, gauges);
-          prefills.push({ round, server: name, seconds: secs, ...(gauges ? { gauges } : {}) });
-          log(`r${round} ${name} up (pid ${s.pid}), prefilled in ${secs.toFixed(1)}s${fmtGauges(gauges)}`);
+          prefills.push({ round, server: name, seconds: secs, ...(warmS !== undefined ? { warmReadSeconds: warmS } : {}), ...(gauges ? { gauges } : {}) });
+          log(`r${round} ${name} up (pid ${s.pid}), prefilled in ${secs.toFixed(1)}s` +
+            `${warmS !== undefined ? `, read once in ${warmS.toFixed(1)}s` : ""}${fmtGauges(gauges)}`);
         } catch (e) {
           startError = `${name}: ${(e as Error).message}`;
           log(`r${round} ${startError}`);
@@ -346,6 +381,10 @@ async function main(): Promise<void> {
         // the scratch space (tmpfs, i.e. memory, by default).
         if (s.store) rmSync(s.store, { recursive: true, force: true });
       }
+      if (s3) {
+        await s3.stop();
+        rmSync(join(dir, "s3rver"), { recursive: true, force: true });
+      }
       if (!o.keep) rmSync(dir, { recursive: true, force: true });
     }
   }
@@ -353,14 +392,17 @@ async function main(): Promise<void> {
   const summary = summarize(rows);
   const failures = rows.filter((r) => !r.ok).length;
   const header = [
-    `### usbd-tui vs nbdkit${o.devices.includes("dedup") ? " (dedup device also vs usbd-tui's mem device)" : ""}, ${facts.date.slice(0, 10)}`,
+    `### usbd-tui vs nbdkit${o.devices.includes("dedup") ? " (dedup device also vs usbd-tui's mem device)" : ""}` +
+      `${o.devices.includes("objstore") ? " (objstore device, warm cache, also vs usbd-tui's file device)" : ""}, ${facts.date.slice(0, 10)}`,
     "",
     `- machine: ${facts.cpus} x ${facts.cpuModel}, ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}`,
     `- bun ${facts.bun}; ${facts.nbdkit}; ${facts.fio}; ${facts.libnbd}; usbd-tui at ${facts.gitCommit}${facts.gitDirty ? ` + uncommitted changes in bin/ src/ (diff ${facts.gitDiffHash})` : ""}${o.live ? " (live tree)" : ""}`,
     `- CPU policy: ${policy}`,
     ...(o.aa ? ["- **A/A check: nbdkit stood in for usbd-tui; these ratios measure the harness, not usbd-tui**"] : []),
     `- ${o.rounds} rounds, ${o.runtime} s per job after ${o.ramp} s ramp, ${o.sizeBytes / 2 ** 30} GiB exports prefilled by 1M writes ` +
-      `of fixed random content and a flush${o.dedupCompress ? `; dedup --dedup-compress=${o.dedupCompress}` : ""}; ` +
+      `of fixed random content and a flush${o.dedupCompress ? `; dedup --dedup-compress=${o.dedupCompress}` : ""}` +
+      `${o.devices.includes("objstore") ? `; objstore: s3rver on loopback, --objstore-flush-mode=remote, ` +
+        `--objstore-objsize=${o.objstoreObjsize ?? "default (4MiB)"}, every export of the group read once before timing` : ""}; ` +
       `files on ${o.scratch} (${facts.scratchFs})${failures ? `; **${failures} failed measurements**` : ""}`,
   ];
   const md = markdown(summary, header);

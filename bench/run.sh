@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/run.sh - usbd-tui vs nbdkit (dedup also vs usbd-tui mem) over NBD (fio nbd engine + nbdcopy), servers alternating job by job.
+# bench/run.sh - usbd-tui vs nbdkit (dedup also vs usbd-tui mem, objstore also vs usbd-tui file) over NBD (fio nbd
+# engine + nbdcopy), servers alternating job by job.
 #
-#   bench/run.sh [--rounds N] [--runtime S] [--devices mem,file,dedup] [--jobs a,b] [--pin split|same|none] ...
+#   bench/run.sh [--rounds N] [--runtime S] [--devices mem,file,dedup,objstore] [--jobs a,b] [--pin split|same|none] ...
 #   bench/run.sh --help        all options
 #
 # Checks that the tools are present, then runs bench/bench.ts with the project's bun. Raw results go to

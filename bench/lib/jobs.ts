@@ -29,15 +29,15 @@ const PREFILL = { rw: "write", bs: "1M", qd: 8 } as const;
 
 /**
  * In run order: reads first (on the prefilled export), then the rewrite of the prefill's content (which leaves the
- * export as it was), then writes of new data. fio's default buffers, which the other write jobs use, are scrambled
+ * export as it was), then writes of new data. The objstore device runs the reads only (its warm-cache target). fio's default buffers, which the other write jobs use, are scrambled
  * on every write (offset and time stamped into each 512-byte sector), so to a dedup device every block they write is
  * new.
  */
 export const JOBS: readonly JobSpec[] = [
-  { name: "randread-4k-qd1", title: "4k random read, QD1", metric: "iops", fio: { rw: "randread", bs: "4k", qd: 1 }, kinds: ["mem", "file"] },
+  { name: "randread-4k-qd1", title: "4k random read, QD1", metric: "iops", fio: { rw: "randread", bs: "4k", qd: 1 }, kinds: ["mem", "file", "objstore"] },
   { name: "randread-4k-qd32", title: "4k random read, QD32", metric: "iops", fio: { rw: "randread", bs: "4k", qd: 32 } },
   { name: "read-1m-qd8", title: "1M sequential read, QD8", metric: "bw", fio: { rw: "read", bs: "1M", qd: 8 } },
-  { name: "nbdcopy", title: "nbdcopy URI null:", metric: "bw", copy: true, kinds: ["mem", "file"] },
+  { name: "nbdcopy", title: "nbdcopy URI null:", metric: "bw", copy: true, kinds: ["mem", "file", "objstore"] },
   {
     name: "write-1m-dup-qd8",
     title: "1M sequential write of already-stored data, QD8",
@@ -48,7 +48,13 @@ export const JOBS: readonly JobSpec[] = [
   },
   { name: "randwrite-4k-qd1", title: "4k random write, QD1", metric: "iops", fio: { rw: "randwrite", bs: "4k", qd: 1 }, kinds: ["mem", "file"] },
   { name: "randwrite-4k-qd32", title: "4k random write, QD32", metric: "iops", fio: { rw: "randwrite", bs: "4k", qd: 32 }, kinds: ["mem", "file"] },
-  { name: "write-1m-qd8", title: "1M sequential write (new data), QD8", metric: "bw", fio: { rw: "write", bs: "1M", qd: 8 } },
+  {
+    name: "write-1m-qd8",
+    title: "1M sequential write (new data), QD8",
+    metric: "bw",
+    fio: { rw: "write", bs: "1M", qd: 8 },
+    kinds: ["mem", "file", "dedup"],
+  },
 ];
 
 /** The jobs a device kind runs by default. */
@@ -244,4 +250,14 @@ export async function prefill(c: { uri: string; pin: readonly string[]; outFile:
   ]);
   if (r.code !== 0) throw new Error(`prefill failed (${r.code}): ${(r.stderr || r.stdout).trim().slice(0, 500)}`);
   return (performance.now() - t0) / 1000;
+}
+
+/**
+ * Reads the whole export once (nbdcopy to null:, untimed for the results): the "read once before timing" that makes
+ * a cache warm. Returns the seconds it took.
+ */
+export async function readAll(c: { uri: string; pin: readonly string[] }): Promise<number> {
+  const r = await run([...c.pin, "nbdcopy", c.uri, "null:"]);
+  if (r.code !== 0) throw new Error(`warm-up read failed (${r.code}): ${r.stderr.trim().slice(0, 500)}`);
+  return r.seconds;
 }

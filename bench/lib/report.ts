@@ -64,6 +64,8 @@ export const TARGETS: Record<DeviceKind, Record<string, Target>> = {
     "read-1m-qd8": { absolute: 3.2e9, ratio: 0.7, against: "usbd-mem" },
     "randread-4k-qd32": { ratio: 0.7, against: "usbd-mem" },
   },
+  // Objstore: warm-cache reads at >= 0.8x usbd-tui's own file device in the same run (the issue's target).
+  objstore: vs("usbd-file", { "randread-4k-qd1": 0.8, "randread-4k-qd32": 0.8, "read-1m-qd8": 0.8, nbdcopy: 0.8 }),
 };
 
 export function median(xs: readonly number[]): number {
@@ -111,8 +113,25 @@ export interface JobSummary {
   metBy?: "absolute" | "ratio";
   /** Rounds in which any server's job shared the box with other work (other load > NOISY_CORES). */
   noisyRounds: number[];
-  /** The usbd server's gauges around the job, per round (where it reports them). */
+  /** The usbd server's gauges around the job, per round (where it reports them): a dedup store's... */
   store?: StoreSummary;
+  /** ...or an objstore device's cache and transfers. */
+  cache?: CacheSummary;
+}
+
+/**
+ * What an objstore device's cache did during a job, from its gauges (median over rounds): the cache's size after
+ * it, dirty objects, and the bytes downloaded from and uploaded to the store during the job. A warm-cache read job
+ * downloads and uploads nothing.
+ */
+export interface CacheSummary {
+  rounds: number;
+  cacheBytes: number;
+  dirtyObjects: number;
+  downloadedDelta: number;
+  uploadedDelta: number;
+  /** Every round: nothing downloaded or uploaded during the job, and nothing dirty after it. */
+  warm: boolean;
 }
 
 /**
@@ -174,6 +193,22 @@ function summarizeStore(rows: RecordRow[]): StoreSummary | undefined {
   };
 }
 
+function summarizeCache(rows: RecordRow[]): CacheSummary | undefined {
+  const seen = rows.filter((r) => r.gauges && r.gaugesBefore);
+  if (seen.length === 0) return undefined;
+  const g = (r: RecordRow, which: "gauges" | "gaugesBefore", name: string) => r[which]?.[name] ?? Number.NaN;
+  const delta = (r: RecordRow, name: string) => g(r, "gauges", name) - g(r, "gaugesBefore", name);
+  const med = (f: (r: RecordRow) => number) => median(seen.map(f));
+  return {
+    rounds: seen.length,
+    cacheBytes: med((r) => g(r, "gauges", "cache")),
+    dirtyObjects: med((r) => g(r, "gauges", "dirty objects")),
+    downloadedDelta: med((r) => delta(r, "downloaded")),
+    uploadedDelta: med((r) => delta(r, "uploaded")),
+    warm: seen.every((r) => delta(r, "downloaded") === 0 && delta(r, "uploaded") === 0 && g(r, "gauges", "dirty objects") === 0),
+  };
+}
+
 export function summarize(rows: RecordRow[]): Partial<Record<DeviceKind, JobSummary[]>> {
   const out: Partial<Record<DeviceKind, JobSummary[]>> = {};
   for (const group of Object.keys(GROUPS) as DeviceKind[]) {
@@ -211,7 +246,8 @@ export function summarize(rows: RecordRow[]): Partial<Record<DeviceKind, JobSumm
         met: target === null || (ratio == null && !byAbsolute) ? null : byAbsolute || byRatio,
         ...(byAbsolute ? { metBy: "absolute" as const } : byRatio ? { metBy: "ratio" as const } : {}),
         noisyRounds: [...new Set(mine.filter((r) => (r.otherCores ?? 0) > NOISY_CORES).map((r) => r.round))].sort((x, y) => x - y),
-        store: summarizeStore(mine.filter((r) => r.server === usbd)),
+        ...(group === "dedup" ? { store: summarizeStore(mine.filter((r) => r.server === usbd)) } : {}),
+        ...(group === "objstore" ? { cache: summarizeCache(mine.filter((r) => r.server === usbd)) } : {}),
       });
     }
     if (jobs.length) out[group] = jobs;
@@ -246,6 +282,7 @@ const fmtBytes = (v: number): string => (Number.isFinite(v) ? `${(v / 2 ** 30).t
 export function markdown(summary: Partial<Record<DeviceKind, JobSummary[]>>, header: string[]): string {
   const lines: string[] = [...header, ""];
   let stores = false;
+  let caches = false;
   for (const group of Object.keys(summary) as DeviceKind[]) {
     const jobs = summary[group] ?? [];
     const { usbd, peers } = GROUPS[group];
@@ -325,6 +362,29 @@ export function markdown(summary: Partial<Record<DeviceKind, JobSummary[]>>, hea
       }
       lines.push("");
     }
+    const withCache = jobs.filter((j) => j.cache);
+    if (withCache.length) {
+      caches = true;
+      lines.push(
+        `| job | ${usbd} cache after | dirty objects after | downloaded during job | uploaded during job | warm cache |`,
+        "|---|---:|---:|---:|---:|:---:|",
+      );
+      const mib = (v: number) => (Number.isFinite(v) ? `${(v / 2 ** 20).toFixed(0)} MiB` : "-");
+      for (const j of withCache) {
+        const c = j.cache!;
+        lines.push(
+          row([
+            j.job,
+            mib(c.cacheBytes),
+            f(c.dirtyObjects, 0),
+            mib(c.downloadedDelta),
+            mib(c.uploadedDelta),
+            c.warm ? `yes (${c.rounds} rounds)` : "no",
+          ]),
+        );
+      }
+      lines.push("");
+    }
   }
   lines.push(
     "ratio = median over rounds of the paired per-round ratio usbd/peer (IOPS for 4k jobs, bytes/s otherwise); " +
@@ -339,6 +399,11 @@ export function markdown(summary: Partial<Record<DeviceKind, JobSummary[]>>, hea
           "blocks and map/index changes (its \"unflushed changes\" gauge; the prefill ended with a flush) are the change " +
           "during the job. store unchanged = in every round the job added no unique block, made nothing reclaimable and " +
           "changed no map or index entry, i.e. every block it wrote was already stored, at that offset."
+        : "") +
+      (caches
+        ? " Cache table: the objstore device's own gauges (JSON stats) after each job, medians over rounds; downloaded " +
+          "and uploaded are the change during the job. warm cache = in every round the job fetched nothing from the " +
+          "store, uploaded nothing and left nothing dirty: every read was served from the local cache."
         : ""),
   );
   return lines.join("\n");

@@ -1,26 +1,28 @@
 /**
- * The servers under test: usbd-tui (mem, file and dedup devices) and the servers they are compared with (nbdkit's
- * memory and file plugins; for the dedup device also usbd-tui's own mem device). Each starts fresh (new socket, new
- * image or store), is pinned by a taskset prefix when the CPU policy says so, and is stopped with SIGTERM (SIGKILL
- * after a grace period, which is then reported).
+ * The servers under test: usbd-tui (mem, file, dedup and objstore devices) and the servers they are compared with
+ * (nbdkit's memory and file plugins; for the dedup device also usbd-tui's own mem device, for the objstore device
+ * usbd-tui's own file device). Each starts fresh (new socket, new image or store), is pinned by a taskset prefix when
+ * the CPU policy says so, and is stopped with SIGTERM (SIGKILL after a grace period, which is then reported).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "./sys.ts";
 
-export type DeviceKind = "mem" | "file" | "dedup";
-export const DEVICE_KINDS: readonly DeviceKind[] = ["mem", "file", "dedup"];
-export type ServerName = "usbd-mem" | "nbdkit-memory" | "usbd-file" | "nbdkit-file" | "usbd-dedup";
+export type DeviceKind = "mem" | "file" | "dedup" | "objstore";
+export const DEVICE_KINDS: readonly DeviceKind[] = ["mem", "file", "dedup", "objstore"];
+export type ServerName = "usbd-mem" | "nbdkit-memory" | "usbd-file" | "nbdkit-file" | "usbd-dedup" | "usbd-objstore";
 
 /**
  * A device kind's group: the usbd-tui device under test and the peers it is compared with, in the same round, one
  * ratio per peer. The dedup device is compared with usbd-tui's own mem device (the issue's yardstick) and with
- * nbdkit's memory plugin.
+ * nbdkit's memory plugin; the objstore device (reads from a warm local cache) with usbd-tui's own file device (the
+ * issue's yardstick) and nbdkit's file plugin.
  */
 export const GROUPS: Record<DeviceKind, { readonly usbd: ServerName; readonly peers: readonly ServerName[] }> = {
   mem: { usbd: "usbd-mem", peers: ["nbdkit-memory"] },
   file: { usbd: "usbd-file", peers: ["nbdkit-file"] },
   dedup: { usbd: "usbd-dedup", peers: ["usbd-mem", "nbdkit-memory"] },
+  objstore: { usbd: "usbd-objstore", peers: ["usbd-file", "nbdkit-file"] },
 };
 
 /** How the dedup device stores new blocks (its --dedup-compress). */
@@ -38,6 +40,10 @@ export interface StartOptions {
   readonly standIn?: boolean;
   /** --dedup-compress for usbd-dedup (default: the device's own default, lz4). */
   readonly dedupCompress?: DedupCompress;
+  /** usbd-objstore's `--objstore-cfg` (inline JSON: the round's s3rver); required to start usbd-objstore. */
+  readonly objstoreCfg?: string;
+  /** Extra --objstore-* flags for usbd-objstore (e.g. --objstore-objsize=1MiB). */
+  readonly objstoreArgs?: readonly string[];
 }
 
 /** A device's gauges by name (e.g. "unique blocks", "dedup ratio"), from one JSON stats line of usbd-tui. */
@@ -52,7 +58,7 @@ export interface RunningServer {
   /** Where the server keeps the export's data on disk (an image file or a store directory), if anywhere. */
   readonly store?: string;
   /**
-   * For a server that prints JSON stats lines (usbd-dedup): the gauges of the first stats line stamped at or after
+   * For a server that prints JSON stats lines (usbd-dedup, usbd-objstore): the gauges of the first stats line stamped at or after
    * `sinceMs` (epoch ms), waiting up to `timeoutMs` for it; undefined when none came.
    */
   gauges?(sinceMs: number, timeoutMs?: number): Promise<Gauges | undefined>;
@@ -75,14 +81,14 @@ interface Launch {
   readonly stats?: true;
 }
 
-/** Seconds between usbd-dedup's JSON stats lines: how stale the gauges after a job can be. */
+/** Seconds between usbd-dedup's and usbd-objstore's JSON stats lines: how stale the gauges after a job can be. */
 const STATS_INTERVAL_S = 1;
 
 function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
   const size = o.sizeBytes;
   if (o.standIn && (name === "usbd-mem" || name === "usbd-dedup")) return commandFor("nbdkit-memory", o, sock);
-  if (o.standIn && name === "usbd-file") {
-    const image = join(o.dir, "usbd-file.img");
+  if (o.standIn && (name === "usbd-file" || name === "usbd-objstore")) {
+    const image = join(o.dir, `${name}.img`);
     rmSync(image, { force: true });
     writeFileSync(image, "");
     truncateSync(image, size);
@@ -114,6 +120,25 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
       return {
         cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=dedup", `--store-size=${sizeForUsbd(size)}`,
           `--store-dir=${store}`, "--store-name=bench", ...(o.dedupCompress ? [`--dedup-compress=${o.dedupCompress}`] : []),
+          "--json", `--stats-interval=${STATS_INTERVAL_S}`, "--listen", `unix:${sock}`],
+        uriFromStdout: true,
+        store,
+        stats: true,
+      };
+    }
+    case "usbd-objstore": {
+      // A new volume each round: an empty cache directory here, and a fresh bucket in the round's own s3rver (started
+      // by the harness, its data in the scratch directory too). The cache is unbounded (--objstore-diskcache 0, the
+      // default), so every segment the prefill writes stays cached; --objstore-flush-mode=remote makes the prefill's
+      // closing FLUSH wait until the store has every segment, so no upload runs during the timed jobs.
+      if (o.objstoreCfg === undefined) throw new Error("usbd-objstore needs the round's s3rver (objstoreCfg)");
+      const store = join(o.dir, "usbd-objstore");
+      rmSync(store, { recursive: true, force: true });
+      mkdirSync(store, { recursive: true });
+      return {
+        cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=objstore", `--store-size=${sizeForUsbd(size)}`,
+          `--store-dir=${store}`, "--store-name=bench", "--objstore-kind=s3", `--objstore-cfg=${o.objstoreCfg}`,
+          "--objstore-flush-mode=remote", ...(o.objstoreArgs ?? []),
           "--json", `--stats-interval=${STATS_INTERVAL_S}`, "--listen", `unix:${sock}`],
         uriFromStdout: true,
         store,

@@ -15,7 +15,7 @@ import {
   type Extent,
 } from "../device.ts";
 import type { Logger } from "../../engine/log.ts";
-import type { CacheFile } from "./cache-file.ts";
+import type { CacheFile, KnownSpan } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
 import type { FlushMode } from "./layout.ts";
 import type { Segment } from "./segment.ts";
@@ -43,6 +43,9 @@ export interface ObjstoreParts {
   readonly log: Logger;
 }
 
+/** Reads up to this size that need no fetch go into a reused buffer; others get their own. */
+const SCRATCH_MAX = 4 << 20;
+
 /** One request's part inside one segment. */
 interface Piece {
   readonly segment: number;
@@ -61,6 +64,7 @@ export class ObjstoreDevice implements BlockDevice {
   private readonly p: ObjstoreParts;
   private closed = false;
   private closing: Promise<void> | undefined;
+  private scratch = new Uint8Array(64 * 1024);
 
   constructor(parts: ObjstoreParts) {
     this.p = parts;
@@ -71,8 +75,8 @@ export class ObjstoreDevice implements BlockDevice {
   read(offset: number, length: number): Uint8Array | Promise<Uint8Array> {
     checkOpen(this.closed, this.kind);
     checkRange(this.size, offset, length);
-    const out = Buffer.allocUnsafe(length);
     const pieces = this.pieces(offset, length);
+    const out = this.needsFetch(pieces) || length > SCRATCH_MAX ? Buffer.allocUnsafe(length) : this.readBuffer(length);
     for (let i = 0; i < pieces.length; i++) {
       const piece = pieces[i]!;
       const segment = this.p.cache.get(piece.segment);
@@ -87,8 +91,27 @@ export class ObjstoreDevice implements BlockDevice {
     return out;
   }
 
+  /** Whether any piece's segment is in the store but not in the cache (the read then waits for a fetch). */
+  private needsFetch(pieces: readonly Piece[]): boolean {
+    for (let i = 0; i < pieces.length; i++) {
+      const segment = this.p.cache.get(pieces[i]!.segment);
+      if (segment !== undefined && segment.slot === undefined && segment.remote) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Where a read served entirely from the cache lands. A fresh buffer per read cost more than the read itself (1 MiB
+   * reads: fresh pages faulted in every time), and the contract lets a result be a view that is only valid until the
+   * caller has consumed it in the same turn; a read that must fetch gets its own buffer, since it awaits.
+   */
+  private readBuffer(length: number): Uint8Array {
+    if (this.scratch.length < length) this.scratch = new Uint8Array(Math.max(length, this.scratch.length * 2));
+    return this.scratch.subarray(0, length);
+  }
+
   /** The slow path of `read`: from the first piece whose segment must be fetched on. */
-  private async readRest(pieces: readonly Piece[], from: number, out: Buffer): Promise<Uint8Array> {
+  private async readRest(pieces: readonly Piece[], from: number, out: Uint8Array): Promise<Uint8Array> {
     for (let i = from; i < pieces.length; i++) {
       const piece = pieces[i]!;
       const segment = this.p.cache.get(piece.segment);
@@ -106,7 +129,7 @@ export class ObjstoreDevice implements BlockDevice {
     return out;
   }
 
-  private readCached(segment: Segment, piece: Piece, out: Buffer): void {
+  private readCached(segment: Segment, piece: Piece, out: Uint8Array): void {
     try {
       this.p.file.read(segment.slot!, piece.offset, out, piece.at, piece.length);
     } catch (e) {
@@ -211,11 +234,13 @@ export class ObjstoreDevice implements BlockDevice {
       if (last !== undefined && last.hole === hole) out[out.length - 1] = { length: last.length + n, hole, zero: hole };
       else out.push({ length: n, hole, zero: hole });
     };
+    // What the kernel said about the cache file so far in this (synchronous) pass; see CacheFile.runs.
+    const known: KnownSpan = { from: 0, to: 0, hole: false };
     for (const piece of this.pieces(offset, length)) {
       const segment = this.p.cache.get(piece.segment);
       if (segment?.slot !== undefined) {
         try {
-          for (const run of this.p.file.runs(segment.slot, piece.offset, piece.length)) add(run.length, run.hole);
+          for (const run of this.p.file.runs(segment.slot, piece.offset, piece.length, known)) add(run.length, run.hole);
         } catch (e) {
           throw ioError(this.kind, "extents", this.p.file.path, e);
         }
