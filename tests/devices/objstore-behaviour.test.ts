@@ -8,6 +8,7 @@ import { DeviceError } from "../../src/devices/device.ts";
 import { KeyError } from "../../src/devices/objstore/codec/keys.ts";
 import { segmentKey } from "../../src/devices/objstore/layout.ts";
 import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
+import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 import { expectSameBytes, isAllZero } from "../conformance/helpers.ts";
 import { MiB, pattern } from "../conformance/index.ts";
 import { startS3Server, type S3Server } from "../helpers/s3-server.ts";
@@ -249,6 +250,47 @@ describe("objstore: the store failing", () => {
     }
     const cold = await v.open(v.machine("b"));
     expectSameBytes(await read(cold, MiB, data.length), data, "from the store after the outage");
+    await cold.close();
+  });
+
+  test("a segment written while its upload is in flight stays dirty, and the next upload carries the new bytes", async () => {
+    const objects = path.join(dir, "inflight-objects");
+    // A stand-in that holds puts until released: the only way to land a write at a known point inside an upload.
+    // Everything else is the real directory backend.
+    const real = new LocalObjectStore(objects);
+    let release: (() => void) | undefined;
+    let held = 0;
+    const slow: ObjectStore = {
+      description: real.description,
+      prepare: () => real.prepare(),
+      async put(key, body) {
+        if (key.includes("/segments/") && release === undefined) {
+          held++;
+          await new Promise<void>((resolve) => (release = resolve));
+        }
+        return real.put(key, body);
+      },
+      get: (key, range) => real.get(key, range),
+      head: (key) => real.head(key),
+      delete: (key) => real.delete(key),
+      list: (prefix) => real.list(prefix),
+      close: () => real.close(),
+    };
+    const v = volume({ ...backendOptions("local", objects, undefined), flushMode: "remote" });
+    const dev = await v.open(v.machine("a"), { size: 4 * MiB, store: slow });
+    await dev.write(0, pattern(4096, 1));
+    const flushing = dev.flush();
+    await waitUntil("the upload to start", () => held === 1);
+    await dev.write(0, pattern(4096, 2));
+    release!();
+    await flushing;
+    // The upload took the first bytes; the second write came after its snapshot.
+    expect(gauge(dev, "dirty objects")).toBe(1);
+    await dev.flush();
+    expect(gauge(dev, "dirty objects")).toBe(0);
+    await dev.close();
+    const cold = await v.open(v.machine("b"));
+    expectSameBytes(await read(cold, 0, 4096), pattern(4096, 2), "the write made during the upload");
     await cold.close();
   });
 });
