@@ -76,6 +76,14 @@ export interface DeviceStats {
   readonly lastError?: string;
 }
 
+/** What `reclaim` gave back. */
+export interface ReclaimResult {
+  /** Bytes of storage released: to the file system (a smaller file), to memory, or in the remote store. 0 if none. */
+  readonly bytes: number;
+  /** What was done, for people: "1,024 blocks freed; ...". */
+  readonly detail: string;
+}
+
 export interface BlockDevice {
   /** A short kind name shown to users ("mem", "file", ...). */
   readonly kind: string;
@@ -112,6 +120,15 @@ export interface BlockDevice {
 
   /** Device-specific gauges for the dashboard. */
   stats?(): DeviceStats;
+
+  /**
+   * Releases space the device holds for data nobody references any more (blocks whose last reference went away,
+   * space a trim only marked as free), now rather than at some later point such as the next commit. Never changes
+   * what any byte reads as. It may make earlier writes durable on the way, as `flush` does (the dedup device
+   * commits). Optional: a device whose `trim` releases space at once leaves it out, and the dashboard's trim then
+   * reports that there was nothing to reclaim.
+   */
+  reclaim?(): MaybePromise<ReclaimResult>;
 }
 
 /** NBD error names a device may raise; the engine maps them to NBD error codes. */

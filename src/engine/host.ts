@@ -1,7 +1,7 @@
 /**
  * The set of running devices and where each is served: the one object the headless mode and the dashboard both
- * drive (flush, stop) and watch (state, metrics, events). Shutdown always goes in the safe order: stop serving and
- * finish in-flight requests, flush, then close.
+ * drive (flush, trim, detach, stop) and watch (state, metrics, events). Shutdown always goes in the safe order: stop
+ * serving and finish in-flight requests, flush, then close.
  */
 import type { BlockDevice, DeviceStats } from "../devices/device.ts";
 import type { ListenAddress } from "./address.ts";
@@ -11,14 +11,33 @@ import { type Export, type NbdServer, listen } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
 
-export type DeviceState = "starting" | "serving" | "flushing" | "detaching" | "detached" | "error";
+export type DeviceState = "starting" | "serving" | "flushing" | "trimming" | "detaching" | "detached" | "error";
 
 export interface HostEvent {
   readonly time: number;
   readonly device: string;
-  readonly kind: "attached" | "flushed" | "detached" | "refused" | "error";
+  readonly kind: "attached" | "flushed" | "trimmed" | "detached" | "refused" | "error";
   readonly message: string;
 }
+
+/**
+ * What `Host.trim` did: `fstrim` on the file systems mounted from a kernel device, the device's own `reclaim`, or
+ * nothing (a device whose trim already gave the space back). `detail` says it for people; `ms` is the time taken.
+ */
+export type TrimResult =
+  | {
+      readonly method: "fstrim";
+      /** The first (usually only) mount point trimmed. */
+      readonly mountPoint: string;
+      /** Every mounted file system trimmed, one mount point each (partitions each have their own). */
+      readonly mountPoints: readonly string[];
+      /** What fstrim reported as trimmed, summed over the file systems. */
+      readonly bytes: number;
+      readonly detail: string;
+      readonly ms: number;
+    }
+  | { readonly method: "reclaim"; readonly bytes: number; readonly detail: string; readonly ms: number }
+  | { readonly method: "none"; readonly bytes: 0; readonly detail: string; readonly ms: number };
 
 export interface HostedDevice {
   readonly name: string;
@@ -54,6 +73,8 @@ export interface KernelSnapshot {
 export class Host {
   private readonly devices: HostedDevice[] = [];
   private readonly servers: NbdServer[] = [];
+  /** The server each network-exported device is offered by, until it is detached. */
+  private readonly exportedBy = new Map<HostedDevice, NbdServer>();
   private readonly listeners = new Set<(event: HostEvent) => void>();
   private stopping: Promise<void> | undefined;
 
@@ -73,6 +94,7 @@ export class Host {
     const server = await listen(address, exports, { log: this.log });
     this.servers.push(server);
     for (const h of hosted) {
+      this.exportedBy.set(h, server);
       h.servedAt = server.uri(h.name);
       h.state = "serving";
       this.emit(h.name, "attached", `serving at ${h.servedAt}`);
@@ -92,24 +114,86 @@ export class Host {
   }
 
   /**
-   * Detaches one kernel-attached device in the safe order (refusing while it is mounted unless `force`), then
-   * closes it. A refusal leaves it attached and serving.
+   * Detaches one device, then closes it. A kernel device goes in the safe order (refusing while it is mounted unless
+   * `force`; a refusal leaves it attached and serving). A network export is withdrawn from its server (clients can
+   * no longer choose it; its connections finish the requests they sent and are closed; other exports go on), then
+   * the device is flushed and closed. Throws for a device already detached or being detached.
    */
   async detach(name: string, options: { readonly force?: boolean } = {}): Promise<void> {
     const hosted = this.find(name);
+    if (hosted.state === "detached") throw new Error(`${name} is already detached`);
+    if (hosted.state === "detaching") throw new Error(`${name} is already being detached`);
     const attachment = hosted.kernel;
-    if (attachment === undefined) throw new Error(`${name} is not attached to the kernel`);
+    const server = this.exportedBy.get(hosted);
+    if (attachment === undefined && server === undefined) throw new Error(`${name} is not served, so there is nothing to detach`);
     const previous = hosted.state;
     hosted.state = "detaching";
+    if (attachment !== undefined) {
+      try {
+        await attachment.detach(options);
+      } catch (error) {
+        hosted.state = previous;
+        this.emit(name, error instanceof DetachRefusedError ? "refused" : "error", errorMessage(error));
+        throw error;
+      }
+      hosted.kernel = undefined;
+      await this.closeDevice(hosted, `detached from ${attachment.path}, flushed and closed`);
+      return;
+    }
     try {
-      await attachment.detach(options);
+      // Withdrawn first: no client can write to it once it is flushed and closed.
+      await server!.withdraw(name);
+      this.exportedBy.delete(hosted);
+      await hosted.device.flush();
+      await this.closeDevice(hosted, `withdrawn from ${hosted.servedAt}, flushed and closed`);
     } catch (error) {
-      hosted.state = previous;
-      this.emit(name, error instanceof DetachRefusedError ? "refused" : "error", error instanceof Error ? error.message : String(error));
+      hosted.state = "error";
+      this.emit(name, "error", `detach failed: ${errorMessage(error)}`);
       throw error;
     }
-    hosted.kernel = undefined;
-    await this.closeDevice(hosted, `detached from ${attachment.path}, flushed and closed`);
+  }
+
+  /**
+   * Gives back space the device no longer needs. A kernel device with mounted file systems gets `fstrim` on each
+   * (the file system tells the device which blocks are free, as TRIM requests through our sessions); otherwise
+   * the device's own `reclaim` runs (dedup: free the slots of unreferenced blocks now rather than at the next
+   * commit); a device without one releases space as it is trimmed, so there is nothing to do. The state reads
+   * "trimming" meanwhile; a "trimmed" event reports the result, an "error" event a failure (which is rethrown).
+   */
+  async trim(name: string): Promise<TrimResult> {
+    const hosted = this.find(name);
+    if (hosted.state === "detached" || hosted.state === "detaching") throw new Error(`${name} is ${hosted.state}; there is nothing to trim`);
+    if (hosted.state === "trimming") throw new Error(`a trim of ${name} is already running`);
+    const previous = hosted.state;
+    hosted.state = "trimming";
+    const started = performance.now();
+    try {
+      const mounts = hosted.kernel?.mounts() ?? [];
+      let result: TrimResult;
+      if (mounts.length > 0) {
+        const mountPoints = mounts.map((m) => m.mountPoint);
+        let bytes = 0;
+        // One at a time: each sends its TRIM requests through this process's own sessions.
+        for (const mountPoint of mountPoints) bytes += await fstrim(mountPoint);
+        const detail = `fstrim ${mountPoints.join(", ")}`;
+        result = { method: "fstrim", mountPoint: mountPoints[0]!, mountPoints, bytes, detail, ms: performance.now() - started };
+        this.emit(name, "trimmed", `trimmed ${formatBytes(bytes)} (${detail}) in ${formatMs(result.ms)}`);
+      } else if (hosted.device.reclaim !== undefined) {
+        const reclaimed = await hosted.device.reclaim();
+        result = { method: "reclaim", bytes: reclaimed.bytes, detail: reclaimed.detail, ms: performance.now() - started };
+        this.emit(name, "trimmed", `reclaimed ${formatBytes(reclaimed.bytes)} (${reclaimed.detail}) in ${formatMs(result.ms)}`);
+      } else {
+        const detail = `${hosted.device.kind} releases space as soon as it is trimmed; nothing to reclaim`;
+        result = { method: "none", bytes: 0, detail, ms: performance.now() - started };
+        this.emit(name, "trimmed", detail);
+      }
+      return result;
+    } catch (error) {
+      this.emit(name, "error", `trim failed: ${errorMessage(error)}`);
+      throw error;
+    } finally {
+      if (hosted.state === "trimming") hosted.state = previous;
+    }
   }
 
   list(): readonly HostedDevice[] {
@@ -141,7 +225,7 @@ export class Host {
       this.emit(name, "flushed", `flush done in ${ms.toFixed(1)} ms`);
       return ms;
     } catch (error) {
-      this.emit(name, "error", `flush failed: ${error instanceof Error ? error.message : String(error)}`);
+      this.emit(name, "error", `flush failed: ${errorMessage(error)}`);
       throw error;
     } finally {
       if (hosted.state === "flushing") hosted.state = previous;
@@ -182,6 +266,7 @@ export class Host {
     return undefined;
   }
 
+  /** Detached devices (see `detach`) are skipped: they are flushed and closed already. */
   private async stopAll(force: boolean): Promise<void> {
     for (const d of this.devices) if (d.state !== "detached") d.state = "detaching";
     await Promise.all(this.servers.map((s) => s.stop()));
@@ -241,4 +326,48 @@ export class Host {
     this.log.log(kind === "error" || kind === "refused" ? "error" : "info", message, { device });
     for (const listener of this.listeners) listener(event);
   }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** "12.0 MiB", "512 B": binary units, one decimal. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = bytes;
+  let i = 0;
+  while (Math.abs(value) >= 1024 && i < units.length - 1) {
+    value /= 1024;
+    i++;
+  }
+  return i === 0 ? `${value} B` : `${value.toFixed(1)} ${units[i]}`;
+}
+
+function formatMs(ms: number): string {
+  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms).toLocaleString("en-US")} ms`;
+}
+
+/** What `fstrim -v` reports: "/mnt/x: 1.2 GiB (1234567 bytes) trimmed" (also "... trimmed on /dev/nbd0"). */
+export function parseFstrimBytes(output: string): number | undefined {
+  const match = /\((\d+) bytes\) trimmed/.exec(output);
+  return match === null ? undefined : Number(match[1]);
+}
+
+/**
+ * Runs `fstrim -v` on a mount point and returns the bytes it trimmed. Asynchronous on purpose: the file system's
+ * TRIM requests come back to this process's sessions, so waiting synchronously would deadlock.
+ */
+async function fstrim(mountPoint: string): Promise<number> {
+  let proc: ReturnType<typeof Bun.spawn<"ignore", "pipe", "pipe">>;
+  try {
+    proc = Bun.spawn(["fstrim", "-v", mountPoint], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  } catch (error) {
+    throw new Error(`cannot run fstrim on ${mountPoint} (${errorMessage(error)}); install util-linux`);
+  }
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`fstrim ${mountPoint} failed (exit ${code}): ${stderr.trim() || stdout.trim() || "no output"}`);
+  const bytes = parseFstrimBytes(stdout);
+  if (bytes === undefined) throw new Error(`fstrim ${mountPoint}: cannot read the trimmed byte count from "${stdout.trim()}"`);
+  return bytes;
 }

@@ -36,10 +36,21 @@ const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export interface NbdServer {
   /** Where the server listens (for TCP port 0, the port the OS picked). */
   readonly address: ListenAddress;
-  /** The URI clients use for an export (the first export when no name is given). */
+  /** The URI clients use for an export (the first export still offered when no name is given). */
   uri(exportName?: string): string;
   /** Open connections, in the handshake or serving. */
   readonly connectionCount: number;
+  /** Names of the exports still offered, in order (the first is the default export ""). */
+  readonly exportNames: readonly string[];
+  /**
+   * Stops offering one export while the others go on: it leaves the export list, and a client that asks for it
+   * from now on (GO, INFO, EXPORT_NAME, or "" once it would be the default) is answered as for an unknown export.
+   * Connections serving it finish the requests they already sent and are closed, as `stop()` closes every
+   * connection (same grace period); other connections are untouched. The socket stays up, even with no export
+   * left. Resolves once those connections have sent their last replies and are being closed (or were cut off).
+   * Throws ListenError for a name that is not offered (never was, or already withdrawn).
+   */
+  withdraw(exportName: string): Promise<void>;
   /** Stops accepting, lets every connection finish the requests it already sent, closes them, removes the socket. */
   stop(): Promise<void>;
 }
@@ -51,6 +62,8 @@ interface Connection {
   readonly socket: Socket<Connection>;
   handshake: Handshake | undefined;
   session: Session | undefined;
+  /** The export the session serves, once the handshake chose one. */
+  exportName: string | undefined;
   closed: boolean;
 }
 
@@ -85,16 +98,22 @@ async function prepareUnixPath(path: string): Promise<void> {
 export async function listen(address: ListenAddress, exports: readonly Export[], options: ListenOptions): Promise<NbdServer> {
   if (exports.length === 0) throw new ListenError("nothing to serve: no exports given");
   const { log } = options;
+  // What is still offered, in order; `withdraw` removes from both.
+  const offered = [...exports];
   const byName = new Map(exports.map((e) => [e.name, e] as const));
   const infos = new Map(exports.map((e) => [e.name, exportInfo(e)] as const));
   const connections = new Set<Connection>();
   let nextId = 1;
 
-  const findExport = (name: string): ExportInfo | undefined => infos.get(name === "" ? exports[0]!.name : name);
+  const findExport = (name: string): ExportInfo | undefined => {
+    const chosen = name === "" ? offered[0]?.name : name;
+    return chosen === undefined ? undefined : infos.get(chosen);
+  };
 
   function startSession(conn: Connection, socket: Socket<Connection>, exportName: string, structured: boolean, baseAllocation: boolean, rest: Uint8Array): void {
     const chosen = byName.get(exportName)!;
     conn.handshake = undefined;
+    conn.exportName = exportName;
     conn.session = new Session({
       device: chosen.device,
       metrics: chosen.metrics,
@@ -116,7 +135,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
       if (fd !== undefined) enlargeSocketBuffers(fd);
       const id = nextId++;
       const peer = address.kind === "unix" ? `unix client #${id}` : `${socket.remoteAddress} #${id}`;
-      const conn: Connection = { id, peer, socket, out: new ReplyWriter(socketTransport(socket)), handshake: undefined, session: undefined, closed: false };
+      const conn: Connection = { id, peer, socket, out: new ReplyWriter(socketTransport(socket)), handshake: undefined, session: undefined, exportName: undefined, closed: false };
       socket.data = conn;
       connections.add(conn);
       conn.handshake = new Handshake({
@@ -179,37 +198,59 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
   }
   log.log("info", "listening", { address: describeAddress(bound), exports: exports.map((e) => e.name).join(",") });
 
+  /**
+   * Lets each of `closing` finish the requests it already sent and take their replies, then closes it; one still
+   * busy after the grace period (a client that stopped reading, a device request that never returns) is cut off.
+   */
+  async function closeGracefully(closing: readonly Connection[]): Promise<void> {
+    const graceful = Promise.all(
+      closing.map(async (conn) => {
+        if (conn.session) await conn.session.shutdown();
+        else {
+          conn.out.flush();
+          conn.socket.end();
+        }
+      }),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<"expired">((resolve) => {
+      timer = setTimeout(() => resolve("expired"), options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS);
+    });
+    if ((await Promise.race([graceful, expired])) === "expired") {
+      for (const conn of closing) {
+        if (conn.closed) continue;
+        log.log("warn", "connection still busy after the shutdown grace period; closing it", { peer: conn.peer });
+        conn.out.markClosed();
+        conn.socket.terminate();
+      }
+    }
+    clearTimeout(timer);
+  }
+
   let stopping: Promise<void> | undefined;
   return {
     address: bound,
-    uri: (name) => exportUri(bound, name ?? exports[0]!.name),
+    uri: (name) => exportUri(bound, name ?? offered[0]?.name ?? ""),
     get connectionCount() {
       return connections.size;
+    },
+    get exportNames() {
+      return offered.map((e) => e.name);
+    },
+    async withdraw(exportName) {
+      const at = offered.findIndex((e) => e.name === exportName);
+      if (at < 0) throw new ListenError(`no export named "${exportName}" is offered at ${describeAddress(bound)}`);
+      // From here the handshake neither lists nor finds it; a session already serving it keeps its own device.
+      offered.splice(at, 1);
+      infos.delete(exportName);
+      log.log("info", "export withdrawn", { address: describeAddress(bound), export: exportName });
+      await closeGracefully([...connections].filter((conn) => conn.exportName === exportName));
+      byName.delete(exportName);
     },
     stop() {
       stopping ??= (async () => {
         listener.stop(false);
-        const graceful = Promise.all(
-          [...connections].map(async (conn) => {
-            if (conn.session) await conn.session.shutdown();
-            else {
-              conn.out.flush();
-              conn.socket.end();
-            }
-          }),
-        );
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const expired = new Promise<"expired">((resolve) => {
-          timer = setTimeout(() => resolve("expired"), options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS);
-        });
-        if ((await Promise.race([graceful, expired])) === "expired") {
-          for (const conn of connections) {
-            log.log("warn", "connection still busy after the shutdown grace period; closing it", { peer: conn.peer });
-            conn.out.markClosed();
-            conn.socket.terminate();
-          }
-        }
-        clearTimeout(timer);
+        await closeGracefully([...connections]);
         listener.stop(true);
         if (bound.kind === "unix" && existsSync(bound.path)) unlinkSync(bound.path);
       })();

@@ -1,6 +1,7 @@
 /**
- * Conformance: trim, write-zeroes and the allocation map. Trim may keep old data but must not fail or touch
- * bytes outside its range; write-zeroes must read back exact zeros; extents must never call data zero.
+ * Conformance: trim, write-zeroes, reclaim and the allocation map. Trim may keep old data but must not fail or touch
+ * bytes outside its range; write-zeroes must read back exact zeros; reclaim must change no byte; extents must never
+ * call data zero.
  */
 import { describe, expect, test } from "bun:test";
 import {
@@ -46,6 +47,24 @@ export function registerDiscard(ctx: SuiteContext): void {
       await dev.write(0, pattern(4096, 12));
       await dev.trim(0, 0);
       await dev.trim(0, dev.size);
+    });
+  });
+
+  describe("reclaim (optional)", () => {
+    test("changes no byte: data, trimmed and overwritten ranges read the same after it, and it reports bytes >= 0", async () => {
+      const { dev } = ctx;
+      if (dev.reclaim === undefined) return;
+      const { start, length } = region(dev.blockSize);
+      await dev.write(start, pattern(length, 15));
+      await dev.flush();
+      // Unreferenced data for it to find: a trimmed middle and an overwritten tail.
+      await dev.trim(start + MiB, MiB);
+      await dev.write(start + 2 * MiB, pattern(MiB, 16));
+      const before = await readCopy(dev, start, length);
+      const result = await dev.reclaim();
+      expect(result.bytes).toBeGreaterThanOrEqual(0);
+      expect(result.detail.length).toBeGreaterThan(0);
+      expectSameBytes(await readCopy(dev, start, length), before, "after reclaim");
     });
   });
 

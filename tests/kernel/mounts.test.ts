@@ -1,6 +1,6 @@
 // Who uses a device: mountinfo parsing (escapes included), swap, and stacked devices, for a device and its partitions.
 import { describe, expect, test } from "bun:test";
-import { describeUsers, parseMountinfo } from "../../src/engine/kernel/mounts.ts";
+import { describeUsers, familyMounts, parseMountinfo } from "../../src/engine/kernel/mounts.ts";
 
 const MOUNTINFO = [
   "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/vda rw",
@@ -35,5 +35,18 @@ describe("device users", () => {
   test("an unused device has no users", () => {
     const nbd5 = { numbers: new Set(["43:160"]), names: ["nbd5"], holders: [] };
     expect(describeUsers(nbd5, MOUNTINFO, SWAPS)).toEqual([]);
+  });
+});
+
+describe("device mounts (what fstrim gets)", () => {
+  const nbd0 = { numbers: new Set(["43:0", "43:1", "43:2"]), names: ["nbd0", "nbd0p1", "nbd0p2"], holders: [] };
+
+  test("one mount point per mounted file system of the device and its partitions, first listed wins", () => {
+    const bind = `${MOUNTINFO}34 22 43:0 /dir /mnt/bind rw - ext4 /dev/nbd0 rw\n`;
+    expect(familyMounts(nbd0, bind).map((m) => m.mountPoint)).toEqual(["/mnt/usbd", "/srv/my data"]);
+  });
+
+  test("an unmounted device has none", () => {
+    expect(familyMounts({ numbers: new Set(["43:160"]), names: ["nbd5"], holders: [] }, MOUNTINFO)).toEqual([]);
   });
 });

@@ -2,10 +2,14 @@
  * ext4 on /dev/nbdX through the real kernel driver, for the mem and file devices over both attach interfaces and
  * the dedup device over netlink: mkfs, mount, a tree of files with checksums, sync reaching the device as FLUSH,
  * umount, fsck clean, detach; persistent devices are then attached afresh and every file checked. Also: detach is
- * refused while the device is mounted.
+ * refused while the device is mounted, and Host.trim runs fstrim on a mounted device (in this process's own Host).
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync } from "node:fs";
+import { createMemDevice } from "../../src/devices/mem/index.ts";
+import { DetachRefusedError } from "../../src/engine/kernel/attachment.ts";
+import { Host, type HostEvent } from "../../src/engine/host.ts";
+import { silentLogger } from "../../src/engine/log.ts";
 import { attached, changedFiles, mountPoint, removeDir, requireVm, sh, startKernelDaemon, storeDirectory, writeTree } from "./helpers.ts";
 
 requireVm();
@@ -83,5 +87,53 @@ describe("safe detach", () => {
     await sh(`umount -l ${mnt}`);
     for (let i = 0; i < 100 && attached(daemon.index); i++) await Bun.sleep(50);
     expect(attached(daemon.index)).toBe(false);
+  });
+});
+
+describe("trim through the Host", () => {
+  test("Host.trim on a mounted device runs fstrim: the bytes it trimmed, and the mem device gives the deleted file's memory back", async () => {
+    const MiB = 1024 * 1024;
+    const mnt = mountPoint("fstrim");
+    const host = new Host(silentLogger);
+    const events: HostEvent[] = [];
+    host.subscribe((e) => events.push(e));
+    const device = createMemDevice({ size: 256 * MiB });
+    const allocated = () => device.stats().gauges.find((g) => g.name === "allocated")!.value;
+    const hosted = host.add("m", device);
+    // In this process: the file system's TRIM requests come back to this event loop while fstrim runs.
+    const attachment = await host.attachKernel(hosted, { backend: `usbd-tui-test:fstrim:pid${process.pid}` });
+    try {
+      await sh(`mkfs.ext4 -q -E nodiscard ${attachment.path} && mount ${attachment.path} ${mnt}`);
+      await sh(`dd if=/dev/urandom of=${mnt}/big bs=1M count=64 conv=fsync status=none`);
+      const full = allocated();
+      expect(full).toBeGreaterThanOrEqual(64 * MiB);
+      await sh(`rm ${mnt}/big && sync`);
+
+      const result = await host.trim("m");
+      expect(result.method).toBe("fstrim");
+      if (result.method !== "fstrim") return;
+      expect(result.mountPoint).toBe(mnt);
+      expect(result.bytes).toBeGreaterThanOrEqual(64 * MiB);
+      expect(allocated()).toBeLessThanOrEqual(full - 60 * MiB);
+      expect(hosted.state).toBe("serving");
+      expect(events.at(-1)!.kind).toBe("trimmed");
+      expect(events.at(-1)!.message).toMatch(new RegExp(`^trimmed [\\d.]+ [KMG]iB \\(fstrim ${mnt}\\) in [\\d.,]+ ms$`));
+
+      // Detach refuses while mounted and names the mount point.
+      const refused = await host.detach("m").catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(DetachRefusedError);
+      expect((refused as Error).message).toContain(`mounted on ${mnt}`);
+      expect(hosted.state).toBe("serving");
+
+      await sh(`umount ${mnt}`);
+      // Unmounted, the mem device has nothing of its own to reclaim.
+      expect((await host.trim("m")).method).toBe("none");
+      await host.detach("m");
+      expect(hosted.state).toBe("detached");
+      expect(attached(attachment.index)).toBe(false);
+    } finally {
+      await sh(`umount ${mnt} 2>/dev/null || true`);
+      await host.stop({ force: true }).catch(() => {});
+    }
   });
 });

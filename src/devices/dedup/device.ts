@@ -17,6 +17,7 @@ import {
   type DeviceGauge,
   type DeviceStats,
   type Extent,
+  type ReclaimResult,
   type WriteOptions,
 } from "../device.ts";
 import type { BlockFile } from "./block-file.ts";
@@ -221,6 +222,26 @@ export class DedupDevice implements BlockDevice {
   flush(): void {
     this.checkWritable();
     this.commit();
+  }
+
+  /**
+   * Frees now the slots of blocks that lost their last reference (overwritten, trimmed or zeroed since the last
+   * commit), which otherwise wait for the next flush: it commits, as `flush` does. A chunk of the blocks file left
+   * with no block is punched out, so `bytes` is how much smaller the file became on disk; a freed slot in a chunk
+   * still in use takes the next new block of its size instead.
+   */
+  reclaim(): ReclaimResult {
+    this.checkWritable();
+    const blocks = this.index.reclaimable;
+    const before = this.file.allocatedBytes();
+    this.commit();
+    const bytes = Math.max(0, before - this.file.allocatedBytes());
+    const count = `${blocks.toLocaleString("en-US")} block${blocks === 1 ? "" : "s"}`;
+    let detail: string;
+    if (blocks === 0) detail = "no unreferenced blocks to free";
+    else if (bytes > 0) detail = `${count} freed`;
+    else detail = `${count} freed; their slots take new data first (the blocks file shrinks only when a whole chunk empties)`;
+    return { bytes, detail };
   }
 
   private checkWritable(): void {

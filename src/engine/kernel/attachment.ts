@@ -9,7 +9,7 @@ import type { Logger } from "../log.ts";
 import { runBlocking } from "./blocking.ts";
 import { KERNEL_MAX_BLOCK_SIZE } from "./constants.ts";
 import type { KernelConnection } from "./kernel-sockets.ts";
-import { deviceUsers } from "./mounts.ts";
+import { type MountEntry, deviceMounts, deviceUsers } from "./mounts.ts";
 import { removeAttachmentRecord } from "./state.ts";
 
 export type NbdInterface = "netlink" | "ioctl";
@@ -24,6 +24,8 @@ export interface KernelAttachment {
   readonly reattached: boolean;
   /** What uses the device now: mounts, swap, stacked devices (empty when nothing does). */
   users(): string[];
+  /** The file systems mounted from the device or its partitions now, one mount point each (for fstrim). */
+  mounts(): MountEntry[];
   /** Whether the kernel holds the device configured now (NBD_CMD_STATUS with netlink, sysfs with ioctl). */
   connected(): boolean;
   /**
@@ -104,6 +106,10 @@ export abstract class BaseAttachment implements KernelAttachment {
 
   users(): string[] {
     return deviceUsers(this.index);
+  }
+
+  mounts(): MountEntry[] {
+    return deviceMounts(this.index);
   }
 
   abstract connected(): boolean;

@@ -89,3 +89,23 @@ export function describeUsers(family: DeviceFamily, mountinfo: string, swaps: st
 export function deviceUsers(index: number): string[] {
   return describeUsers(deviceFamily(index), readOr("/proc/self/mountinfo", ""), readOr("/proc/swaps", ""));
 }
+
+/**
+ * The file systems mounted from a device family, one mount point each (the first one mountinfo lists: a bind
+ * mount or a second mount of the same file system adds nothing to trim), in mountinfo order.
+ */
+export function familyMounts(family: DeviceFamily, mountinfo: string): MountEntry[] {
+  const seen = new Set<string>();
+  const mounts: MountEntry[] = [];
+  for (const m of parseMountinfo(mountinfo)) {
+    if (!family.numbers.has(m.device) || seen.has(m.device)) continue;
+    seen.add(m.device);
+    mounts.push(m);
+  }
+  return mounts;
+}
+
+/** The file systems mounted from /dev/nbdN or its partitions right now (see familyMounts). */
+export function deviceMounts(index: number): MountEntry[] {
+  return familyMounts(deviceFamily(index), readOr("/proc/self/mountinfo", ""));
+}
