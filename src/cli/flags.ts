@@ -24,6 +24,7 @@ interface FlagSpec {
 export const FLAGS = {
   headless: { type: "boolean", help: "run without the dashboard: log to stderr, stats to stdout" },
   listen: { type: "string", value: "ADDR", help: "serve over NBD on unix:/path/sock or tcp:HOST:PORT instead of the kernel" },
+  config: { type: "string", value: "FILE", help: "several devices from a TOML file ([[device]] tables); flags given too override its top-level keys" },
   "export-name": { type: "string", value: "NAME", help: "NBD export name (default: the store name)" },
   "dev-type": { type: "string", value: "KIND", help: "device kind: mem (default), file, dedup or objstore" },
   "store-dir": { type: "string", value: "DIR", help: "where persistent devices keep their data" },
@@ -57,6 +58,8 @@ const KERNEL_FLAGS: readonly FlagName[] = ["nbd-interface", "connections", "nbd-
 export interface CliOptions {
   readonly headless: boolean;
   readonly listen: string | undefined;
+  /** --config: the TOML file that lists the devices (see config.ts). */
+  readonly config: string | undefined;
   readonly exportName: string;
   readonly devType: string;
   readonly storeDir: string;
@@ -135,6 +138,12 @@ function tokenize(argv: readonly string[]): { values: Map<FlagName, RawValue>; p
   return { values, positionals };
 }
 
+/** The flags and positionals `argv` gives, checked as parseFlags checks them: what --config's precedence rules need. */
+export function givenFlags(argv: readonly string[]): { names: ReadonlySet<FlagName>; positionals: readonly string[] } {
+  const { values, positionals } = tokenize(argv);
+  return { names: new Set(values.keys()), positionals };
+}
+
 function numberFlag(name: FlagName, raw: RawValue | undefined, type: FlagType, fallback: number): number {
   if (raw === undefined) return fallback;
   const text = String(raw);
@@ -203,6 +212,7 @@ export function parseFlags(argv: readonly string[]): CliOptions {
   return {
     headless: values.get("headless") === true,
     listen,
+    config: str("config"),
     exportName: str("export-name") ?? storeName,
     devType: str("dev-type") ?? "mem",
     storeDir: str("store-dir") ?? defaultStoreDir(),
@@ -244,6 +254,7 @@ export function helpText(version: string, kinds: readonly { name: string; descri
     "Usage:",
     "  usbd-tui [flags] [/dev/nbdX]           attach to the kernel NBD driver (needs root and nbd.ko)",
     "  usbd-tui --listen unix:/path/sock ...  serve over a socket for nbdfuse, qemu, nbdcopy, nbd-client",
+    "  usbd-tui --config usbd.toml [flags]    several devices in one process; flags override the file's top-level keys",
     "  usbd-tui check --dev-type=dedup ...    verify a stopped dedup store (--repair fixes it; exit 3: problems left)",
     "",
     "Flags (--flag=value, --flag value and the single-dash -flag forms all work):",

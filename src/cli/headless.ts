@@ -8,6 +8,7 @@ import { type ListenAddress, describeAddress, parseListenAddress } from "../engi
 import type { DeviceSnapshot, Host } from "../engine/host.ts";
 import { DetachRefusedError, describeAttachment } from "../engine/kernel/attachment.ts";
 import type { Logger } from "../engine/log.ts";
+import { deviceOptions } from "./devices.ts";
 import type { CliOptions } from "./flags.ts";
 import { kernelAttachOptions, kernelHints } from "./kernel.ts";
 import { formatSize } from "./sizes.ts";
@@ -59,8 +60,11 @@ export function connectHints(uri: string, name: string): string[] {
   ];
 }
 
-/** Serves over --listen, or attaches every device to the kernel; prints how to use what it served. */
-async function serveDevices(host: Host, options: CliOptions, version: string, io: HeadlessIo): Promise<void> {
+/**
+ * Serves over --listen, or attaches every device to the kernel (a --config file's device with its own options,
+ * see deviceOptions); prints how to use what it served.
+ */
+export async function serveDevices(host: Host, options: CliOptions, version: string, io: HeadlessIo): Promise<void> {
   if (options.listen !== undefined) {
     const address: ListenAddress = parseListenAddress(options.listen);
     const server = await host.serve(address, host.list());
@@ -71,7 +75,8 @@ async function serveDevices(host: Host, options: CliOptions, version: string, io
     return;
   }
   for (const d of host.list()) {
-    const attachment = await host.attachKernel(d, kernelAttachOptions(options, resolveCapabilities(d.device).persistent));
+    const own = deviceOptions(d) ?? options;
+    const attachment = await host.attachKernel(d, kernelAttachOptions(own, resolveCapabilities(d.device).persistent));
     io.out(
       `usbd-tui ${version}: ${attachment.reattached ? "reattached" : "attached"} ${d.device.kind} device "${d.name}" (${formatSize(d.device.size)}) as ${attachment.path} (${describeAttachment(attachment)})`,
     );

@@ -1,10 +1,9 @@
 /**
- * The `usbd-tui` entry point: parse flags, open the device, then run headless (the dashboard arrives with its own
- * issue), serving over a socket (--listen) or to the kernel as /dev/nbdX. Maps every failure to the documented
- * exit codes: 0 clean, 1 runtime failure, 2 usage error.
+ * The `usbd-tui` entry point: parse flags (and a --config file's devices), open the devices, then run headless
+ * (the dashboard arrives with its own issue), serving over a socket (--listen) or to the kernel as /dev/nbdX. Maps
+ * every failure to the documented exit codes: 0 clean, 1 runtime failure, 2 usage error.
  */
-import { mkdirSync } from "node:fs";
-import { DEVICE_KINDS, createDevice, deviceKinds, isDeviceKind, type DeviceOptions } from "../devices/index.ts";
+import { DEVICE_KINDS, deviceKinds, isDeviceKind } from "../devices/index.ts";
 import { KeyError } from "../devices/objstore/codec/keys.ts";
 import { ObjectStoreConfigError } from "../devices/objstore/store/config.ts";
 import { AddressError, parseListenAddress } from "../engine/address.ts";
@@ -15,8 +14,9 @@ import { ListenError } from "../engine/listen.ts";
 import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";
+import { loadConfig } from "./config.ts";
+import { OpenDeviceError, openDevices } from "./devices.ts";
 import { runHeadless } from "./headless.ts";
-import type { ObjstoreCliOptions } from "./objstore-flags.ts";
 import { VERSION } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -26,22 +26,6 @@ export const EXIT_USAGE = 2;
 function usage(message: string): number {
   process.stderr.write(`usbd-tui: ${message}\n`);
   return EXIT_USAGE;
-}
-
-function objstoreOptions(o: ObjstoreCliOptions): DeviceOptions["objstore"] {
-  return {
-    kind: o.kind,
-    config: o.config,
-    objectSize: o.objectSize,
-    diskCache: o.diskCache,
-    persistCache: o.persistCache,
-    aesKey: o.aesKey,
-    aesMode: o.aesMode,
-    compression: o.compression,
-    concurrency: o.concurrency,
-    flushEvery: o.flushEvery,
-    flushMode: o.flushMode,
-  };
 }
 
 function validate(options: CliOptions): string | undefined {
@@ -59,32 +43,49 @@ function validate(options: CliOptions): string | undefined {
   return undefined;
 }
 
+/** The devices to run: the one the flags describe, or one per [[device]] of a --config file; each checked like the flags. */
+function planDevices(options: CliOptions, argv: readonly string[]): { global: CliOptions; devices: readonly CliOptions[] } {
+  if (options.config === undefined) {
+    const problem = validate(options);
+    if (problem !== undefined) throw new UsageError(problem);
+    return { global: options, devices: [options] };
+  }
+  const run = loadConfig(options.config, argv);
+  for (const [where, o] of [["", run.global] as const, ...run.devices.map((d) => [`device "${d.exportName}": `, d] as const)]) {
+    const problem = validate(o);
+    if (problem !== undefined) throw new UsageError(`${options.config}: ${where}${problem}`);
+  }
+  return run;
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const checking = argv[0] === "check";
   let options: CliOptions;
+  let devices: readonly CliOptions[];
   try {
     options = parseFlags(checking ? argv.slice(1) : argv);
+    if (options.help) {
+      process.stdout.write(helpText(VERSION, DEVICE_KINDS.map((name) => ({ name, description: deviceKinds[name].description }))));
+      return EXIT_OK;
+    }
+    if (options.version) {
+      process.stdout.write(`usbd-tui ${VERSION}\n`);
+      return EXIT_OK;
+    }
+    if (checking) {
+      const problem = options.config !== undefined ? "usbd-tui check takes one store from flags, not --config" : checkUsageProblem(options);
+      if (problem !== undefined) return usage(problem);
+      return runCheck(options, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
+    }
+    ({ global: options, devices } = planDevices(options, argv));
   } catch (error) {
     if (error instanceof UsageError) return usage(error.message);
     throw error;
   }
-  if (options.help) {
-    process.stdout.write(helpText(VERSION, DEVICE_KINDS.map((name) => ({ name, description: deviceKinds[name].description }))));
-    return EXIT_OK;
-  }
-  if (options.version) {
-    process.stdout.write(`usbd-tui ${VERSION}\n`);
-    return EXIT_OK;
-  }
-  const problem = checking ? checkUsageProblem(options) : validate(options);
-  if (problem !== undefined) return usage(problem);
-  if (checking) {
-    return runCheck(options, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
-  }
   if (options.repair) return usage("--repair only applies to usbd-tui check");
 
   if (options.listen === undefined) {
-    // Before the device is created: a store must not be made for a kernel that cannot take it.
+    // Before any device is created: a store must not be made for a kernel that cannot take it.
     try {
       await prepareKernel(options.nbdMaxDevs);
     } catch (error) {
@@ -96,26 +97,17 @@ export async function main(argv: readonly string[]): Promise<number> {
   const log: Logger = options.json ? jsonLogger(options.logLevel) : textLogger(options.logLevel);
   const host = new Host(log);
   try {
-    const kind = deviceKinds[options.devType as keyof typeof deviceKinds];
-    // Private by default: stores hold users' data (and later, keys).
-    if (kind.persistent) mkdirSync(options.storeDir, { recursive: true, mode: 0o700 });
-    const device = await createDevice(options.devType, {
-      size: options.storeSizeGiven || !kind.persistent ? options.storeSize : undefined,
-      defaultSize: options.storeSize,
-      blockSize: options.blockSize,
-      storeDir: options.storeDir,
-      storeName: options.storeName,
-      dedup: { blockSize: options.dedupBlockSize, compression: options.dedupCompress, memoryCache: options.dedupMemcache },
-      objstore: objstoreOptions(options.objstore),
-      log,
-    });
-    host.add(options.exportName, device);
+    await openDevices(devices, log, host);
     return await runHeadless(host, options, VERSION, log, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    // Closes whatever was opened before the failure (every device added to the host so far).
     await host.stop({ force: true }).catch(() => undefined);
+    const cause = error instanceof OpenDeviceError ? error.cause : error;
+    // With several devices the message names the one that failed.
+    const shown = error instanceof OpenDeviceError && options.config !== undefined ? error : cause;
+    const message = shown instanceof Error ? shown.message : String(shown);
     // A bad --objstore-cfg or a wrong or missing key is a mistake in the command, not a failure of the device.
-    if (error instanceof ListenError || error instanceof KernelUsageError || error instanceof ObjectStoreConfigError || error instanceof KeyError) {
+    if (cause instanceof ListenError || cause instanceof KernelUsageError || cause instanceof ObjectStoreConfigError || cause instanceof KeyError) {
       return usage(message);
     }
     log.log("error", message);
