@@ -5,7 +5,7 @@
 import { FLAGS, type FlagName } from "./flags.ts";
 
 /** Keys that mean one thing for the whole process: top level (or the command line) only. */
-export const GLOBAL_ONLY: ReadonlySet<string> = new Set(["listen", "headless", "json", "log-level", "stats-interval", "nbd-max-devs", "force"]);
+export const GLOBAL_ONLY: ReadonlySet<string> = new Set(["listen", "headless", "json", "log-level", "log-file", "stats-interval", "nbd-max-devs", "force"]);
 
 /**
  * Keys that name one device's store or kernel device: inside a [[device]] table only. `name` (or its spelling

@@ -46,6 +46,7 @@ export const FLAGS = {
   "stats-interval": { type: "seconds", value: "SECONDS", help: "print a stats line every SECONDS in headless mode (0: off)" },
   json: { type: "boolean", help: "stats and logs as JSON lines" },
   "log-level": { type: "string", value: "LEVEL", help: "debug, info (default), warn or error" },
+  "log-file": { type: "string", value: "FILE", help: "also append the log to FILE (with the dashboard, the only place info lines go)" },
   help: { type: "boolean", help: "show this help" },
   version: { type: "boolean", help: "print the version" },
 } as const satisfies Record<string, FlagSpec>;
@@ -78,6 +79,8 @@ export interface CliOptions {
   readonly statsInterval: number;
   readonly json: boolean;
   readonly logLevel: "debug" | "info" | "warn" | "error";
+  /** --log-file: where log lines also go (the dashboard owns the terminal, so it is the way to keep them). */
+  readonly logFile: string | undefined;
   readonly help: boolean;
   readonly version: boolean;
   /** --dedup-blocksize when given (an existing store otherwise keeps its own). */
@@ -230,6 +233,7 @@ export function parseFlags(argv: readonly string[]): CliOptions {
     statsInterval: numberFlag("stats-interval", values.get("stats-interval"), "seconds", 0),
     json: values.get("json") === true,
     logLevel,
+    logFile: str("log-file"),
     help: values.get("help") === true,
     version: values.get("version") === true,
     dedupBlockSize,

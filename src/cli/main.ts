@@ -11,12 +11,14 @@ import { Host } from "../engine/host.ts";
 import { prepareKernel } from "../engine/kernel/attach.ts";
 import { KernelUsageError } from "../engine/kernel/module.ts";
 import { ListenError } from "../engine/listen.ts";
-import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
+import type { Logger } from "../engine/log.ts";
+import { canRunDashboard, runDashboard } from "../ui/run.tsx";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";
 import { loadConfig } from "./config.ts";
 import { OpenDeviceError, openDevices } from "./devices.ts";
 import { runHeadless } from "./headless.ts";
+import { dashboardLogger, headlessLogger } from "./loggers.ts";
 import { VERSION } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -94,10 +96,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
   }
 
-  const log: Logger = options.json ? jsonLogger(options.logLevel) : textLogger(options.logLevel);
+  // The dashboard when both ends are a terminal; --headless, --json or a pipe choose the headless mode.
+  const dashboard = !options.headless && !options.json && canRunDashboard(process.stdin, process.stdout);
+  const dashboardLog = dashboard ? dashboardLogger(options) : undefined;
+  const headlessLog = headlessLogger(options);
+  const log: Logger = dashboardLog ?? headlessLog;
   const host = new Host(log);
   try {
     await openDevices(devices, log, host);
+    if (dashboardLog !== undefined) return await runDashboard(host, options, VERSION, dashboardLog);
     return await runHeadless(host, options, VERSION, log, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
     // Closes whatever was opened before the failure (every device added to the host so far).
@@ -110,7 +117,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (cause instanceof ListenError || cause instanceof KernelUsageError || cause instanceof ObjectStoreConfigError || cause instanceof KeyError) {
       return usage(message);
     }
-    log.log("error", message);
+    // On stderr even after the dashboard: it has given the terminal back by now.
+    headlessLog.log("error", message);
     return EXIT_FAILURE;
   }
 }

@@ -10,6 +10,7 @@ import { DetachRefusedError, type KernelAttachment, describeAttachment } from ".
 import { type Export, type NbdServer, listen } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
+import { CMD } from "./protocol/constants.ts";
 
 export type DeviceState = "starting" | "serving" | "flushing" | "trimming" | "detaching" | "detached" | "error";
 
@@ -213,18 +214,23 @@ export class Host {
     }));
   }
 
-  /** Flushes one device; resolves with the time it took in milliseconds. */
+  /**
+   * Flushes one device; resolves with the time it took in milliseconds. It counts in the device's metrics as a
+   * FLUSH, like one a client sent, so the flush counter a user watches moves for the flushes they ask for too.
+   */
   async flush(name: string): Promise<number> {
     const hosted = this.find(name);
-    const started = performance.now();
+    const started = hosted.metrics.begin();
     const previous = hosted.state;
     hosted.state = "flushing";
     try {
       await hosted.device.flush();
+      hosted.metrics.end(CMD.FLUSH, 0, started, true);
       const ms = performance.now() - started;
       this.emit(name, "flushed", `flush done in ${ms.toFixed(1)} ms`);
       return ms;
     } catch (error) {
+      hosted.metrics.end(CMD.FLUSH, 0, started, false);
       this.emit(name, "error", `flush failed: ${errorMessage(error)}`);
       throw error;
     } finally {
@@ -232,8 +238,9 @@ export class Host {
     }
   }
 
+  /** Flushes every device still open (SIGUSR1). */
   async flushAll(): Promise<void> {
-    await Promise.all(this.devices.map((d) => this.flush(d.name)));
+    await Promise.all(this.devices.filter((d) => d.state !== "detached").map((d) => this.flush(d.name)));
   }
 
   /**

@@ -1,0 +1,41 @@
+/**
+ * Where the CLI's log lines go: stderr in headless mode (text or JSON lines), the dashboard's event pane while the
+ * dashboard owns the terminal, and with --log-file also appended to a file in either mode.
+ */
+import { appendFileSync } from "node:fs";
+import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
+import { DashboardLog } from "../ui/log-sink.ts";
+import type { CliOptions } from "./flags.ts";
+
+function tee(a: Logger, b: Logger | undefined): Logger {
+  if (b === undefined) return a;
+  return {
+    log(level, message, fields) {
+      a.log(level, message, fields);
+      b.log(level, message, fields);
+    },
+  };
+}
+
+/** Appends each line to `path`; a line that cannot be written is dropped rather than crash the daemon. */
+function fileLogger(options: CliOptions, path: string): Logger {
+  const write = (line: string) => {
+    try {
+      appendFileSync(path, line, { mode: 0o600 });
+    } catch {
+      // The file is a copy of what the terminal shows: losing it must not stop the devices.
+    }
+  };
+  return options.json ? jsonLogger(options.logLevel, write) : textLogger(options.logLevel, write);
+}
+
+/** The headless logger: stderr, plus the file. */
+export function headlessLogger(options: CliOptions): Logger {
+  const stderr = options.json ? jsonLogger(options.logLevel) : textLogger(options.logLevel);
+  return tee(stderr, options.logFile === undefined ? undefined : fileLogger(options, options.logFile));
+}
+
+/** The dashboard's logger: warnings and errors to its event pane, every line at --log-level to the file. */
+export function dashboardLogger(options: CliOptions): DashboardLog {
+  return new DashboardLog(options.logLevel, options.logFile === undefined ? undefined : fileLogger(options, options.logFile));
+}

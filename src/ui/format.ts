@@ -1,0 +1,105 @@
+/**
+ * Text the dashboard shows: numbers in the width a panel has, sparklines and bars. Pure functions, so the
+ * formatting is tested without a terminal.
+ */
+import type { DeviceGauge } from "../devices/device.ts";
+import { formatSize } from "../cli/sizes.ts";
+
+const SPARKS = "▁▂▃▄▅▆▇█";
+
+/** A count in at most 5 characters: `812`, `12.3k`, `1.2M`. */
+export function formatCount(n: number): string {
+  const value = Math.round(n);
+  if (value < 1000) return String(value);
+  if (value < 1e6) return `${(value / 1e3).toFixed(value < 1e4 ? 2 : 1).replace(/\.?0+$/, "")}k`;
+  return `${(value / 1e6).toFixed(value < 1e7 ? 2 : 1).replace(/\.?0+$/, "")}M`;
+}
+
+/** Bytes per second in MB/s, the unit fio and nbdkit report. */
+export function formatRate(bytesPerSecond: number): string {
+  const mb = bytesPerSecond / 1e6;
+  return `${mb >= 100 ? mb.toFixed(0) : mb.toFixed(1)} MB/s`;
+}
+
+/** A latency given in microseconds: `45 us`, `1.2 ms`, `3.4 s`. */
+export function formatMicros(micros: number): string {
+  if (micros < 1000) return `${Math.round(micros)} us`;
+  if (micros < 1e6) return `${(micros / 1000).toFixed(micros < 1e4 ? 1 : 0)} ms`;
+  return `${(micros / 1e6).toFixed(1)} s`;
+}
+
+/** Milliseconds as an action's duration: `3.1 ms`, `1.25 s`. */
+export function formatMillis(ms: number): string {
+  return ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+/** An uptime: `42s`, `3m05s`, `2h03m`, `4d02h`. */
+export function formatUptime(seconds: number): string {
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, "0")}h`;
+}
+
+/** A wall-clock time for the event pane: `15:04:05`. */
+export function formatClock(epochMs: number): string {
+  const d = new Date(epochMs);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+}
+
+export { formatSize };
+
+/**
+ * The last `width` values as block characters, scaled to the largest of them; all zeros (or no values) give a
+ * flat baseline, so an idle device reads as idle rather than as noise.
+ */
+export function sparkline(values: readonly number[], width: number): string {
+  if (width <= 0) return "";
+  const shown = values.slice(-width);
+  const padded = [...new Array<number>(Math.max(0, width - shown.length)).fill(0), ...shown];
+  const max = Math.max(...padded);
+  if (max <= 0) return SPARKS[0]!.repeat(width);
+  return padded.map((v) => (v <= 0 ? SPARKS[0]! : SPARKS[Math.min(SPARKS.length - 1, Math.ceil((v / max) * SPARKS.length) - 1)]!)).join("");
+}
+
+/** A bar of `width` cells filled to `fraction` (clamped to 0..1): `█████░░░░░`. */
+export function bar(fraction: number, width: number): string {
+  if (width <= 0) return "";
+  const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
+  const filled = Math.round(f * width);
+  return "█".repeat(filled) + "░".repeat(width - filled);
+}
+
+function gaugeNumber(value: number, unit: DeviceGauge["unit"]): string {
+  switch (unit) {
+    case "bytes":
+      return formatSize(Math.round(value));
+    case "ratio":
+      return `${value.toFixed(2)}x`;
+    case "seconds":
+      return value === 0 ? "-" : formatUptime(value);
+    case "count":
+      return formatCount(value);
+  }
+}
+
+/**
+ * One gauge in `width` characters: `dedup ratio 5.02x`, or with a maximum `cache ████░░ 12 MiB/64 MiB` where the
+ * bar takes the room that is left.
+ */
+export function formatGauge(gauge: DeviceGauge, width: number): string {
+  const value = gaugeNumber(gauge.value, gauge.unit);
+  if (gauge.max === undefined || gauge.max <= 0) return fit(`${gauge.name} ${value}`, width);
+  const numbers = `${value}/${gaugeNumber(gauge.max, gauge.unit)}`;
+  const room = width - gauge.name.length - numbers.length - 2;
+  if (room < 4) return fit(`${gauge.name} ${numbers}`, width);
+  return `${gauge.name} ${bar(gauge.value / gauge.max, Math.min(room, 20))} ${numbers}`;
+}
+
+/** Cuts `text` to `width` characters, marking the cut with an ellipsis. */
+export function fit(text: string, width: number): string {
+  if (width <= 0) return "";
+  if (text.length <= width) return text;
+  return width === 1 ? "…" : `${text.slice(0, width - 1)}…`;
+}

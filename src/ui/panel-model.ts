@@ -1,0 +1,112 @@
+/**
+ * The text of a device panel, computed from a snapshot: the title, the read/write lines with their sparklines,
+ * the latency line, the device's own gauges (whatever the device reports in `stats()`) and its last error. The
+ * components only colour these segments, so what a panel says is tested here without a terminal.
+ */
+import type { DeviceSnapshot } from "../engine/host.ts";
+import { fit, formatCount, formatGauge, formatMicros, formatMillis, formatRate, formatSize, sparkline } from "./format.ts";
+import { FULL_BASE_ROWS } from "./layout.ts";
+
+export type Tone = "read" | "write" | "error" | "warn" | "accent" | "dim";
+
+export interface Segment {
+  readonly text: string;
+  readonly tone?: Tone;
+}
+
+export type Line = readonly Segment[];
+
+/** An action the user started from the dashboard and that has not finished yet. */
+export interface RunningAction {
+  readonly label: string;
+  readonly started: number;
+}
+
+/** Columns a panel's border and padding take from the terminal width. */
+export const PANEL_FRAME_COLUMNS = 4;
+/** Widest sparkline: the 60 seconds of history the metrics keep. */
+const MAX_SPARK = 60;
+/** Below this inner width the gauges take one column, above it two. */
+const TWO_COLUMN_WIDTH = 64;
+
+function where(s: DeviceSnapshot): string {
+  if (s.kernel !== undefined) {
+    const conns = `${s.kernel.connections} conn${s.kernel.connections === 1 ? "" : "s"}`;
+    return `${s.kernel.path} (${s.kernel.interface}, ${conns}${s.kernel.connected ? "" : ", disconnected"})`;
+  }
+  return s.servedAt ?? "not served yet";
+}
+
+/** `fast · mem · 256 MiB · serving · nbd+unix:///fast?socket=/tmp/usbd.sock`, or the running action instead of the state. */
+export function panelTitle(s: DeviceSnapshot, action: RunningAction | undefined, now: number): string {
+  const state = action === undefined ? s.state : `${action.label} ${formatMillis(now - action.started)}…`;
+  return `${s.name} · ${s.kind} · ${formatSize(s.size)} · ${state} · ${where(s)}`;
+}
+
+function rateLine(letter: "R" | "W", iops: number, bytesPerSecond: number, history: readonly number[], width: number): Line {
+  const numbers = `${letter} ${formatCount(iops).padStart(5)} IOPS ${formatRate(bytesPerSecond).padStart(10)}  `;
+  const tone: Tone = letter === "R" ? "read" : "write";
+  const room = Math.min(MAX_SPARK, width - numbers.length);
+  if (room < 4) return [{ text: fit(numbers.trimEnd(), width), tone }];
+  return [{ text: numbers, tone }, { text: sparkline(history, room), tone }];
+}
+
+export function readLine(s: DeviceSnapshot, width: number): Line {
+  const m = s.metrics;
+  return rateLine("R", m.readIops, m.readBytesPerSecond, m.history.map((h) => h.readOps), width);
+}
+
+export function writeLine(s: DeviceSnapshot, width: number): Line {
+  const m = s.metrics;
+  return rateLine("W", m.writeIops, m.writeBytesPerSecond, m.history.map((h) => h.writeOps), width);
+}
+
+/** Latency, queue and counters: `p50 45 us · p99 1.2 ms · in-flight 3 · conns 1 · flushes 12 · trims 0 · errors 0`. */
+export function latencyLine(s: DeviceSnapshot, width: number): Line {
+  const m = s.metrics;
+  const errors = Object.values(m.totals).reduce((sum, t) => sum + t.errors, 0);
+  const parts = [
+    `p50 ${formatMicros(m.latencyP50Micros)}`,
+    `p99 ${formatMicros(m.latencyP99Micros)}`,
+    `in-flight ${m.inFlight}`,
+    `conns ${m.connections}`,
+    `flushes ${formatCount(m.totals.flush?.ops ?? 0)}`,
+    `trims ${formatCount((m.totals.trim?.ops ?? 0) + (m.totals.write_zeroes?.ops ?? 0))}`,
+  ];
+  const text = fit(parts.join(" · "), width);
+  if (errors === 0) return [{ text }];
+  const tail = ` · errors ${formatCount(errors)}`;
+  return [{ text: fit(parts.join(" · "), Math.max(0, width - tail.length)) }, { text: tail, tone: "error" }];
+}
+
+/** The device's own gauges, one or two to a line. */
+export function gaugeLines(s: DeviceSnapshot, width: number): string[] {
+  const gauges = s.stats?.gauges ?? [];
+  if (gauges.length === 0) return [];
+  if (width < TWO_COLUMN_WIDTH) return gauges.map((g) => formatGauge(g, width));
+  const column = Math.floor((width - 3) / 2);
+  const lines: string[] = [];
+  for (let i = 0; i < gauges.length; i += 2) {
+    const left = formatGauge(gauges[i]!, column).padEnd(column);
+    const right = gauges[i + 1] === undefined ? "" : formatGauge(gauges[i + 1]!, column);
+    lines.push(`${left}   ${right}`.trimEnd());
+  }
+  return lines;
+}
+
+/** The error a panel shows: the device's own background error first, else the last error event for it. */
+export function panelError(s: DeviceSnapshot, lastErrorEvent: string | undefined): string | undefined {
+  return s.stats?.lastError ?? (s.state === "error" ? (lastErrorEvent ?? "failed") : lastErrorEvent);
+}
+
+/** Rows the full panel needs at this width. */
+export function fullPanelRows(s: DeviceSnapshot, width: number, error: string | undefined): number {
+  return FULL_BASE_ROWS + gaugeLines(s, width).length + (error === undefined ? 0 : 1);
+}
+
+/** A device in one row, for terminals with more devices than room: `▶ fast serving R 1.2k W 0 IOPS 4.8 MB/s`. */
+export function deviceRow(s: DeviceSnapshot, selected: boolean, width: number): string {
+  const m = s.metrics;
+  const rate = formatRate(m.readBytesPerSecond + m.writeBytesPerSecond);
+  return fit(`${selected ? "▶" : " "} ${s.name} · ${s.state} · R ${formatCount(m.readIops)} W ${formatCount(m.writeIops)} IOPS · ${rate} · ${where(s)}`, width);
+}

@@ -1,0 +1,144 @@
+/**
+ * The dashboard in a real terminal: tmux runs `usbd-tui --config` (two mem devices on a Unix socket), fio writes to
+ * one of them through its nbd engine, and `tmux capture-pane` reads the screen as a user sees it. Keys go in with
+ * `tmux send-keys`. The last screens are kept under .artifacts/ (dashboard-*.txt) as the test's artifact.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+import { removeDir, runResult, skipReason, tempDir } from "../clients/helpers.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+const BUN = join(ROOT, "node_modules/.bin/bun");
+const CLI = join(ROOT, "bin/usbd-tui.ts");
+const ARTIFACTS = join(ROOT, ".artifacts");
+const skip = skipReason("dashboard in tmux", ["tmux", "fio"]);
+
+describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
+  let dir: string;
+  let socket: string;
+  let tmuxSocket: string;
+  let fio: Subprocess | undefined;
+
+  const tmux = (...args: string[]) => runResult(["tmux", "-S", tmuxSocket, ...args], { timeoutMs: 10_000 });
+  const screen = async () => (await tmux("capture-pane", "-p", "-t", "usbd")).stdout;
+  const keep = (name: string, text: string) => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    writeFileSync(join(ARTIFACTS, `dashboard-${name}.txt`), text);
+  };
+
+  /** Polls the screen until `predicate` holds; fails with the screen it last saw (also kept as an artifact). */
+  async function screenWhere(what: string, predicate: (text: string) => boolean, timeoutMs = 15_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const text = await screen();
+      if (predicate(text)) return text;
+      if (Date.now() > deadline) {
+        keep("failure", text);
+        throw new Error(`timed out waiting for ${what}; the screen:\n${text}`);
+      }
+      await Bun.sleep(200);
+    }
+  }
+
+  /** The panel whose title names `device`: its lines up to the bottom border. */
+  function panel(text: string, device: string): string {
+    const lines = text.split("\n");
+    const start = lines.findIndex((l) => l.includes(`${device} · mem`));
+    if (start < 0) return "";
+    const end = lines.findIndex((l, i) => i > start && /^[└╚]/.test(l));
+    return lines.slice(start, end < 0 ? undefined : end + 1).join("\n");
+  }
+
+  const writeIops = (p: string) => {
+    const m = /W\s+([0-9.]+)(k|M)?\s+IOPS/.exec(p);
+    return m ? Number(m[1]) * (m[2] === "k" ? 1e3 : m[2] === "M" ? 1e6 : 1) : Number.NaN;
+  };
+  const flushes = (p: string) => Number(/flushes ([0-9.]+)/.exec(p)?.[1] ?? Number.NaN);
+
+  beforeAll(async () => {
+    dir = tempDir("tmux-ui");
+    socket = join(dir, "nbd.sock");
+    tmuxSocket = join(dir, "tmux.sock");
+    const config = join(dir, "usbd.toml");
+    writeFileSync(
+      config,
+      `listen = "unix:${socket}"\n\n[[device]]\nname = "busy"\nstore-size = "256MiB"\n\n[[device]]\nname = "idle"\nstore-size = "64MiB"\n`,
+    );
+    // The exit status lands in a file: tmux itself does not report it.
+    const command = `${BUN} ${CLI} --config ${config}; echo "exit=$?" > ${join(dir, "exit")}; sleep 60`;
+    const started = await tmux("new-session", "-d", "-s", "usbd", "-x", "100", "-y", "34", command);
+    expect(started.exitCode).toBe(0);
+  }, 15_000);
+
+  afterAll(async () => {
+    fio?.kill("SIGKILL");
+    await tmux("kill-server").catch(() => undefined);
+    removeDir(dir);
+  });
+
+  test("both devices appear, serving on the socket", async () => {
+    const text = await screenWhere("both panels serving", (t) => panel(t, "busy").includes("serving") && panel(t, "idle").includes("serving"));
+    expect(text.split("\n")[0]).toContain("2 devices");
+    expect(text.split("\n")[0]).toContain("network export");
+    expect(text).toContain("f  flush");
+    expect(existsSync(socket)).toBe(true);
+  }, 30_000);
+
+  test("fio on one device: non-zero IOPS on it, zero on the other", async () => {
+    fio = Bun.spawn(
+      ["fio", "--name=busy", "--ioengine=nbd", `--uri=nbd+unix:///busy?socket=${socket}`, "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=64M", "--time_based", "--runtime=6"],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const text = await screenWhere("write IOPS on busy", (t) => writeIops(panel(t, "busy")) > 0);
+    keep("fio", text);
+    expect(writeIops(panel(text, "idle"))).toBe(0);
+    expect(await fio.exited).toBe(0);
+    fio = undefined;
+  }, 30_000);
+
+  test("at 80x24 (resized while running) every panel, the events and the keys still fit", async () => {
+    await tmux("resize-window", "-t", "usbd", "-x", "80", "-y", "24");
+    const text = await screenWhere("the 80x24 layout", (t) => t.split("\n")[0]!.length <= 80 && t.includes("busy · mem") && t.includes("idle · mem") && t.includes(" q  quit"));
+    keep("80x24", text);
+    const lines = text.replace(/\n+$/, "").split("\n");
+    expect(lines.length).toBeLessThanOrEqual(24);
+    expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(80);
+    expect(text).toContain("events (");
+  }, 30_000);
+
+  test("f flushes the selected device: its flush counter moves and the event pane reports it", async () => {
+    const before = flushes(panel(await screen(), "busy"));
+    await tmux("send-keys", "-t", "usbd", "f");
+    const text = await screenWhere("the flush event", (t) => /busy\s+flush done in [0-9.]+ (ms|s)/.test(t) && flushes(panel(t, "busy")) > before);
+    keep("flush", text);
+  }, 30_000);
+
+  test("d on the other device asks, then detaches it", async () => {
+    await tmux("send-keys", "-t", "usbd", "Down");
+    await screenWhere("idle selected", (t) => t.split("\n").some((l) => l.startsWith("╔") && l.includes("idle · mem")));
+    await tmux("send-keys", "-t", "usbd", "d");
+    await screenWhere("the detach question", (t) => t.includes('Detach "idle"'));
+    await tmux("send-keys", "-t", "usbd", "y");
+    const text = await screenWhere("idle detached", (t) => panel(t, "idle").includes("detached"));
+    expect(panel(text, "busy")).toContain("serving");
+    keep("detach", text);
+  }, 30_000);
+
+  test("q, then y: every device is shut down, the exit status is 0 and the socket is gone", async () => {
+    await tmux("send-keys", "-t", "usbd", "q");
+    const asked = await screenWhere("the quit question", (t) => t.includes("Quit?"));
+    keep("quit", asked);
+    await tmux("send-keys", "-t", "usbd", "y");
+    const exitFile = join(dir, "exit");
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(exitFile) && Date.now() < deadline) await Bun.sleep(100);
+    const after = await screen();
+    keep("after-exit", after);
+    expect(readFileSync(exitFile, "utf8").trim()).toBe("exit=0");
+    expect(existsSync(socket)).toBe(false);
+    // Back on the normal screen, the final stats lines name both devices.
+    expect(after).toContain("stats busy:");
+  }, 30_000);
+});

@@ -1,0 +1,142 @@
+/**
+ * The dashboard against a real engine: a Host serving two mem devices on a Unix socket, real I/O from qemu-io (a
+ * child process), and key presses through ink-testing-library's stdin. Frames are plain text (no colour without
+ * a terminal), so the assertions read what a user would read.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { render } from "ink-testing-library";
+import { createMemDevice } from "../../src/devices/mem/index.ts";
+import { Host } from "../../src/engine/host.ts";
+import { silentLogger } from "../../src/engine/log.ts";
+import { App } from "../../src/ui/App.tsx";
+import { removeDir, run, skipReason, tempDir } from "../clients/helpers.ts";
+
+const MiB = 1024 * 1024;
+const skip = skipReason("dashboard", ["qemu-io"]);
+
+/** Polls the last frame until `predicate` holds; fails with the frame it last saw. */
+async function frameWhere(lastFrame: () => string | undefined, predicate: (frame: string) => boolean, what: string, timeoutMs = 8000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const frame = lastFrame() ?? "";
+    if (predicate(frame)) return frame;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last frame:\n${frame}`);
+    await Bun.sleep(50);
+  }
+}
+
+/** The lines of one device's panel: from its title to the next border corner. */
+function panelOf(frame: string, name: string): string {
+  const lines = frame.split("\n");
+  const start = lines.findIndex((l) => l.includes(`${name} · mem`));
+  if (start < 0) return "";
+  const end = lines.findIndex((l, i) => i > start && /^[└╚]/.test(l));
+  return lines.slice(start, end < 0 ? undefined : end + 1).join("\n");
+}
+
+function iops(panel: string, letter: "R" | "W"): number {
+  const match = new RegExp(`${letter}\\s+([0-9.]+)(k|M)?\\s+IOPS`).exec(panel);
+  if (!match) return Number.NaN;
+  return Number(match[1]) * (match[2] === "k" ? 1e3 : match[2] === "M" ? 1e6 : 1);
+}
+
+describe.skipIf(skip !== undefined)("dashboard with a real engine", () => {
+  let dir: string;
+  let host: Host;
+  let socket: string;
+  let exits: Array<number>;
+  let ui: ReturnType<typeof render>;
+
+  beforeAll(async () => {
+    dir = tempDir("usbd-ui-");
+    socket = join(dir, "nbd.sock");
+    host = new Host(silentLogger);
+    const a = host.add("alpha", createMemDevice({ size: 64 * MiB }));
+    const b = host.add("beta", createMemDevice({ size: 32 * MiB }));
+    exits = [];
+    // Drawn before the devices are served, as the CLI does, so the attach events reach the pane.
+    ui = render(<App host={host} version="9.9.9" listen={`unix:${socket}`} startedAt={Date.now()} size={{ columns: 100, rows: 40 }} refreshMs={100} onExit={(code) => exits.push(code)} />);
+    await host.serve({ kind: "unix", path: socket }, [a, b]);
+  });
+
+  afterAll(async () => {
+    ui?.unmount();
+    await host?.stop({ force: true }).catch(() => undefined);
+    removeDir(dir);
+  });
+
+  test("every device has a panel with where it is served, its kind, size and state", async () => {
+    const frame = await frameWhere(ui.lastFrame, (f) => panelOf(f, "alpha").includes("serving") && panelOf(f, "beta").includes("serving"), "both panels serving");
+    expect(frame).toContain("usbd-tui 9.9.9");
+    expect(frame.split("\n")[0]).toContain("network export");
+    expect(panelOf(frame, "alpha")).toContain("64 MiB · serving");
+    expect(panelOf(frame, "alpha")).toContain(`nbd+unix:///alpha?socket=${socket}`);
+    expect(panelOf(frame, "beta")).toContain("32 MiB · serving");
+    expect(frame).toMatch(/ f .*flush.* t .*trim.* d .*detach.* q .*quit.* \? .*help/);
+    expect(frame).toContain("serving at nbd+unix:///alpha");
+  });
+
+  test("the numbers move after real I/O on one device, and only on that one", async () => {
+    const uri = `nbd+unix:///alpha?socket=${socket}`;
+    await run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 8M", "-c", "read -P 0x5a 0 8M", uri]);
+    const frame = await frameWhere(ui.lastFrame, (f) => iops(panelOf(f, "alpha"), "W") > 0 && iops(panelOf(f, "alpha"), "R") > 0, "alpha's IOPS to move");
+    expect(iops(panelOf(frame, "beta"), "W")).toBe(0);
+    expect(iops(panelOf(frame, "beta"), "R")).toBe(0);
+    // The mem device's own gauge: 8 MiB allocated of 64.
+    expect(panelOf(frame, "alpha")).toContain("allocated");
+    expect(panelOf(frame, "alpha")).toContain("8 MiB/64 MiB");
+  });
+
+  test("f flushes the selected device: the flush counter moves and the event pane says how long it took", async () => {
+    const before = Number(/flushes (\d+)/.exec(panelOf(ui.lastFrame() ?? "", "alpha"))?.[1]);
+    ui.stdin.write("f");
+    const frame = await frameWhere(ui.lastFrame, (f) => /alpha\s+flush done in [0-9.]+ ms/.test(f), "the flush event");
+    await frameWhere(ui.lastFrame, (f) => Number(/flushes (\d+)/.exec(panelOf(f, "alpha"))?.[1]) === before + 1, "the flush counter");
+    expect(frame).not.toMatch(/beta\s+flush done/);
+  }, 15_000);
+
+  test("? shows the help and any key closes it", async () => {
+    ui.stdin.write("?");
+    await frameWhere(ui.lastFrame, (f) => f.includes("SIGUSR1 flushes every device"), "the help screen");
+    ui.stdin.write("x");
+    await frameWhere(ui.lastFrame, (f) => f.includes("alpha · mem"), "the panels again");
+  });
+
+  test("t asks first, then reclaims inside the device and reports it", async () => {
+    ui.stdin.write("t");
+    await frameWhere(ui.lastFrame, (f) => f.includes('Trim "alpha"') && f.includes("y: yes"), "the trim question");
+    ui.stdin.write("n");
+    await frameWhere(ui.lastFrame, (f) => !f.includes('Trim "alpha"'), "the question to go");
+    ui.stdin.write("t");
+    await frameWhere(ui.lastFrame, (f) => f.includes('Trim "alpha"'), "the trim question again");
+    ui.stdin.write("y");
+    await frameWhere(ui.lastFrame, (f) => /alpha\s+.*(nothing to reclaim|reclaimed|trimmed)/.test(f), "the trim event");
+  });
+
+  test("arrows select the other device; d asks, then detaches it while the first keeps serving", async () => {
+    ui.stdin.write("\u001B[B"); // down arrow
+    await frameWhere(ui.lastFrame, (f) => f.split("\n").some((l) => l.startsWith("╔") && l.includes("beta · mem")), "beta selected");
+    ui.stdin.write("d");
+    await frameWhere(ui.lastFrame, (f) => f.includes('Detach "beta"'), "the detach question");
+    ui.stdin.write("y");
+    const frame = await frameWhere(ui.lastFrame, (f) => panelOf(f, "beta").includes("detached"), "beta detached");
+    expect(panelOf(frame, "alpha")).toContain("serving");
+    expect(frame).toMatch(/beta\s+withdrawn from nbd\+unix:\/\/\/beta/);
+    const list = await run(["nbdinfo", "--list", `nbd+unix://?socket=${socket}`]);
+    expect(list).toContain("alpha");
+    expect(list).not.toContain("export=beta");
+  });
+
+  test("q asks while devices are attached, then shuts every device down in order and exits 0", async () => {
+    ui.stdin.write("q");
+    await frameWhere(ui.lastFrame, (f) => f.includes("Quit? 1 device will be flushed"), "the quit question");
+    ui.stdin.write("y");
+    const deadline = Date.now() + 10_000;
+    while (exits.length === 0 && Date.now() < deadline) await Bun.sleep(50);
+    expect(exits).toEqual([0]);
+    expect(existsSync(socket)).toBe(false);
+    expect(host.list().every((d) => d.state === "detached")).toBe(true);
+  });
+});
