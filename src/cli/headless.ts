@@ -11,6 +11,7 @@ import type { Logger } from "../engine/log.ts";
 import { deviceOptions } from "./devices.ts";
 import type { CliOptions } from "./flags.ts";
 import { kernelAttachOptions, kernelHints } from "./kernel.ts";
+import { formatGaugeValue } from "../ui/format.ts";
 import { formatSize } from "./sizes.ts";
 
 export interface HeadlessIo {
@@ -25,7 +26,7 @@ function formatRate(bytesPerSecond: number): string {
 export function statsLine(s: DeviceSnapshot): string {
   const m = s.metrics;
   const gauges = (s.stats?.gauges ?? [])
-    .map((g) => `${g.name} ${g.unit === "bytes" ? formatSize(g.value) : g.unit === "ratio" ? `${g.value.toFixed(2)}x` : g.value}`)
+    .map((g) => `${g.name} ${formatGaugeValue(g.value, g.unit)}`)
     .join(", ");
   return (
     `stats ${s.name}: read ${m.readIops.toFixed(0)} IOPS ${formatRate(m.readBytesPerSecond)}, ` +

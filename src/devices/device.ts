@@ -64,8 +64,8 @@ export interface DeviceCapabilities {
 export interface DeviceGauge {
   readonly name: string;
   readonly value: number;
-  /** How to show it: a byte count, a ratio, a plain count, or a fraction of `max` (a bar). */
-  readonly unit: "bytes" | "ratio" | "count" | "seconds";
+  /** How to show it: a byte count, a rate in bytes per second, a ratio, a plain count, or a fraction of `max` (a bar). */
+  readonly unit: "bytes" | "bytes/s" | "ratio" | "count" | "seconds";
   readonly max?: number;
 }
 

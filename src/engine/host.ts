@@ -71,6 +71,15 @@ export interface KernelSnapshot {
   readonly connected: boolean;
 }
 
+/** A device's gauges; a device whose stats() throws shows the error instead of taking the dashboard down. */
+function safeStats(device: BlockDevice): DeviceStats | undefined {
+  try {
+    return device.stats?.();
+  } catch (error) {
+    return { gauges: [], lastError: `stats failed: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}
+
 export class Host {
   private readonly devices: HostedDevice[] = [];
   private readonly servers: NbdServer[] = [];
@@ -209,7 +218,7 @@ export class Host {
       state: d.state,
       servedAt: d.servedAt,
       metrics: d.metrics.snapshot(windowSeconds),
-      stats: d.device.stats?.(),
+      stats: safeStats(d.device),
       kernel: d.kernel && { path: d.kernel.path, interface: d.kernel.interface, connections: d.kernel.connections, connected: d.kernel.connected() },
     }));
   }

@@ -75,7 +75,11 @@ export function App(props: AppProps) {
   const selected = snapshots[selectedIndex];
   const lastErrors = useMemo(() => {
     const errors = new Map<string, string>();
-    for (const e of events) if (e.level === "error") errors.set(e.device, e.message);
+    // An error stays on its panel until the device reports something that went well (a flush, a trim, ...).
+    for (const e of events) {
+      if (e.level === "error") errors.set(e.device, e.message);
+      else errors.delete(e.device);
+    }
     return errors;
   }, [events]);
 

@@ -71,10 +71,13 @@ export function bar(fraction: number, width: number): string {
   return "█".repeat(filled) + "░".repeat(width - filled);
 }
 
-function gaugeNumber(value: number, unit: DeviceGauge["unit"]): string {
+/** A gauge's value in its unit: `12 MiB`, `3 MiB/s`, `5.02x`, `1.23k`, `3m05s`. */
+export function formatGaugeValue(value: number, unit: DeviceGauge["unit"]): string {
   switch (unit) {
     case "bytes":
       return formatSize(Math.round(value));
+    case "bytes/s":
+      return `${formatSize(Math.round(value))}/s`;
     case "ratio":
       return `${value.toFixed(2)}x`;
     case "seconds":
@@ -89,9 +92,9 @@ function gaugeNumber(value: number, unit: DeviceGauge["unit"]): string {
  * bar takes the room that is left.
  */
 export function formatGauge(gauge: DeviceGauge, width: number): string {
-  const value = gaugeNumber(gauge.value, gauge.unit);
+  const value = formatGaugeValue(gauge.value, gauge.unit);
   if (gauge.max === undefined || gauge.max <= 0) return fit(`${gauge.name} ${value}`, width);
-  const numbers = `${value}/${gaugeNumber(gauge.max, gauge.unit)}`;
+  const numbers = `${value}/${formatGaugeValue(gauge.max, gauge.unit)}`;
   const room = width - gauge.name.length - numbers.length - 2;
   if (room < 4) return fit(`${gauge.name} ${numbers}`, width);
   return `${gauge.name} ${bar(gauge.value / gauge.max, Math.min(room, 20))} ${numbers}`;

@@ -36,6 +36,21 @@ export async function runDashboard(host: Host, options: CliOptions, version: str
     exitOnCtrlC: false,
   });
 
+  let leaving = false;
+  // A bug in a component ends Ink: the devices must still be shut down in the safe order, not left served by a
+  // process nobody can see.
+  void ink.waitUntilExit().then(
+    () => undefined,
+    (error: unknown) => {
+      if (leaving) return;
+      const message = `the dashboard failed (${error instanceof Error ? error.message : String(error)}); devices flushed and closed`;
+      host.stop({ force: options.force }).then(
+        () => finish(1, message),
+        (stopError: unknown) => finish(1, `${message}, except: ${stopError instanceof Error ? stopError.message : String(stopError)}`),
+      );
+    },
+  );
+
   let stopping = false;
   const onStopSignal = (signal: NodeJS.Signals) => {
     if (stopping) return;
@@ -60,12 +75,14 @@ export async function runDashboard(host: Host, options: CliOptions, version: str
     // Printed hints belong to headless mode: here the panels show where each device is served.
     await serveDevices(host, options, version, { out: () => undefined });
     const result = await finished;
+    leaving = true;
     ink.unmount();
     await ink.waitUntilExit().catch(() => undefined);
     for (const s of host.snapshot()) process.stdout.write(`${statsLine(s)}\n`);
     if (result.message !== undefined) process.stderr.write(`usbd-tui: ${result.message}\n`);
     return result.code;
   } catch (error) {
+    leaving = true;
     ink.unmount();
     throw error;
   } finally {

@@ -14,6 +14,24 @@ function allocated(dev: BlockDevice): number {
 }
 
 describe("mem: sparse pages", () => {
+  test("reclaim frees pages left all zero by partial trims and zero writes, and only those", () => {
+    const dev = createMemDevice({ size: 8 * MiB });
+    dev.write(0, new Uint8Array(3 * MiB).fill(5));
+    // Page 0 zeroed in two halves (each partial: nothing is freed), page 1 partly, page 2 untouched.
+    dev.trim(0, MiB / 2);
+    dev.writeZeroes(MiB / 2, MiB / 2);
+    dev.trim(MiB, MiB / 2);
+    dev.write(5 * MiB, new Uint8Array(MiB));
+    expect(allocated(dev)).toBe(4 * MiB);
+    const result = dev.reclaim();
+    expect(result).toEqual({ bytes: 2 * MiB, detail: "2 all-zero pages freed" });
+    expect(allocated(dev)).toBe(2 * MiB);
+    expect(dev.read(MiB + MiB / 2, 16).every((b) => b === 5)).toBe(true);
+    expect(dev.read(2 * MiB, 16).every((b) => b === 5)).toBe(true);
+    expect(dev.read(0, MiB).every((b) => b === 0)).toBe(true);
+    expect(dev.reclaim()).toEqual({ bytes: 0, detail: "no all-zero pages to free" });
+  });
+
   test("a huge fresh device costs nothing, and reads do not allocate", () => {
     const dev = createMemDevice({ size: 2 ** 50 });
     expect(allocated(dev)).toBe(0);

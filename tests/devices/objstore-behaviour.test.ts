@@ -192,6 +192,35 @@ describe("objstore: the cache", () => {
   });
 });
 
+describe("objstore: reclaim", () => {
+  test("reclaim uploads now: a trimmed segment's object is deleted before the next upload round", async () => {
+    const objects = path.join(dir, "reclaim-objects");
+    // Local flush mode and an upload round an hour away: only reclaim can reach the store.
+    const v = volume({ ...backendOptions("local", objects, undefined), flushEvery: 3600 });
+    const store = new LocalObjectStore(objects);
+    const dev = await v.open(v.machine("a"), { size: 4 * MiB });
+    await dev.write(0, pattern(512 * 1024, 7));
+    const first = await dev.reclaim();
+    expect(first.detail).toBe("0 remote objects deleted, 2 segments uploaded");
+    expect(await store.head(segmentKey(v.name, 0))).toBeDefined();
+    const cachedBeforeTrim = gauge(dev, "cache");
+    await dev.trim(0, 256 * 1024);
+    await dev.flush();
+    // FLUSH in local mode keeps the trim local: the object is still there.
+    expect(await store.head(segmentKey(v.name, 0))).toBeDefined();
+    const cachedBeforeReclaim = gauge(dev, "cache");
+    const result = await dev.reclaim();
+    expect(result.detail).toBe("1 remote object deleted, 0 segments uploaded");
+    expect(await store.head(segmentKey(v.name, 0))).toBeUndefined();
+    expect(await store.head(segmentKey(v.name, 1))).toBeDefined();
+    // The trimmed segment is out of the cache (by the trim or by the reclaim); bytes counts what the reclaim freed.
+    expect(gauge(dev, "cache")).toBe(cachedBeforeTrim - 256 * 1024);
+    expect(result.bytes).toBe(cachedBeforeReclaim - gauge(dev, "cache"));
+    expectSameBytes(await read(dev, 256 * 1024, 256 * 1024), pattern(512 * 1024, 7).subarray(256 * 1024), "the segment left alone");
+    await dev.close();
+  });
+});
+
 describe("objstore: the store failing", () => {
   test("S3 stopped during a flush: FLUSH fails, cached data keeps working, nothing is lost, uploads resume", async () => {
     const v = volume({ flushEvery: 0.2, flushMode: "remote" });

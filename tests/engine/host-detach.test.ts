@@ -232,10 +232,11 @@ describe("Host.trim", () => {
     expect(hosted.state).toBe("serving");
   });
 
-  test("mem: nothing to reclaim; a detached device cannot be trimmed; a failing reclaim reports an error", async () => {
+  test("a device without reclaim: nothing to reclaim; a detached device cannot be trimmed; a failing reclaim reports an error", async () => {
     const dir = tempDir();
     const { host, events } = newHost();
-    const mem = host.add("m", createMemDevice({ size: 8 * MiB }));
+    // The wrapper passes on no reclaim, as a device that has none.
+    const mem = host.add("m", wrapDevice(createMemDevice({ size: 8 * MiB })));
     const failing = host.add(
       "f",
       wrapDevice(createMemDevice({ size: 8 * MiB }), {

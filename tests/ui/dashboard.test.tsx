@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { render } from "ink-testing-library";
+import { type BlockDevice, DeviceError } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { Host } from "../../src/engine/host.ts";
 import { silentLogger } from "../../src/engine/log.ts";
@@ -138,5 +139,42 @@ describe.skipIf(skip !== undefined)("dashboard with a real engine", () => {
     expect(exits).toEqual([0]);
     expect(existsSync(socket)).toBe(false);
     expect(host.list().every((d) => d.state === "detached")).toBe(true);
+  });
+});
+
+describe("errors show in the panel and the event pane, and the dashboard carries on", () => {
+  test("a device whose flush fails (a device written for this test: a real disk cannot be made to fail on cue)", async () => {
+    const mem = createMemDevice({ size: 8 * MiB });
+    let background: string | undefined;
+    const failing: BlockDevice = {
+      kind: "flaky",
+      size: mem.size,
+      blockSize: mem.blockSize,
+      capabilities: mem.capabilities,
+      read: (offset, length) => mem.read(offset, length),
+      write: (offset, data) => mem.write(offset, data),
+      trim: (offset, length) => mem.trim(offset, length),
+      flush: () => {
+        background = "uploads failing: store unreachable";
+        throw new DeviceError("EIO", "disk on fire");
+      },
+      close: () => mem.close(),
+      stats: () => ({ gauges: [{ name: "dirty objects", value: 3, unit: "count", max: 4 }], ...(background ? { lastError: background } : {}) }),
+    };
+    const host = new Host(silentLogger);
+    host.add("flaky", failing);
+    const ui = render(<App host={host} version="0" startedAt={Date.now()} size={{ columns: 90, rows: 30 }} refreshMs={50} onExit={() => undefined} />);
+    try {
+      await frameWhere(ui.lastFrame, (f) => f.includes("flaky · flaky") && f.includes("dirty objects"), "the panel");
+      ui.stdin.write("f");
+      const frame = await frameWhere(ui.lastFrame, (f) => f.includes("flush failed: disk on fire") && f.includes("error: uploads failing"), "the error in the pane and the panel");
+      // The device's own background error wins the panel's error line; the event pane has the flush failure.
+      expect(frame).toMatch(/flaky\s+flush failed: disk on fire/);
+      ui.stdin.write("?");
+      await frameWhere(ui.lastFrame, (f) => f.includes("SIGUSR1 flushes every device"), "the help after the error");
+    } finally {
+      ui.unmount();
+      await host.stop({ force: true }).catch(() => undefined);
+    }
   });
 });

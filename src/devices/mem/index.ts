@@ -9,6 +9,7 @@ import {
   type DeviceCapabilities,
   type DeviceStats,
   type Extent,
+  type ReclaimResult,
   type ZeroOptions,
 } from "../device.ts";
 import { resolveGeometry } from "../geometry.ts";
@@ -158,6 +159,24 @@ class MemDevice implements BlockDevice {
 
   flush(): void {
     checkOpen(this.closed, this.kind);
+  }
+
+  /**
+   * Gives back pages that hold only zeros: whole pages are freed when trimmed, but a page trimmed or zeroed piece
+   * by piece (or written with zeros) stays allocated until this finds it.
+   */
+  reclaim(): ReclaimResult {
+    checkOpen(this.closed, this.kind);
+    let freed = 0;
+    let bytes = 0;
+    for (const [index, page] of this.pages) {
+      if (Buffer.compare(page, ZERO_PAGE.subarray(0, page.length)) !== 0) continue;
+      this.pages.delete(index);
+      this.allocated -= page.length;
+      bytes += page.length;
+      freed++;
+    }
+    return { bytes, detail: freed === 0 ? "no all-zero pages to free" : `${freed.toLocaleString("en-US")} all-zero pages freed` };
   }
 
   close(): void {

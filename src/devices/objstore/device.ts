@@ -13,6 +13,7 @@ import {
   type DeviceGauge,
   type DeviceStats,
   type Extent,
+  type ReclaimResult,
 } from "../device.ts";
 import type { Logger } from "../../engine/log.ts";
 import type { CacheFile, KnownSpan } from "./cache-file.ts";
@@ -298,6 +299,26 @@ export class ObjstoreDevice implements BlockDevice {
     }
   }
 
+  /**
+   * Gives the store its space back now rather than at the next upload round: every dirty segment is uploaded, so a
+   * trimmed or zeroed segment deletes its object and a partly trimmed one is replaced by a smaller object, and
+   * all-zero segments leave the cache. `bytes` is the cache space released.
+   */
+  async reclaim(): Promise<ReclaimResult> {
+    checkOpen(this.closed, this.kind);
+    const { cache, stats, uploader, objectSize } = this.p;
+    const before = { deletes: stats.deletes, uploads: stats.uploads, cached: cache.cachedCount };
+    await this.flushLocal();
+    await uploader.flushAll();
+    // An all-zero segment leaves the cache in a microtask queued by its upload.
+    await new Promise<void>((resolve) => setTimeout(resolve, 0));
+    const deleted = stats.deletes - before.deletes;
+    const uploaded = stats.uploads - before.uploads;
+    const released = Math.max(0, before.cached - cache.cachedCount) * objectSize;
+    const plural = (n: number, what: string) => `${n.toLocaleString("en-US")} ${what}${n === 1 ? "" : "s"}`;
+    return { bytes: released, detail: `${plural(deleted, "remote object")} deleted, ${plural(uploaded, "segment")} uploaded` };
+  }
+
   stats(): DeviceStats {
     const { cache, stats, cacheQuota, objectSize } = this.p;
     let dirty = 0;
@@ -317,8 +338,8 @@ export class ObjstoreDevice implements BlockDevice {
       { name: "upload round", value: stats.roundDone, unit: "count", max: Math.max(1, stats.roundTotal) },
       { name: "cache", value: cacheBytes, unit: "bytes", ...(cacheQuota > 0 ? { max: cacheQuota } : {}) },
       { name: "since last full upload", value: stats.lastCleanAt === 0 ? 0 : (Date.now() - stats.lastCleanAt) / 1000, unit: "seconds" },
-      { name: "upload rate", value: rates.up, unit: "bytes" },
-      { name: "download rate", value: rates.down, unit: "bytes" },
+      { name: "upload rate", value: rates.up, unit: "bytes/s" },
+      { name: "download rate", value: rates.down, unit: "bytes/s" },
       { name: "uploaded", value: stats.uploadedBytes, unit: "bytes" },
       { name: "downloaded", value: stats.downloadedBytes, unit: "bytes" },
       { name: "compression ratio", value: stats.uploadedBytes === 0 ? 1 : stats.uploadedPlainBytes / stats.uploadedBytes, unit: "ratio" },

@@ -108,6 +108,7 @@ export class Uploader {
     if (segment.upload !== undefined) return segment.upload;
     const job = this.withPlace(() => this.uploadOnce(segment)).finally(() => {
       segment.upload = undefined;
+      this.dropIfEmpty(segment);
       this.parts.cache.wake();
     });
     segment.upload = job;
@@ -163,11 +164,12 @@ export class Uploader {
     segment.etag = etag;
     segment.uploadedSeq = seq;
     cache.saveRow(segment);
-    // A clean all-zero segment the store does not have is empty: its slot is wasted.
-    if (etag === undefined && !segment.dirty && !segment.busy && segment.slot !== undefined && segment.upload === undefined) {
-      queueMicrotask(() => {
-        if (!segment.dirty && !segment.busy && segment.slot !== undefined) cache.evict(segment);
-      });
+  }
+
+  /** A clean all-zero segment the store does not have is empty: its slot is wasted, so it leaves the cache. */
+  private dropIfEmpty(segment: Segment): void {
+    if (segment.etag === undefined && !segment.dirty && !segment.busy && segment.slot !== undefined && segment.upload === undefined) {
+      this.parts.cache.evict(segment);
     }
   }
 
