@@ -64,10 +64,11 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
     const config = join(dir, "usbd.toml");
     writeFileSync(
       config,
-      `listen = "unix:${socket}"\n\n[[device]]\nname = "busy"\nstore-size = "256MiB"\n\n[[device]]\nname = "idle"\nstore-size = "64MiB"\n`,
+      `[[device]]\nname = "busy"\nstore-size = "256MiB"\n\n[[device]]\nname = "idle"\nstore-size = "64MiB"\n`,
     );
     // The exit status lands in a file: tmux itself does not report it.
-    const command = `${BUN} ${CLI} --config ${config}; echo "exit=$?" > ${join(dir, "exit")}; sleep 60`;
+    // Without CI in the environment: chalk turns colour off under CI=true, and the colour checks below need it on.
+    const command = `env -u CI ${BUN} ${CLI} --listen unix:${socket} --config ${config}; echo "exit=$?" > ${join(dir, "exit")}; sleep 60`;
     const started = await tmux("new-session", "-d", "-s", "usbd", "-x", "100", "-y", "34", command);
     expect(started.exitCode).toBe(0);
   }, 15_000);
@@ -84,6 +85,28 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
     expect(text.split("\n")[0]).toContain("network export");
     expect(text).toContain("f  flush");
     expect(existsSync(socket)).toBe(true);
+    // In colour (the selected panel's border, the header), since NO_COLOR is not set here.
+    const coloured = (await tmux("capture-pane", "-e", "-p", "-t", "usbd")).stdout;
+    expect(coloured).toMatch(/\u001B\[(3[0-7]|9[0-7]|38;)/);
+  }, 30_000);
+
+  test("NO_COLOR: the same screen without a single colour", async () => {
+    const command = `env -u CI NO_COLOR=1 ${BUN} ${CLI} --listen unix:${join(dir, "plain.sock")} --store-size 8MiB; sleep 60`;
+    expect((await tmux("new-session", "-d", "-s", "plain", "-x", "100", "-y", "30", command)).exitCode).toBe(0);
+    try {
+      const deadline = Date.now() + 15_000;
+      let text = "";
+      while (!text.includes("serving") && Date.now() < deadline) {
+        await Bun.sleep(200);
+        text = (await tmux("capture-pane", "-e", "-p", "-t", "plain")).stdout;
+      }
+      expect(text).toContain("usbd · mem · 8 MiB · serving");
+      expect(text).not.toMatch(/\u001B\[(3[0-7]|9[0-7]|38;|4[0-7]|48;)/);
+    } finally {
+      await tmux("send-keys", "-t", "plain", "q", "y");
+      await Bun.sleep(500);
+      await tmux("kill-session", "-t", "plain");
+    }
   }, 30_000);
 
   test("fio on one device: non-zero IOPS on it, zero on the other", async () => {

@@ -178,3 +178,22 @@ describe("errors show in the panel and the event pane, and the dashboard carries
     }
   });
 });
+
+describe("redraws", () => {
+  test("an idle dashboard redraws about 4 times a second, no more", async () => {
+    const host = new Host(silentLogger);
+    host.add("calm", createMemDevice({ size: 8 * MiB }));
+    const ui = render(<App host={host} version="0" startedAt={Date.now()} size={{ columns: 90, rows: 30 }} onExit={() => undefined} />);
+    try {
+      await frameWhere(ui.lastFrame, (f) => f.includes("calm · mem"), "the first frame");
+      const before = ui.frames.length;
+      await Bun.sleep(2000);
+      const drawn = ui.frames.length - before;
+      expect(drawn).toBeGreaterThanOrEqual(4);
+      expect(drawn).toBeLessThanOrEqual(10);
+    } finally {
+      ui.unmount();
+      await host.stop({ force: true });
+    }
+  });
+});
