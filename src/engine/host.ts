@@ -10,6 +10,7 @@ import { DetachRefusedError, type KernelAttachment, describeAttachment } from ".
 import { type Export, type NbdServer, listen } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
+import { formatSize } from "./format-size.ts";
 import { CMD } from "./protocol/constants.ts";
 
 export type DeviceState = "starting" | "serving" | "flushing" | "trimming" | "detaching" | "detached" | "error";
@@ -187,11 +188,11 @@ export class Host {
         for (const mountPoint of mountPoints) bytes += await fstrim(mountPoint);
         const detail = `fstrim ${mountPoints.join(", ")}`;
         result = { method: "fstrim", mountPoint: mountPoints[0]!, mountPoints, bytes, detail, ms: performance.now() - started };
-        this.emit(name, "trimmed", `trimmed ${formatBytes(bytes)} (${detail}) in ${formatMs(result.ms)}`);
+        this.emit(name, "trimmed", `trimmed ${formatSize(bytes)} (${detail}) in ${formatMs(result.ms)}`);
       } else if (hosted.device.reclaim !== undefined) {
         const reclaimed = await hosted.device.reclaim();
         result = { method: "reclaim", bytes: reclaimed.bytes, detail: reclaimed.detail, ms: performance.now() - started };
-        this.emit(name, "trimmed", `reclaimed ${formatBytes(reclaimed.bytes)} (${reclaimed.detail}) in ${formatMs(result.ms)}`);
+        this.emit(name, "trimmed", `reclaimed ${formatSize(reclaimed.bytes)} (${reclaimed.detail}) in ${formatMs(result.ms)}`);
       } else {
         const detail = `${hosted.device.kind} releases space as soon as it is trimmed; nothing to reclaim`;
         result = { method: "none", bytes: 0, detail, ms: performance.now() - started };
@@ -346,18 +347,6 @@ export class Host {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** "12.0 MiB", "512 B": binary units, one decimal. */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = bytes;
-  let i = 0;
-  while (Math.abs(value) >= 1024 && i < units.length - 1) {
-    value /= 1024;
-    i++;
-  }
-  return i === 0 ? `${value} B` : `${value.toFixed(1)} ${units[i]}`;
 }
 
 function formatMs(ms: number): string {

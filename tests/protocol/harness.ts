@@ -10,6 +10,7 @@ import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { type Export, type NbdServer, listen } from "../../src/engine/listen.ts";
 import { silentLogger } from "../../src/engine/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
+import { pattern } from "./raw-client.ts";
 
 export const MiB = 1024 * 1024;
 /** The size of the "disk" export every suite serves. */
@@ -69,6 +70,32 @@ export function wrapDevice(inner: BlockDevice, overrides: Partial<BlockDevice> =
   if (inner.writeZeroes) base.writeZeroes = (offset, length, options) => inner.writeZeroes!(offset, length, options);
   if (inner.extents) base.extents = (offset, length) => inner.extents!(offset, length);
   return { ...base, ...overrides };
+}
+
+/**
+ * A mem device of `size` bytes whose first `filled` bytes hold pattern(filled, seed), whose reads (and, with
+ * `slowWrites`, writes) take `ms`; `started` counts the slowed calls that have begun.
+ */
+export function slowDevice(
+  ms: number,
+  options: { readonly size: number; readonly filled: number; readonly seed: number; readonly slowWrites: boolean },
+): { device: BlockDevice; started: () => number } {
+  const inner = createMemDevice({ size: options.size });
+  inner.write(0, pattern(options.filled, options.seed));
+  let started = 0;
+  const overrides: Partial<BlockDevice> = {
+    read: (offset, length) => {
+      started++;
+      return later(ms, () => inner.read(offset, length).slice());
+    },
+  };
+  if (options.slowWrites) {
+    overrides.write = (offset, data) => {
+      started++;
+      return later(ms, () => inner.write(offset, data));
+    };
+  }
+  return { device: wrapDevice(inner, overrides), started: () => started };
 }
 
 /** Resolves `value()` after `ms` milliseconds (value runs then, not now). */

@@ -11,7 +11,7 @@ import { silentLogger } from "../../src/engine/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
-import { MiB, type TestServer, later, startServer, wrapDevice } from "./harness.ts";
+import { MiB, type TestServer, slowDevice, startServer, wrapDevice } from "./harness.ts";
 import { CMD, RawClient, openExport, pattern, readGreeting } from "./raw-client.ts";
 
 const servers: TestServer[] = [];
@@ -20,23 +20,6 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.cleanup();
 });
 
-/** A mem device whose reads and writes take `ms`, counting the calls that have started. */
-function slowDevice(ms: number): { device: BlockDevice; started: () => number } {
-  const inner = createMemDevice({ size: 32 * MiB });
-  inner.write(0, pattern(8 * MiB, 1));
-  let started = 0;
-  const device = wrapDevice(inner, {
-    read: (offset, length) => {
-      started++;
-      return later(ms, () => inner.read(offset, length).slice());
-    },
-    write: (offset, data) => {
-      started++;
-      return later(ms, () => inner.write(offset, data));
-    },
-  });
-  return { device, started: () => started };
-}
 
 async function serve(device?: BlockDevice): Promise<TestServer> {
   const s = await startServer(device ? { disk: device } : {});
@@ -65,7 +48,7 @@ async function expectRefused(path: string): Promise<void> {
 
 describe("server.stop()", () => {
   test("answers the requests in flight, then closes the connection and removes the socket file", async () => {
-    const slow = slowDevice(150);
+    const slow = slowDevice(150, { size: 32 * MiB, filled: 8 * MiB, seed: 1, slowWrites: true });
     const s = await serve(slow.device);
     const c = await openExport(s.path);
     const data = pattern(4096, 2);
@@ -96,7 +79,7 @@ describe("server.stop()", () => {
   });
 
   test("delivers large READ replies in full before closing", async () => {
-    const slow = slowDevice(50);
+    const slow = slowDevice(50, { size: 32 * MiB, filled: 8 * MiB, seed: 1, slowWrites: true });
     const s = await serve(slow.device);
     const c = await openExport(s.path);
     const handles = c.send(...Array.from({ length: 4 }, (_, i) => ({ type: CMD.READ, offset: i * MiB, length: 4 * MiB })));

@@ -12,7 +12,7 @@ import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { ListenError, listen } from "../../src/engine/listen.ts";
 import { silentLogger } from "../../src/engine/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
-import { MiB, type TestServer, later, startServer, wrapDevice } from "./harness.ts";
+import { MiB, type TestServer, slowDevice, startServer, wrapDevice } from "./harness.ts";
 import { CMD, OPT, REP, type RawClient, infoData, openExport, option, pattern, readOptionReplies, startHandshake } from "./raw-client.ts";
 
 const servers: TestServer[] = [];
@@ -21,19 +21,6 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.cleanup();
 });
 
-/** A mem device whose reads take `ms`, counting the reads that have started. */
-function slowDevice(ms: number): { device: BlockDevice; started: () => number } {
-  const inner = createMemDevice({ size: 16 * MiB });
-  inner.write(0, pattern(4 * MiB, 7));
-  let started = 0;
-  const device = wrapDevice(inner, {
-    read: (offset, length) => {
-      started++;
-      return later(ms, () => inner.read(offset, length).slice());
-    },
-  });
-  return { device, started: () => started };
-}
 
 /** "disk" (64 MiB mem) first, then "b". */
 async function serveTwo(b: BlockDevice = createMemDevice({ size: 16 * MiB })): Promise<TestServer> {
@@ -69,7 +56,7 @@ async function goAnswer(path: string, name: string, opt: number = OPT.GO): Promi
 
 describe("server.withdraw()", () => {
   test("answers the withdrawn export's in-flight requests, closes its connection, and leaves the other export serving", async () => {
-    const slow = slowDevice(150);
+    const slow = slowDevice(150, { size: 16 * MiB, filled: 4 * MiB, seed: 7, slowWrites: false });
     const s = await serveTwo(slow.device);
     const onB = await openExport(s.path, { exportName: "b" });
     const onDisk = await openExport(s.path, { exportName: "disk" });

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { removeDir, runResult, skipReason, tempDir } from "../clients/helpers.ts";
+import { flushesOf, iopsOf, panelOf } from "./screen.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const BUN = join(ROOT, "node_modules/.bin/bun");
@@ -42,20 +43,6 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
     }
   }
 
-  /** The panel whose title names `device`: its lines up to the bottom border. */
-  function panel(text: string, device: string): string {
-    const lines = text.split("\n");
-    const start = lines.findIndex((l) => l.includes(`${device} · mem`));
-    if (start < 0) return "";
-    const end = lines.findIndex((l, i) => i > start && /^[└╚]/.test(l));
-    return lines.slice(start, end < 0 ? undefined : end + 1).join("\n");
-  }
-
-  const writeIops = (p: string) => {
-    const m = /W\s+([0-9.]+)(k|M)?\s+IOPS/.exec(p);
-    return m ? Number(m[1]) * (m[2] === "k" ? 1e3 : m[2] === "M" ? 1e6 : 1) : Number.NaN;
-  };
-  const flushes = (p: string) => Number(/flushes ([0-9.]+)/.exec(p)?.[1] ?? Number.NaN);
 
   beforeAll(async () => {
     dir = tempDir("tmux-ui");
@@ -80,7 +67,7 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
   });
 
   test("both devices appear, serving on the socket", async () => {
-    const text = await screenWhere("both panels serving", (t) => panel(t, "busy").includes("serving") && panel(t, "idle").includes("serving"));
+    const text = await screenWhere("both panels serving", (t) => panelOf(t, "busy").includes("serving") && panelOf(t, "idle").includes("serving"));
     expect(text.split("\n")[0]).toContain("2 devices");
     expect(text.split("\n")[0]).toContain("network export");
     expect(text).toContain("f  flush");
@@ -114,9 +101,9 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
       ["fio", "--name=busy", "--ioengine=nbd", `--uri=nbd+unix:///busy?socket=${socket}`, "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=64M", "--time_based", "--runtime=6"],
       { stdout: "pipe", stderr: "pipe" },
     );
-    const text = await screenWhere("write IOPS on busy", (t) => writeIops(panel(t, "busy")) > 0);
+    const text = await screenWhere("write IOPS on busy", (t) => iopsOf(panelOf(t, "busy"), "W") > 0);
     keep("fio", text);
-    expect(writeIops(panel(text, "idle"))).toBe(0);
+    expect(iopsOf(panelOf(text, "idle"), "W")).toBe(0);
     expect(await fio.exited).toBe(0);
     fio = undefined;
   }, 30_000);
@@ -132,9 +119,9 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
   }, 30_000);
 
   test("f flushes the selected device: its flush counter moves and the event pane reports it", async () => {
-    const before = flushes(panel(await screen(), "busy"));
+    const before = flushesOf(panelOf(await screen(), "busy"));
     await tmux("send-keys", "-t", "usbd", "f");
-    const text = await screenWhere("the flush event", (t) => /busy\s+flush done in [0-9.]+ (ms|s)/.test(t) && flushes(panel(t, "busy")) > before);
+    const text = await screenWhere("the flush event", (t) => /busy\s+flush done in [0-9.]+ (ms|s)/.test(t) && flushesOf(panelOf(t, "busy")) > before);
     keep("flush", text);
   }, 30_000);
 
@@ -144,8 +131,8 @@ describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
     await tmux("send-keys", "-t", "usbd", "d");
     await screenWhere("the detach question", (t) => t.includes('Detach "idle"'));
     await tmux("send-keys", "-t", "usbd", "y");
-    const text = await screenWhere("idle detached", (t) => panel(t, "idle").includes("detached"));
-    expect(panel(text, "busy")).toContain("serving");
+    const text = await screenWhere("idle detached", (t) => panelOf(t, "idle").includes("detached"));
+    expect(panelOf(text, "busy")).toContain("serving");
     keep("detach", text);
   }, 30_000);
 

@@ -13,6 +13,7 @@ import { Host } from "../../src/engine/host.ts";
 import { silentLogger } from "../../src/engine/log.ts";
 import { App } from "../../src/ui/App.tsx";
 import { removeDir, run, skipReason, tempDir } from "../clients/helpers.ts";
+import { flushesOf, iopsOf, panelOf } from "./screen.ts";
 
 const MiB = 1024 * 1024;
 const skip = skipReason("dashboard", ["qemu-io"]);
@@ -28,20 +29,6 @@ async function frameWhere(lastFrame: () => string | undefined, predicate: (frame
   }
 }
 
-/** The lines of one device's panel: from its title to the next border corner. */
-function panelOf(frame: string, name: string): string {
-  const lines = frame.split("\n");
-  const start = lines.findIndex((l) => l.includes(`${name} · mem`));
-  if (start < 0) return "";
-  const end = lines.findIndex((l, i) => i > start && /^[└╚]/.test(l));
-  return lines.slice(start, end < 0 ? undefined : end + 1).join("\n");
-}
-
-function iops(panel: string, letter: "R" | "W"): number {
-  const match = new RegExp(`${letter}\\s+([0-9.]+)(k|M)?\\s+IOPS`).exec(panel);
-  if (!match) return Number.NaN;
-  return Number(match[1]) * (match[2] === "k" ? 1e3 : match[2] === "M" ? 1e6 : 1);
-}
 
 describe.skipIf(skip !== undefined)("dashboard with a real engine", () => {
   let dir: string;
@@ -82,19 +69,19 @@ describe.skipIf(skip !== undefined)("dashboard with a real engine", () => {
   test("the numbers move after real I/O on one device, and only on that one", async () => {
     const uri = `nbd+unix:///alpha?socket=${socket}`;
     await run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 8M", "-c", "read -P 0x5a 0 8M", uri]);
-    const frame = await frameWhere(ui.lastFrame, (f) => iops(panelOf(f, "alpha"), "W") > 0 && iops(panelOf(f, "alpha"), "R") > 0, "alpha's IOPS to move");
-    expect(iops(panelOf(frame, "beta"), "W")).toBe(0);
-    expect(iops(panelOf(frame, "beta"), "R")).toBe(0);
+    const frame = await frameWhere(ui.lastFrame, (f) => iopsOf(panelOf(f, "alpha"), "W") > 0 && iopsOf(panelOf(f, "alpha"), "R") > 0, "alpha's IOPS to move");
+    expect(iopsOf(panelOf(frame, "beta"), "W")).toBe(0);
+    expect(iopsOf(panelOf(frame, "beta"), "R")).toBe(0);
     // The mem device's own gauge: 8 MiB allocated of 64.
     expect(panelOf(frame, "alpha")).toContain("allocated");
     expect(panelOf(frame, "alpha")).toContain("8 MiB/64 MiB");
   });
 
   test("f flushes the selected device: the flush counter moves and the event pane says how long it took", async () => {
-    const before = Number(/flushes (\d+)/.exec(panelOf(ui.lastFrame() ?? "", "alpha"))?.[1]);
+    const before = flushesOf(panelOf(ui.lastFrame() ?? "", "alpha"));
     ui.stdin.write("f");
     const frame = await frameWhere(ui.lastFrame, (f) => /alpha\s+flush done in [0-9.]+ ms/.test(f), "the flush event");
-    await frameWhere(ui.lastFrame, (f) => Number(/flushes (\d+)/.exec(panelOf(f, "alpha"))?.[1]) === before + 1, "the flush counter");
+    await frameWhere(ui.lastFrame, (f) => flushesOf(panelOf(f, "alpha")) === before + 1, "the flush counter");
     expect(frame).not.toMatch(/beta\s+flush done/);
   }, 15_000);
 
