@@ -1,0 +1,82 @@
+/**
+ * `sudo usbd-tui` as users meet it: the dashboard in a real terminal (tmux) attaching a device to the kernel. The
+ * panel names the /dev/nbdN it got; with ext4 mounted on it, `d` is refused naming the mount point and `t` runs
+ * fstrim and reports the bytes; once unmounted, `q` then `y` detaches and exits 0. Runs in the test VM
+ * (scripts/test-kernel.sh tests/vm/dashboard.vm.ts); the screens go to .artifacts/dashboard-kernel-*.txt.
+ */
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { panelOf } from "../ui/screen.ts";
+import { CLI, attached, mountPoint, removeDir, requireVm, runResult, sh, storeDirectory } from "./helpers.ts";
+
+requireVm();
+setDefaultTimeout(240_000);
+
+const ROOT = resolve(import.meta.dir, "../..");
+const dir = storeDirectory();
+const tmuxSocket = join(dir, "tmux.sock");
+const tmux = (...args: string[]) => runResult(["tmux", "-S", tmuxSocket, ...args], { timeoutMs: 10_000 });
+const screen = async () => (await tmux("capture-pane", "-p", "-t", "usbd")).stdout;
+
+function keep(name: string, text: string): void {
+  mkdirSync(join(ROOT, ".artifacts"), { recursive: true });
+  writeFileSync(join(ROOT, ".artifacts", `dashboard-kernel-${name}.txt`), text);
+}
+
+async function screenWhere(what: string, predicate: (text: string) => boolean, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await screen();
+    if (predicate(text)) return text;
+    if (Date.now() > deadline) {
+      keep("failure", text);
+      throw new Error(`timed out waiting for ${what}; the screen:\n${text}`);
+    }
+    await Bun.sleep(300);
+  }
+}
+
+afterAll(async () => {
+  await tmux("kill-server");
+  removeDir(dir);
+});
+
+test("the dashboard on the kernel path: attach, refuse to detach while mounted, fstrim, quit in order", async () => {
+  const exitFile = join(dir, "exit");
+  const command = `cd ${ROOT} && env -u CI ${CLI.join(" ")} --store-size 256MiB; echo "exit=$?" > ${exitFile}; sleep 120`;
+  expect((await tmux("new-session", "-d", "-s", "usbd", "-x", "160", "-y", "40", command)).exitCode).toBe(0);
+
+  const attachedScreen = await screenWhere("the device attached", (t) => /usbd · mem · 256 MiB · serving · \/dev\/nbd\d+/.test(t));
+  keep("attached", attachedScreen);
+  const path = /\/dev\/nbd\d+/.exec(panelOf(attachedScreen, "usbd"))![0];
+  expect(attachedScreen.split("\n")[0]).toContain("kernel NBD (1 attached)");
+  expect(attachedScreen).toMatch(new RegExp(`usbd\\s+attached as ${path}`));
+
+  const mnt = mountPoint("dashboard");
+  await sh(`mkfs.ext4 -q -E nodiscard ${path} && mount ${path} ${mnt}`);
+  await sh(`dd if=/dev/urandom of=${mnt}/big bs=1M count=32 conv=fsync status=none && rm ${mnt}/big && sync`);
+
+  await tmux("send-keys", "-t", "usbd", "d");
+  await screenWhere("the detach question", (t) => t.includes('Detach "usbd"'));
+  await tmux("send-keys", "-t", "usbd", "y");
+  const refused = await screenWhere("the refusal", (t) => t.includes(`not detaching ${path}`) && t.includes(mnt));
+  keep("refused", refused);
+  expect(panelOf(refused, "usbd")).toContain("serving");
+
+  await tmux("send-keys", "-t", "usbd", "t");
+  await screenWhere("the trim question", (t) => t.includes('Trim "usbd"'));
+  await tmux("send-keys", "-t", "usbd", "y");
+  const trimmed = await screenWhere("the fstrim result", (t) => new RegExp(`usbd\\s+trimmed [\\d.]+ [KMG]iB \\(fstrim ${mnt}\\)`).test(t));
+  keep("trimmed", trimmed);
+
+  await sh(`umount ${mnt}`);
+  await tmux("send-keys", "-t", "usbd", "q");
+  await screenWhere("the quit question", (t) => t.includes("Quit? 1 device will be flushed, disconnected and closed."));
+  await tmux("send-keys", "-t", "usbd", "y");
+  const deadline = Date.now() + 60_000;
+  while (!existsSync(exitFile) && Date.now() < deadline) await Bun.sleep(200);
+  keep("after-exit", await screen());
+  expect(readFileSync(exitFile, "utf8").trim()).toBe("exit=0");
+  expect(attached(Number(path.slice("/dev/nbd".length)))).toBe(false);
+});
