@@ -1,6 +1,6 @@
 /**
  * One client WRITE handed to the device piece by piece as its payload arrives, for devices that declare
- * `splitWrites` and offer no write target: each piece goes to the device while it is still in the CPU cache,
+ * `splitWrites`: each piece goes to the device while it is still in the CPU cache,
  * instead of being assembled into a request-sized buffer first.
  */
 import type { BlockDevice } from "../devices/device.ts";

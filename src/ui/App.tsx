@@ -28,6 +28,8 @@ export interface AppProps {
   readonly listen?: string;
   /** Engine warnings and errors for the event pane. */
   readonly logs?: { subscribe(listener: (event: PaneEvent) => void): () => void };
+  /** --force: quitting detaches kernel devices even while mounted. */
+  readonly force?: boolean;
   /** Set by the runner while it stops everything for a signal. */
   readonly status?: string;
   readonly startedAt: number;
@@ -103,7 +105,7 @@ export function App(props: AppProps) {
 
   const quit = () => {
     setScreen({ kind: "stopping" });
-    host.stop().then(
+    host.stop({ force: props.force ?? false }).then(
       () => props.onExit(0),
       (error: unknown) => {
         const message = error instanceof Error ? error.message : String(error);

@@ -24,7 +24,7 @@ export async function runDashboard(host: Host, options: CliOptions, version: str
   });
   const app = (status?: string) => (
     <ThemeContext.Provider value={themeFor(process.env)}>
-      <App host={host} version={version} listen={options.listen} logs={log} status={status} startedAt={startedAt} onExit={finish} />
+      <App host={host} version={version} listen={options.listen} force={options.force} logs={log} status={status} startedAt={startedAt} onExit={finish} />
     </ThemeContext.Provider>
   );
   const ink = render(app(), {
