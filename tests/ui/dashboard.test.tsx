@@ -8,7 +8,9 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { render } from "ink-testing-library";
 import { type BlockDevice, DeviceError } from "../../src/devices/device.ts";
+import { openDedupDevice } from "../../src/devices/dedup/index.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
+import { openObjstoreDevice } from "../../src/devices/objstore/index.ts";
 import { Host } from "../../src/engine/host.ts";
 import { silentLogger } from "../../src/engine/log.ts";
 import { App } from "../../src/ui/App.tsx";
@@ -183,4 +185,50 @@ describe("redraws", () => {
       await host.stop({ force: true });
     }
   });
+});
+
+describe("a device's own gauges, whatever the device", () => {
+  test("dedup shows its dedup ratio and stored bytes; objstore its dirty objects (a bar), cache and upload round", async () => {
+    const dir = tempDir("ui-gauges");
+    const host = new Host(silentLogger);
+    const dedup = openDedupDevice({ storeDir: dir, storeName: "d", size: 64 * MiB, compression: "none" });
+    const objstore = await openObjstoreDevice({
+      storeDir: dir,
+      storeName: "o",
+      size: 64 * MiB,
+      objectSize: 1 * MiB,
+      kind: "local",
+      config: JSON.stringify({ path: join(dir, "objects") }),
+      aesMode: "identity",
+      flushEvery: 3600,
+    });
+    host.add("dd", dedup);
+    host.add("ob", objstore);
+    // The same 1 MiB four times over: one copy stored, a dedup ratio of 4. Three 1 MiB segments dirty in objstore.
+    const block = new Uint8Array(MiB);
+    crypto.getRandomValues(block.subarray(0, 65536));
+    for (let i = 0; i < 4; i++) await dedup.write(i * MiB, block);
+    await dedup.flush();
+    for (let i = 0; i < 3; i++) await objstore.write(i * MiB, block);
+    const ui = render(<App host={host} version="0" startedAt={Date.now()} size={{ columns: 100, rows: 60 }} refreshMs={50} onExit={() => undefined} />);
+    try {
+      const frame = await frameWhere(ui.lastFrame, (f) => f.includes("dedup ratio 4.00x") && f.includes("dirty objects"), "both devices' gauges");
+      expect(frame).toMatch(/stored 64 KiB/);
+      expect(frame).toMatch(/dirty objects █+░* 3\/3/);
+      expect(frame).toMatch(/cache 3 MiB/);
+      expect(frame).toContain("upload round");
+      // t on the objstore device (tab selects it) reclaims: it uploads every dirty segment now.
+      ui.stdin.write("\t");
+      await frameWhere(ui.lastFrame, (f) => f.split("\n").some((l) => l.startsWith("╔") && l.includes("ob · objstore")), "ob selected");
+      ui.stdin.write("t");
+      await frameWhere(ui.lastFrame, (f) => f.includes('Trim "ob"'), "the trim question");
+      ui.stdin.write("y");
+      const after = await frameWhere(ui.lastFrame, (f) => /ob\s+reclaimed .*3 segments uploaded/.test(f), "the reclaim event");
+      expect(after).toMatch(/dirty objects ░+ 0\/3/);
+    } finally {
+      ui.unmount();
+      await host.stop({ force: true });
+      removeDir(dir);
+    }
+  }, 30_000);
 });
