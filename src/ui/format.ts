@@ -3,7 +3,7 @@
  * formatting is tested without a terminal.
  */
 import type { DeviceGauge } from "../devices/device.ts";
-import { formatSize } from "../cli/sizes.ts";
+import { formatSize } from "../engine/format-size.ts";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
 

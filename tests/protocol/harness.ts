@@ -98,6 +98,15 @@ export function slowDevice(
   return { device: wrapDevice(inner, overrides), started: () => started };
 }
 
+/** Waits (polling every 2 ms) until `condition()` holds; throws after `timeoutMs`. */
+export async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not reached in time");
+    await Bun.sleep(2);
+  }
+}
+
 /** Resolves `value()` after `ms` milliseconds (value runs then, not now). */
 export function later<T>(ms: number, value: () => T | Promise<T>): Promise<T> {
   return Bun.sleep(ms).then(value);

@@ -11,7 +11,7 @@ import { silentLogger } from "../../src/engine/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
-import { MiB, type TestServer, slowDevice, startServer, wrapDevice } from "./harness.ts";
+import { MiB, type TestServer, slowDevice, startServer, until, wrapDevice } from "./harness.ts";
 import { CMD, RawClient, openExport, pattern, readGreeting } from "./raw-client.ts";
 
 const servers: TestServer[] = [];
@@ -25,14 +25,6 @@ async function serve(device?: BlockDevice): Promise<TestServer> {
   const s = await startServer(device ? { disk: device } : {});
   servers.push(s);
   return s;
-}
-
-async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not reached in time");
-    await Bun.sleep(2);
-  }
 }
 
 async function expectRefused(path: string): Promise<void> {

@@ -12,7 +12,7 @@ import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { ListenError, listen } from "../../src/engine/listen.ts";
 import { silentLogger } from "../../src/engine/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
-import { MiB, type TestServer, slowDevice, startServer, wrapDevice } from "./harness.ts";
+import { MiB, type TestServer, slowDevice, startServer, until, wrapDevice } from "./harness.ts";
 import { CMD, OPT, REP, type RawClient, infoData, openExport, option, pattern, readOptionReplies, startHandshake } from "./raw-client.ts";
 
 const servers: TestServer[] = [];
@@ -27,14 +27,6 @@ async function serveTwo(b: BlockDevice = createMemDevice({ size: 16 * MiB })): P
   const s = await startServer({ extra: [{ name: "b", device: b }] });
   servers.push(s);
   return s;
-}
-
-async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not reached in time");
-    await Bun.sleep(2);
-  }
 }
 
 async function listed(path: string): Promise<string[]> {

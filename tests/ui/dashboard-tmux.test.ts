@@ -4,50 +4,34 @@
  * `tmux send-keys`. The last screens are kept under .artifacts/ (dashboard-*.txt) as the test's artifact.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { removeDir, runResult, skipReason, tempDir } from "../clients/helpers.ts";
+import { removeDir, skipReason, tempDir } from "../clients/helpers.ts";
 import { flushesOf, iopsOf, panelOf } from "./screen.ts";
+import { type TmuxScreen, tmuxScreen } from "./tmux.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const BUN = join(ROOT, "node_modules/.bin/bun");
 const CLI = join(ROOT, "bin/usbd-tui.ts");
-const ARTIFACTS = join(ROOT, ".artifacts");
 const skip = skipReason("dashboard in tmux", ["tmux", "fio"]);
 
 describe.skipIf(skip !== undefined)("the dashboard in tmux", () => {
   let dir: string;
   let socket: string;
-  let tmuxSocket: string;
   let fio: Subprocess | undefined;
 
-  const tmux = (...args: string[]) => runResult(["tmux", "-S", tmuxSocket, ...args], { timeoutMs: 10_000 });
-  const screen = async () => (await tmux("capture-pane", "-p", "-t", "usbd")).stdout;
-  const keep = (name: string, text: string) => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    writeFileSync(join(ARTIFACTS, `dashboard-${name}.txt`), text);
-  };
-
-  /** Polls the screen until `predicate` holds; fails with the screen it last saw (also kept as an artifact). */
-  async function screenWhere(what: string, predicate: (text: string) => boolean, timeoutMs = 15_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const text = await screen();
-      if (predicate(text)) return text;
-      if (Date.now() > deadline) {
-        keep("failure", text);
-        throw new Error(`timed out waiting for ${what}; the screen:\n${text}`);
-      }
-      await Bun.sleep(200);
-    }
-  }
-
+  // Set in beforeAll, once the temporary directory (and with it the tmux socket) exists.
+  let driver: TmuxScreen;
+  const tmux = (...args: string[]) => driver.tmux(...args);
+  const screen = () => driver.screen();
+  const keep = (name: string, text: string) => driver.keep(name, text);
+  const screenWhere = (what: string, predicate: (text: string) => boolean, timeoutMs = 15_000) => driver.screenWhere(what, predicate, timeoutMs);
 
   beforeAll(async () => {
     dir = tempDir("tmux-ui");
     socket = join(dir, "nbd.sock");
-    tmuxSocket = join(dir, "tmux.sock");
+    driver = tmuxScreen(join(dir, "tmux.sock"), "usbd", "dashboard", 200);
     const config = join(dir, "usbd.toml");
     writeFileSync(
       config,

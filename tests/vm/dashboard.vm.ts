@@ -5,37 +5,19 @@
  * (scripts/test-kernel.sh tests/vm/dashboard.vm.ts); the screens go to .artifacts/dashboard-kernel-*.txt.
  */
 import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { panelOf } from "../ui/screen.ts";
-import { CLI, attached, mountPoint, removeDir, requireVm, runResult, sh, storeDirectory } from "./helpers.ts";
+import { tmuxScreen } from "../ui/tmux.ts";
+import { CLI, attached, mountPoint, removeDir, requireVm, sh, storeDirectory } from "./helpers.ts";
 
 requireVm();
 setDefaultTimeout(240_000);
 
 const ROOT = resolve(import.meta.dir, "../..");
 const dir = storeDirectory();
-const tmuxSocket = join(dir, "tmux.sock");
-const tmux = (...args: string[]) => runResult(["tmux", "-S", tmuxSocket, ...args], { timeoutMs: 10_000 });
-const screen = async () => (await tmux("capture-pane", "-p", "-t", "usbd")).stdout;
-
-function keep(name: string, text: string): void {
-  mkdirSync(join(ROOT, ".artifacts"), { recursive: true });
-  writeFileSync(join(ROOT, ".artifacts", `dashboard-kernel-${name}.txt`), text);
-}
-
-async function screenWhere(what: string, predicate: (text: string) => boolean, timeoutMs = 60_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await screen();
-    if (predicate(text)) return text;
-    if (Date.now() > deadline) {
-      keep("failure", text);
-      throw new Error(`timed out waiting for ${what}; the screen:\n${text}`);
-    }
-    await Bun.sleep(300);
-  }
-}
+const { tmux, screen, keep, screenWhere: waitForScreen } = tmuxScreen(join(dir, "tmux.sock"), "usbd", "dashboard-kernel", 300);
+const screenWhere = (what: string, predicate: (text: string) => boolean, timeoutMs = 60_000) => waitForScreen(what, predicate, timeoutMs);
 
 afterAll(async () => {
   await tmux("kill-server");
