@@ -18,7 +18,13 @@ import {
 import { blockStatusReply, errorReply, readReply, simpleReply } from "./protocol/replies.ts";
 import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./protocol/requests.ts";
 import { PayloadPool } from "./payload-pool.ts";
-import { PAYLOAD_PIECE_SIZE, REQUEST_READ_SIZE, type ReceiveBuffer, ReceiveBuffers } from "./receive-buffers.ts";
+import {
+  PAYLOAD_PIECE_SIZE,
+  REQUEST_READ_SIZE,
+  type ReceiveBuffer,
+  ReceiveBuffers,
+  TRANSPORT_READ_SIZE,
+} from "./receive-buffers.ts";
 import { ReplyWriter, type Transport } from "./reply-writer.ts";
 import { SplitWrite } from "./split-write.ts";
 
@@ -39,6 +45,7 @@ export interface SessionOptions {
 
 /** Payload remainders at least this large are read from the socket directly when the transport allows it. */
 const DIRECT_RECEIVE_MIN = 16 * 1024;
+
 
 type Phase = "header" | "payload" | "discard";
 
@@ -99,12 +106,15 @@ export class Session {
     });
   }
 
-  /** Feeds bytes from the transport, then reads whatever else is already waiting on it directly. */
+  /**
+   * Feeds bytes from the transport, then, if the chunk was a full read (so more may be waiting), reads whatever else
+   * is waiting directly.
+   */
   receive(chunk: Uint8Array): void {
     this.parse(chunk);
     // Replies go out before reading on, so the client can refill its queue while we parse.
     this.out.flush();
-    this.readWaiting();
+    if (chunk.length >= TRANSPORT_READ_SIZE) this.readWaiting();
   }
 
   /**
