@@ -108,13 +108,15 @@ describe("trim through the Host", () => {
       const full = allocated();
       expect(full).toBeGreaterThanOrEqual(64 * MiB);
       await sh(`rm ${mnt}/big && sync`);
+      // Measured after the rm: its journal writes can touch pages never written before (seen: 92 -> 99 MiB).
+      const beforeTrim = allocated();
 
       const result = await host.trim("m");
       expect(result.method).toBe("fstrim");
       if (result.method !== "fstrim") return;
       expect(result.mountPoint).toBe(mnt);
       expect(result.bytes).toBeGreaterThanOrEqual(64 * MiB);
-      expect(allocated()).toBeLessThanOrEqual(full - 60 * MiB);
+      expect(allocated()).toBeLessThanOrEqual(beforeTrim - 60 * MiB);
       expect(hosted.state).toBe("serving");
       expect(events.at(-1)!.kind).toBe("trimmed");
       expect(events.at(-1)!.message).toMatch(new RegExp(`^trimmed [\\d.]+ [KMG]iB \\(fstrim ${mnt}\\) in [\\d.,]+ ms$`));
