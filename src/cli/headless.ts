@@ -11,8 +11,8 @@ import type { Logger } from "../engine/log.ts";
 import { deviceOptions } from "./devices.ts";
 import type { CliOptions } from "./flags.ts";
 import { kernelAttachOptions, kernelHints } from "./kernel.ts";
+import { formatSize } from "../engine/format-size.ts";
 import { formatGaugeValue } from "../ui/format.ts";
-import { formatSize } from "./sizes.ts";
 
 export interface HeadlessIo {
   readonly out: (line: string) => void;

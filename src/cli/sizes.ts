@@ -1,5 +1,5 @@
 /**
- * Human sizes on the command line (`20GiB`, `100 MiB`, `1.5G`, `4096`) and back again for messages.
+ * Human sizes on the command line (`20GiB`, `100 MiB`, `1.5G`, `4096`); src/engine/format-size.ts writes them back.
  * Single letters and IEC suffixes are powers of 1024 (as in qemu-img and the Go original); KB/MB/GB/TB are
  * powers of 1000.
  */
@@ -42,5 +42,3 @@ export function parseSize(text: string): number {
   if (Math.abs(bytes - Math.round(bytes)) > 1e-6) throw new SizeError(`size "${text}" is not a whole number of bytes`);
   return Math.round(bytes);
 }
-
-export { formatSize } from "../engine/format-size.ts";

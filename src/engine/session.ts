@@ -46,7 +46,6 @@ export interface SessionOptions {
 /** Payload remainders at least this large are read from the socket directly when the transport allows it. */
 const DIRECT_RECEIVE_MIN = 16 * 1024;
 
-
 type Phase = "header" | "payload" | "discard";
 
 export class Session {

@@ -1,7 +1,8 @@
 // Command-line parsing: the seed's flag names and spellings, sizes, defaults, and usage errors that say what to do.
 import { describe, expect, test } from "bun:test";
 import { UsageError, parseFlags } from "../../src/cli/flags.ts";
-import { SizeError, formatSize, parseSize } from "../../src/cli/sizes.ts";
+import { SizeError, parseSize } from "../../src/cli/sizes.ts";
+import { formatSize } from "../../src/engine/format-size.ts";
 
 describe("sizes", () => {
   test("binary units, decimal units, fractions and plain bytes", () => {

@@ -309,9 +309,8 @@ export class ObjstoreDevice implements BlockDevice {
     const { cache, stats, uploader, objectSize } = this.p;
     const before = { deletes: stats.deletes, uploads: stats.uploads, cached: cache.cachedCount };
     await this.flushLocal();
+    // Each upload evicts its segment, when it turned out all zero, before the upload's promise settles.
     await uploader.flushAll();
-    // An all-zero segment leaves the cache in a microtask queued by its upload.
-    await new Promise<void>((resolve) => setTimeout(resolve, 0));
     const deleted = stats.deletes - before.deletes;
     const uploaded = stats.uploads - before.uploads;
     const released = Math.max(0, before.cached - cache.cachedCount) * objectSize;
