@@ -8,6 +8,8 @@ $bb stty raw -echo <&3
 $bb mkfifo /run/vm/out
 $bb cat /run/vm/out >&3 &
 copier=$!
+# Tells the host the boot worked: a guest that never writes this is booted again (tests/vm/run.sh).
+: >"$ctl/started"
 /bin/bash "$ctl/command.sh" </dev/null >/run/vm/out 2>&1 3>&-
 rc=$?
 # Processes the command left behind may still hold the output pipe open; stop them so the copier sees its end.

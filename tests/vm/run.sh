@@ -9,7 +9,9 @@
 # What the guest sees: the host's / read-only under a tmpfs overlay (writes land in guest memory and vanish),
 # the current directory and /tmp read-write (shared with the host), and its own /proc, /sys, /dev, /run. The
 # command runs in the current directory with stdin from /dev/null; its stdout and stderr (merged) arrive on our
-# stdout. Exit status: the command's, 124 on --timeout, 125 when the VM failed before reporting one.
+# stdout. Exit status: the command's, 124 on --timeout, 125 when the VM failed before reporting one. A guest that
+# has not started the command within USBD_VM_BOOT_TIMEOUT seconds (default 120) is killed and booted again, up to
+# three boots in all.
 #
 # Needs root (virtiofsd) and the Debian packages qemu-system-x86, linux-image-amd64, busybox-static and cpio:
 # scripts/install-vm-deps.sh installs them. The VM runs under TCG: this machine's /dev/kvm (when present) is
@@ -140,27 +142,60 @@ cwd=$(pwd -P)
 } >"$ctl/command.sh"
 printf 'VM_CTL=%q\nVM_CWD=%q\n' "$ctl" "$cwd" >"$ctl/vm.conf"
 
-"$virtiofsd" --socket-path="$ctl/fs.sock" -o source=/ -o cache=auto -o sandbox=chroot >"$ctl/virtiofsd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -S "$ctl/fs.sock" ] && break; sleep 0.05; done
-[ -S "$ctl/fs.sock" ] || { say "virtiofsd did not start:"; cat "$ctl/virtiofsd.log" >&2; exit 125; }
+# One boot of the VM: virtiofsd (which exits when its guest goes) and QEMU, in the background, so that a boot
+# that never reaches the command can be noticed.
+boot() {
+  local attempt=$1 sock=$ctl/fs-$1.sock
+  "$virtiofsd" --socket-path="$sock" -o source=/ -o cache=auto -o sandbox=chroot >"$ctl/virtiofsd.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+  [ -S "$sock" ] || { say "virtiofsd did not start:"; cat "$ctl/virtiofsd.log" >&2; exit 125; }
+  local qemu=(qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot
+    -machine q35,memory-backend=ram -object "memory-backend-memfd,id=ram,size=$mem,share=on" -m "$mem"
+    -accel tcg,thread=multi,tb-size=256 -cpu max -smp "$cpus"
+    -kernel "$kernel" -initrd "$initrd"
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 tsc=reliable no_timer_check mitigations=off random.trust_cpu=on 8250.nr_uarts=1 usbd.ctl=$ctl"
+    -serial "file:$ctl/console-$attempt.log"
+    -device virtio-serial-pci -chardev stdio,id=out,signal=off -device virtconsole,chardev=out
+    -chardev "socket,id=fs,path=$sock" -device vhost-user-fs-pci,chardev=fs,tag=host)
+  [ -f /usr/share/qemu/qboot.rom ] && qemu+=(-bios /usr/share/qemu/qboot.rom)
+  [ "$timeout_s" != 0 ] && qemu=(timeout -s KILL "$timeout_s" "${qemu[@]}")
+  "${qemu[@]}" </dev/null &
+  qemu_pid=$!
+  pids+=("$qemu_pid")
+}
 
-qemu=(qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot
-  -machine q35,memory-backend=ram -object "memory-backend-memfd,id=ram,size=$mem,share=on" -m "$mem"
-  -accel tcg,thread=multi,tb-size=256 -cpu max -smp "$cpus"
-  -kernel "$kernel" -initrd "$initrd"
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 tsc=reliable no_timer_check mitigations=off random.trust_cpu=on 8250.nr_uarts=1 usbd.ctl=$ctl"
-  -serial "file:$ctl/console.log"
-  -device virtio-serial-pci -chardev stdio,id=out,signal=off -device virtconsole,chardev=out
-  -chardev "socket,id=fs,path=$ctl/fs.sock" -device vhost-user-fs-pci,chardev=fs,tag=host)
-[ -f /usr/share/qemu/qboot.rom ] && qemu+=(-bios /usr/share/qemu/qboot.rom)
-[ "$timeout_s" != 0 ] && qemu=(timeout -s KILL "$timeout_s" "${qemu[@]}")
-
+# A guest that has not started the command within the boot limit is stuck (seen once in CI: a VM that printed
+# nothing for 15 minutes): it is killed and booted again, which is safe because the command never ran.
+boot_limit=${USBD_VM_BOOT_TIMEOUT:-120}
+boot_attempts=3
 status=0
-"${qemu[@]}" </dev/null || status=$?
+for attempt in $(seq "$boot_attempts"); do
+  boot "$attempt"
+  started_at=$SECONDS
+  stuck=0
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if [ ! -e "$ctl/started" ] && [ $((SECONDS - started_at)) -ge "$boot_limit" ]; then
+      stuck=1
+      # TERM, not KILL: `timeout` (when --timeout wraps QEMU) passes TERM on, and would leave QEMU behind if killed.
+      kill -TERM "$qemu_pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  status=0
+  wait "$qemu_pid" || status=$?
+  [ "$stuck" = 1 ] || break
+  say "the guest did not start the command within ${boot_limit}s (boot $attempt of $boot_attempts); its console:"
+  tail -n 20 "$ctl/console-$attempt.log" >&2 || true
+  if [ "$attempt" = "$boot_attempts" ]; then
+    say "giving up: the VM never started the command"
+    exit 125
+  fi
+done
 if [ "$console" = 1 ] || [ ! -s "$ctl/rc" ]; then
   say "guest kernel console:"
-  tail -n 40 "$ctl/console.log" >&2 || true
+  tail -n 40 "$ctl/console-$attempt.log" >&2 || true
 fi
 if [ "$timeout_s" != 0 ] && [ "$status" = 137 ]; then say "timed out after ${timeout_s}s"; exit 124; fi
 [ -s "$ctl/rc" ] && exit "$(cat "$ctl/rc")"
