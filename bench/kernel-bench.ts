@@ -12,10 +12,11 @@ import { median } from "./lib/report.ts";
 import { run } from "./lib/sys.ts";
 
 const REPO = resolve(import.meta.dir, "..");
-const HELP = `usage: bench/kernel.sh [--rounds N] [--runtime S] [--size MiB] [--jobs a,b]
+const HELP = `usage: bench/kernel.sh [--rounds N] [--runtime S] [--ramp S] [--size MiB] [--jobs a,b]
 
   --rounds N    rounds (default 3); each starts both servers fresh, prefills them, runs every job on each
-  --runtime S   measured seconds per job (default 5), after a 1 s ramp
+  --runtime S   measured seconds per job (default 5)
+  --ramp S      seconds each job runs before its measurement starts (fio ramp_time, default 1)
   --size MiB    device size in MiB (default 256)
   --jobs a,b    comma list of jobs (default: all): JOBS
 `;
@@ -103,12 +104,13 @@ async function fio(device: string, args: string[]): Promise<{ iops: number; bw: 
 }
 
 function parseArgs(argv: string[]) {
-  const o = { rounds: 3, runtime: 5, sizeMiB: 256, jobs: [...JOBS] };
+  const o = { rounds: 3, runtime: 5, ramp: 1, sizeMiB: 256, jobs: [...JOBS] };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i]!.split("=", 2);
     const value = () => inline ?? argv[++i] ?? "";
     if (flag === "--rounds") o.rounds = Number(value());
     else if (flag === "--runtime") o.runtime = Number(value());
+    else if (flag === "--ramp") o.ramp = Number(value());
     else if (flag === "--size") o.sizeMiB = Number(value());
     else if (flag === "--jobs") {
       const names = value().split(",");
@@ -145,7 +147,7 @@ async function main(): Promise<void> {
             `--iodepth=${job.qd}`,
             "--time_based",
             `--runtime=${o.runtime}`,
-            "--ramp_time=1",
+            `--ramp_time=${o.ramp}`,
             "--norandommap",
             "--randrepeat=0",
           ]);
@@ -159,7 +161,7 @@ async function main(): Promise<void> {
   }
 
   const lines = [
-    `Kernel path, ${started}: fio libaio O_DIRECT on /dev/nbdX, ${o.sizeMiB} MiB mem devices, ${o.rounds} rounds x ${o.runtime} s per job, kernel ${(await run(["uname", "-r"])).stdout.trim()} under QEMU TCG.`,
+    `Kernel path, ${started}: fio libaio O_DIRECT on /dev/nbdX, ${o.sizeMiB} MiB mem devices, ${o.rounds} rounds x ${o.runtime} s per job after a ${o.ramp} s ramp, kernel ${(await run(["uname", "-r"])).stdout.trim()} under QEMU TCG.`,
     "",
     "| job | usbd-tui (netlink) | nbd-client + nbdkit memory | ratio (median) | ratio min-max | target | met |",
     "|---|---:|---:|---:|---:|---:|:---:|",
