@@ -174,8 +174,9 @@ for attempt in $(seq "$boot_attempts"); do
   boot "$attempt"
   started_at=$SECONDS
   stuck=0
-  while kill -0 "$qemu_pid" 2>/dev/null; do
-    if [ ! -e "$ctl/started" ] && [ $((SECONDS - started_at)) -ge "$boot_limit" ]; then
+  # Watched only until the command starts; from then on QEMU is simply waited for.
+  while kill -0 "$qemu_pid" 2>/dev/null && [ ! -e "$ctl/started" ]; do
+    if [ $((SECONDS - started_at)) -ge "$boot_limit" ]; then
       stuck=1
       # TERM, not KILL: `timeout` (when --timeout wraps QEMU) passes TERM on, and would leave QEMU behind if killed.
       kill -TERM "$qemu_pid" 2>/dev/null || true
