@@ -169,7 +169,6 @@ boot() {
 # nothing for 15 minutes): it is killed and booted again, which is safe because the command never ran.
 boot_limit=${USBD_VM_BOOT_TIMEOUT:-120}
 boot_attempts=3
-status=0
 for attempt in $(seq "$boot_attempts"); do
   boot "$attempt"
   started_at=$SECONDS
