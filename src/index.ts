@@ -7,7 +7,7 @@ import { parseListenAddress } from "./engine/address.ts";
 import { type KernelAttachOptions, attachKernel } from "./engine/kernel/attach.ts";
 import type { KernelAttachment } from "./engine/kernel/attachment.ts";
 import { type NbdServer, listen } from "./engine/listen.ts";
-import { type Logger, textLogger } from "./engine/log.ts";
+import { type Logger, textLogger } from "./shared/log.ts";
 import { DeviceMetrics } from "./engine/metrics.ts";
 
 export * from "./devices/device.ts";
@@ -19,7 +19,7 @@ export { listen, ListenError, type Export, type ListenOptions, type NbdServer } 
 export { attachKernel, prepareKernel, type KernelAttachOptions } from "./engine/kernel/attach.ts";
 export { DetachRefusedError, type KernelAttachment, type NbdInterface } from "./engine/kernel/attachment.ts";
 export { KernelUsageError } from "./engine/kernel/module.ts";
-export { jsonLogger, silentLogger, textLogger, type LogLevel, type Logger } from "./engine/log.ts";
+export { jsonLogger, silentLogger, textLogger, type LogLevel, type Logger } from "./shared/log.ts";
 export { DeviceMetrics, type MetricsSnapshot } from "./engine/metrics.ts";
 export type { Transport } from "./engine/reply-writer.ts";
 export { Session, type SessionOptions } from "./engine/session.ts";

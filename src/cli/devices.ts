@@ -5,7 +5,7 @@
 import { mkdirSync } from "node:fs";
 import { createDevice, deviceKinds, type DeviceOptions } from "../devices/index.ts";
 import type { Host, HostedDevice } from "../engine/host.ts";
-import type { Logger } from "../engine/log.ts";
+import type { Logger } from "../shared/log.ts";
 import type { CliOptions } from "./flags.ts";
 import type { ObjstoreCliOptions } from "./objstore-flags.ts";
 

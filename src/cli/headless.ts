@@ -7,11 +7,11 @@ import { resolveCapabilities } from "../devices/device.ts";
 import { type ListenAddress, describeAddress, parseListenAddress } from "../engine/address.ts";
 import type { DeviceSnapshot, Host } from "../engine/host.ts";
 import { DetachRefusedError, describeAttachment } from "../engine/kernel/attachment.ts";
-import type { Logger } from "../engine/log.ts";
+import type { Logger } from "../shared/log.ts";
 import { deviceOptions } from "./devices.ts";
 import type { CliOptions } from "./flags.ts";
 import { kernelAttachOptions, kernelHints } from "./kernel.ts";
-import { formatSize } from "../engine/format-size.ts";
+import { formatSize } from "../shared/format-size.ts";
 import { formatGaugeValue } from "../ui/format.ts";
 
 export interface HeadlessIo {

@@ -3,7 +3,7 @@
  * dashboard owns the terminal, and with --log-file also appended to a file in either mode.
  */
 import { appendFileSync } from "node:fs";
-import { type Logger, jsonLogger, textLogger } from "../engine/log.ts";
+import { type Logger, jsonLogger, textLogger } from "../shared/log.ts";
 import { DashboardLog } from "../ui/log-sink.ts";
 import type { CliOptions } from "./flags.ts";
 

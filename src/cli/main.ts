@@ -11,7 +11,7 @@ import { Host } from "../engine/host.ts";
 import { prepareKernel } from "../engine/kernel/attach.ts";
 import { KernelUsageError } from "../engine/kernel/module.ts";
 import { ListenError } from "../engine/listen.ts";
-import type { Logger } from "../engine/log.ts";
+import type { Logger } from "../shared/log.ts";
 import { canRunDashboard, runDashboard } from "../ui/run.tsx";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";

@@ -9,7 +9,7 @@ import { openFileDevice } from "./file/index.ts";
 import { createMemDevice } from "./mem/index.ts";
 import { openDedupDevice, type DedupCompression } from "./dedup/index.ts";
 import { openObjstoreDevice, type ObjstoreDeviceOptions } from "./objstore/index.ts";
-import type { Logger } from "../engine/log.ts";
+import type { Logger } from "../shared/log.ts";
 
 export * from "./device.ts";
 export { createMemDevice, type MemDevice, type MemDeviceOptions } from "./mem/index.ts";

@@ -8,9 +8,9 @@ import type { ListenAddress } from "./address.ts";
 import { type KernelAttachOptions, attachKernel } from "./kernel/attach.ts";
 import { DetachRefusedError, type KernelAttachment, describeAttachment } from "./kernel/attachment.ts";
 import { type Export, type NbdServer, listen } from "./listen.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../shared/log.ts";
 import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
-import { formatSize } from "./format-size.ts";
+import { formatSize } from "../shared/format-size.ts";
 import { CMD } from "./protocol/constants.ts";
 
 export type DeviceState = "starting" | "serving" | "flushing" | "trimming" | "detaching" | "detached" | "error";

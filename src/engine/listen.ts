@@ -6,7 +6,7 @@ import { existsSync, lstatSync, unlinkSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import { type BlockDevice, resolveCapabilities } from "../devices/device.ts";
 import { type ListenAddress, describeAddress, exportUri } from "./address.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../shared/log.ts";
 import type { DeviceMetrics } from "./metrics.ts";
 import { type ExportInfo, Handshake } from "./protocol/handshake.ts";
 import { ReplyWriter } from "./reply-writer.ts";

@@ -5,7 +5,7 @@
  */
 import { type BlockDevice, DeviceError, type Extent, resolveCapabilities } from "../devices/device.ts";
 import { CommandRunner } from "./commands.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../shared/log.ts";
 import type { DeviceMetrics } from "./metrics.ts";
 import {
   CMD,

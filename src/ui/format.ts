@@ -3,7 +3,7 @@
  * formatting is tested without a terminal.
  */
 import type { DeviceGauge } from "../devices/device.ts";
-import { formatSize } from "../engine/format-size.ts";
+import { formatSize } from "../shared/format-size.ts";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
 

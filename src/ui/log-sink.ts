@@ -3,7 +3,7 @@
  * warnings and errors become event-pane lines instead, and every line (at the chosen level) can also go to a
  * file. Lines the Host logs for its own events are skipped: the pane lists those events already.
  */
-import type { LogLevel, Logger } from "../engine/log.ts";
+import type { LogLevel, Logger } from "../shared/log.ts";
 import type { PaneEvent } from "./dashboard-host.ts";
 
 const ORDER: Readonly<Record<LogLevel, number>> = { debug: 0, info: 1, warn: 2, error: 3 };

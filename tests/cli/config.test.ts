@@ -9,7 +9,7 @@ import { OpenDeviceError, deviceOptions, openDevices } from "../../src/cli/devic
 import { UsageError, parseFlags } from "../../src/cli/flags.ts";
 import { createDevice } from "../../src/devices/index.ts";
 import { Host } from "../../src/engine/host.ts";
-import { textLogger } from "../../src/engine/log.ts";
+import { textLogger } from "../../src/shared/log.ts";
 
 const FILE = "usbd.toml";
 const parse = (text: string, argv: readonly string[] = []): ConfigRun => parseConfig(text, FILE, ["--config", FILE, ...argv]);

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { UsageError, parseFlags } from "../../src/cli/flags.ts";
 import { SizeError, parseSize } from "../../src/cli/sizes.ts";
-import { formatSize } from "../../src/engine/format-size.ts";
+import { formatSize } from "../../src/shared/format-size.ts";
 
 describe("sizes", () => {
   test("binary units, decimal units, fractions and plain bytes", () => {

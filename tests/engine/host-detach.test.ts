@@ -11,7 +11,7 @@ import { openDedupDevice } from "../../src/devices/dedup/index.ts";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { Host, type HostEvent, parseFstrimBytes } from "../../src/engine/host.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { missingBinaries, runResult } from "../clients/helpers.ts";
 import { later, wrapDevice } from "../protocol/harness.ts";
 import { CMD, openExport, pattern } from "../protocol/raw-client.ts";

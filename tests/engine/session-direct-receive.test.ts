@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import { TRANSPORT_READ_SIZE } from "../../src/engine/receive-buffers.ts";
 import type { Transport } from "../../src/engine/reply-writer.ts";

@@ -5,7 +5,7 @@ import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { closeFd } from "../../src/ffi/libc.ts";
 import { recvNonBlocking, sendAll } from "../../src/ffi/sockets.ts";
 import { type KernelSockets, openKernelSockets } from "../../src/engine/kernel/kernel-sockets.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import { encodeRequest } from "../protocol/nbd.ts";
 import { CMD, ERR, FLAG, SIMPLE_REPLY_MAGIC, pattern } from "../protocol/wire.ts";

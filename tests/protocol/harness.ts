@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { type Export, type NbdServer, listen } from "../../src/engine/listen.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import { pattern } from "./raw-client.ts";
 

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { listen } from "../../src/engine/listen.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { ListenError, listen } from "../../src/engine/listen.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { DeviceMetrics } from "../../src/engine/metrics.ts";
 import { MiB, type TestServer, slowDevice, startServer, until, wrapDevice } from "./harness.ts";
 import { CMD, OPT, REP, type RawClient, infoData, openExport, option, pattern, readOptionReplies, startHandshake } from "./raw-client.ts";

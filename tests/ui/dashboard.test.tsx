@@ -12,7 +12,7 @@ import { openDedupDevice } from "../../src/devices/dedup/index.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { openObjstoreDevice } from "../../src/devices/objstore/index.ts";
 import { Host } from "../../src/engine/host.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { App } from "../../src/ui/App.tsx";
 import { removeDir, run, skipReason, tempDir } from "../clients/helpers.ts";
 import { flushesOf, iopsOf, panelOf } from "./screen.ts";

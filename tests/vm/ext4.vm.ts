@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { DetachRefusedError } from "../../src/engine/kernel/attachment.ts";
 import { Host, type HostEvent } from "../../src/engine/host.ts";
-import { silentLogger } from "../../src/engine/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { attached, changedFiles, mountPoint, removeDir, requireVm, sh, startKernelDaemon, storeDirectory, writeTree } from "./helpers.ts";
 
 requireVm();

@@ -15,7 +15,7 @@ import {
   type Extent,
   type ReclaimResult,
 } from "../device.ts";
-import type { Logger } from "../../engine/log.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { CacheFile, KnownSpan } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
 import type { FlushMode } from "./layout.ts";

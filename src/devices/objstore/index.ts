@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { silentLogger, type Logger } from "../../engine/log.ts";
+import { silentLogger, type Logger } from "../../shared/log.ts";
 import { resolveGeometry } from "../geometry.ts";
 import { openLocked } from "../locked-file.ts";
 import { CacheFile } from "./cache-file.ts";

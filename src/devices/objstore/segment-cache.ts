@@ -8,7 +8,7 @@
  * slot is punched and reused.
  */
 import { DeviceError } from "../device.ts";
-import type { Logger } from "../../engine/log.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { CacheFile } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
 import { segmentKey } from "./layout.ts";

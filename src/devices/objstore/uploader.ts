@@ -6,7 +6,7 @@
  * down and uploads resume by themselves when it returns.
  */
 import { DeviceError } from "../device.ts";
-import type { Logger } from "../../engine/log.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { CacheFile } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
 import { segmentKey } from "./layout.ts";

@@ -4,7 +4,7 @@
  * device a crashed daemon left waiting when the store's reattach record (or --reattach) says so.
  */
 import { resolveCapabilities } from "../../devices/device.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { KernelAttachment, NbdInterface } from "./attachment.ts";
 import { IoctlAttachment } from "./ioctl-attach.ts";
 import type { KernelServeOptions } from "./kernel-sockets.ts";

@@ -5,7 +5,7 @@
  */
 import { resolveCapabilities, type BlockDevice } from "../../devices/device.ts";
 import { TFLAG_CAN_MULTI_CONN, TFLAG_HAS_FLAGS, TFLAG_READ_ONLY, TFLAG_SEND_FLUSH, TFLAG_SEND_FUA, TFLAG_SEND_TRIM, TFLAG_SEND_WRITE_ZEROES } from "../protocol/constants.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../../shared/log.ts";
 import { runBlocking } from "./blocking.ts";
 import { KERNEL_MAX_BLOCK_SIZE } from "./constants.ts";
 import type { KernelConnection } from "./kernel-sockets.ts";

@@ -10,7 +10,7 @@ import type { Socket } from "bun";
 import type { BlockDevice } from "../../devices/device.ts";
 import { closeFd } from "../../ffi/libc.ts";
 import { AF_UNIX, SOCK_STREAM, connectUnix, openSocket, peerCredentials } from "../../ffi/sockets.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { DeviceMetrics } from "../metrics.ts";
 import { ReplyWriter } from "../reply-writer.ts";
 import { Session } from "../session.ts";

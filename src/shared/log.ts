@@ -1,6 +1,6 @@
 /**
- * The engine's logging seam: the CLI decides where lines go (stderr text or JSON lines), the engine only says
- * what happened.
+ * The logging seam shared by the engine, the devices and the faces (a neutral folder, so no folder imports one that
+ * imports it back): the CLI decides where lines go (stderr text or JSON lines), the rest only says what happened.
  */
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
