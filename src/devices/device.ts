@@ -112,6 +112,13 @@ export interface BlockDevice {
   /** Allocation map for `base:allocation`; covers at least a prefix of the range. Absent: all data. */
   extents?(offset: number, length: number): MaybePromise<readonly Extent[]>;
 
+  /**
+   * Prefetches a range into the device's local cache (NBD_CMD_CACHE), so later reads of it do not wait for a slow
+   * backing store. A hint: it never changes what any byte reads as, and a device that keeps all its data local
+   * leaves it out (the engine then answers CACHE at once). The engine has checked the range.
+   */
+  cache?(offset: number, length: number): MaybePromise<void>;
+
   /** Makes every write completed before this call durable. */
   flush(): MaybePromise<void>;
 

@@ -53,8 +53,9 @@ export class CommandRunner {
         case CMD.WRITE_ZEROES:
           return this.track(req, this.zeroes(req));
         case CMD.CACHE:
-          // A hint with nothing to prefetch for devices that keep their data local; the range was validated.
-          return this.outcome.completed(req, 0);
+          // A hint: devices that keep their data local have nothing to prefetch; the range was validated.
+          if (device.cache === undefined) return this.outcome.completed(req, 0);
+          return this.track(req, device.cache(req.offset, req.length));
         case CMD.BLOCK_STATUS: {
           const extents = device.extents?.(req.offset, req.length) ?? [{ length: req.length, hole: false, zero: false }];
           const onlyOne = (req.flags & CMD_FLAG_REQ_ONE) !== 0;

@@ -3,7 +3,9 @@
  * structured replies (READ chunks and base:allocation block status). Each test owns a region of the 64 MiB disk.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { MiB, type TestServer, startServer } from "./harness.ts";
+import { DeviceError } from "../../src/devices/device.ts";
+import { createMemDevice } from "../../src/devices/mem/index.ts";
+import { MiB, type TestServer, startServer, wrapDevice } from "./harness.ts";
 import { CHUNK, CHUNK_FLAG_DONE, CMD, ERR, FLAG, type Nbd, STATE_HOLE, STATE_ZERO, openExport, pattern } from "./raw-client.ts";
 
 let s: TestServer;
@@ -230,5 +232,30 @@ describe("BLOCK_STATUS with base:allocation", () => {
     const r = await c.request({ type: CMD.BLOCK_STATUS, offset: 0, length: MiB });
     expect(r.error).toBe(ERR.EINVAL);
     expect(r.descriptors).toBeUndefined();
+  });
+});
+
+describe("NBD_CMD_CACHE reaches a device that prefetches", () => {
+  test("the device's cache() gets the request's range, and its failure is the reply's error", async () => {
+    const calls: Array<[number, number]> = [];
+    const disk = wrapDevice(createMemDevice({ size: 8 * MiB }), {
+      cache: async (offset, length) => {
+        calls.push([offset, length]);
+        if (offset >= 4 * MiB) throw new DeviceError("EIO", "store unreachable");
+      },
+    });
+    const own = await startServer({ disk });
+    try {
+      const c = await openExport(own.path);
+      expect((await c.request({ type: CMD.CACHE, offset: 4096, length: MiB })).error).toBe(0);
+      expect((await c.request({ type: CMD.CACHE, offset: 5 * MiB, length: 4096 })).error).toBe(ERR.EIO);
+      expect(calls).toEqual([
+        [4096, MiB],
+        [5 * MiB, 4096],
+      ]);
+      c.raw.close();
+    } finally {
+      await own.cleanup();
+    }
   });
 });
