@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { openObjstoreDevice, type ObjstoreDevice, type ObjstoreDeviceOptions } from "../src/devices/objstore/index.ts";
 import type { AesMode, ObjstoreCompression } from "../src/devices/objstore/layout.ts";
 import { openObjectStore, parseObjectStoreConfig } from "../src/devices/objstore/store/config.ts";
-import type { ByteRange, GetResult, ObjectInfo, ObjectStore } from "../src/devices/objstore/store/types.ts";
+import type { ByteRange, CreateResult, GetResult, ObjectInfo, ObjectStore } from "../src/devices/objstore/store/types.ts";
 import { type S3Child, startS3Child } from "./lib/s3rver-child.ts";
 import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
 
@@ -284,6 +284,11 @@ class CountingStore implements ObjectStore {
     this.puts++;
     this.putBytes += body.length;
     return this.inner.put(key, body);
+  }
+  async createIfAbsent(key: string, body: Uint8Array): Promise<CreateResult> {
+    this.puts++;
+    this.putBytes += body.length;
+    return this.inner.createIfAbsent(key, body);
   }
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     this.gets++;

@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 # PATH (on bookworm `nbdfuse` is a virtual package that libnbd-bin provides, so dpkg never lists it).
 PACKAGES=(libnbd-bin:nbdinfo nbdfuse:nbdfuse qemu-utils:qemu-img fio:fio fuse3:fusermount3 e2fsprogs:mkfs.ext4
   nbdkit:nbdkit tmux:tmux util-linux:losetup)
+# The object-store test servers (tests/helpers/swift-server.ts, sshd-server.ts): OpenStack Swift all in one (with its
+# s3api middleware, the strict S3 the suites also run against), memcached for tempauth, and openssh-server for sftp.
+PACKAGES+=(swift:swift-ring-builder swift-proxy:swift-proxy-server swift-account:swift-account-server
+  swift-container:swift-container-server swift-object:swift-object-server python3-swift:swift-init
+  memcached:memcached openssh-server:sshd)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 installed() {

@@ -299,6 +299,7 @@ describe("objstore: the store failing", () => {
         }
         return real.put(key, body);
       },
+      createIfAbsent: (key, body) => real.createIfAbsent(key, body),
       get: (key, range) => real.get(key, range),
       head: (key) => real.head(key),
       delete: (key) => real.delete(key),

@@ -14,14 +14,17 @@ import {
 } from "../../src/devices/objstore/store/config.ts";
 import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
 import { S3ObjectStore } from "../../src/devices/objstore/store/s3.ts";
-import { ObjectStoreError, type ObjectInfo, type ObjectStore } from "../../src/devices/objstore/store/types.ts";
+import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
+import { bytes, collect, failure, storeConformance, type StoreTarget } from "./store-conformance.ts";
 import { S3RVER_KEY, s3ServerConfig, s3ServerConfigJson, startS3Server, type S3Server } from "../helpers/s3-server.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-objstore-store-"));
 let server: S3Server;
+let deadEndpoint: string;
 const opened: ObjectStore[] = [];
 beforeAll(async () => {
   server = await startS3Server({ directory: path.join(dir, "s3rver") });
+  deadEndpoint = `http://127.0.0.1:${await deadPort()}`;
 });
 afterAll(async () => {
   for (const store of opened) store.close();
@@ -48,157 +51,32 @@ function s3Store(bucket: string, more: { listPageSize?: number; endpoint?: strin
   );
 }
 
-interface Backend {
-  readonly name: string;
-  /** A store named `name` (a bucket, or a directory), not prepared. */
-  open(name: string, listPageSize?: number): ObjectStore;
-  /** Whether the bucket or directory of `name` exists. */
-  exists(name: string): Promise<boolean>;
-}
+const localTarget: StoreTarget = {
+  name: "local",
+  open: (name) => track(openObjectStore("local", { bucket: "usbd", path: path.join(dir, "local", name) }, { localPath: "/nonexistent" })),
+  exists: async (name) => fs.existsSync(path.join(dir, "local", name)),
+  conditionalCreate: "atomic",
+  fileAndDirectoryKeys: false,
+};
+storeConformance(localTarget);
 
-const backends: Backend[] = [
+storeConformance(
   {
-    name: "local",
-    open: (name) => track(openObjectStore("local", { bucket: "usbd", path: path.join(dir, "local", name) }, { localPath: "/nonexistent" })),
-    exists: async (name) => fs.existsSync(path.join(dir, "local", name)),
-  },
-  {
-    name: "s3",
-    // Through the config path for the contract, so the config -> client wiring is what gets tested.
-    open: (name, listPageSize) =>
-      listPageSize === undefined ? track(openObjectStore("s3", s3ServerConfig(server, name), { localPath: "/nonexistent" })) : s3Store(name, { listPageSize }),
+    name: "s3 on s3rver",
+    // Through the config path, so the config -> client wiring is what gets tested.
+    open: (name, options) =>
+      options?.listPageSize === undefined
+        ? track(openObjectStore("s3", s3ServerConfig(server, name), { localPath: "/nonexistent" }))
+        : s3Store(name, { listPageSize: options.listPageSize }),
     exists: async (name) => fs.existsSync(path.join(server.directory, name)),
+    conditionalCreate: "atomic",
+    fileAndDirectoryKeys: true,
+    emptyObjectRanges: false,
+    unreachable: () => s3Store("contract", { endpoint: deadEndpoint }),
+    missingBucketIsError: true,
   },
-];
-
-function bytes(length: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed * 2654435761;
-  for (let i = 0; i < length; i++) out[i] = (x = (x * 1103515245 + 12345) >>> 0) >>> 24;
-  return out;
-}
-
-async function collect(items: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
-  const out: ObjectInfo[] = [];
-  for await (const item of items) out.push(item);
-  return out;
-}
-
-/** The ObjectStoreError `promise` rejects with. */
-async function failure(promise: Promise<unknown>): Promise<ObjectStoreError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof ObjectStoreError) return e;
-    throw new Error(`expected an ObjectStoreError, got ${String(e)}`);
-  }
-  throw new Error("expected a failure");
-}
-
-for (const backend of backends) {
-  describe(`object store contract: ${backend.name}`, () => {
-    let store: ObjectStore;
-    beforeAll(async () => {
-      store = backend.open("contract");
-      await store.prepare();
-    });
-
-    test("put then get returns the bytes, the put's etag and the size", async () => {
-      const body = bytes(10_000);
-      const { etag } = await store.put("whole/a", body);
-      expect(etag).not.toBe("");
-      const got = await store.get("whole/a");
-      expect(got?.body).toEqual(body);
-      expect(got?.etag).toBe(etag);
-      expect(got?.size).toBe(10_000);
-    });
-
-    test("ranges: the middle, one running past the end, one starting past it, an empty one", async () => {
-      const body = bytes(10_000, 2);
-      const { etag } = await store.put("range/a", body);
-      const middle = await store.get("range/a", { offset: 100, length: 50 });
-      expect(middle).toEqual({ body: body.subarray(100, 150), etag, size: 10_000 });
-      const tail = await store.get("range/a", { offset: 9_990, length: 100 });
-      expect(tail).toEqual({ body: body.subarray(9_990), etag, size: 10_000 });
-      const beyond = await store.get("range/a", { offset: 20_000, length: 10 });
-      expect(beyond).toEqual({ body: new Uint8Array(0), etag, size: 10_000 });
-      const empty = await store.get("range/a", { offset: 5, length: 0 });
-      expect(empty).toEqual({ body: new Uint8Array(0), etag, size: 10_000 });
-      expect(await store.get("range/missing", { offset: 0, length: 10 })).toBeUndefined();
-    });
-
-    test("an empty object", async () => {
-      const { etag } = await store.put("empty/a", new Uint8Array(0));
-      expect(await store.get("empty/a")).toEqual({ body: new Uint8Array(0), etag, size: 0 });
-      // s3rver answers a range of an empty object with a body it never sends (see tests/helpers/s3-server.ts).
-      if (backend.name !== "s3") expect(await store.get("empty/a", { offset: 0, length: 10 })).toEqual({ body: new Uint8Array(0), etag, size: 0 });
-      expect(await store.head("empty/a")).toEqual({ key: "empty/a", size: 0, etag });
-    });
-
-    test("head gives size and etag; the etag changes when the object is replaced", async () => {
-      const first = await store.put("head/a", bytes(4096, 3));
-      expect(await store.head("head/a")).toEqual({ key: "head/a", size: 4096, etag: first.etag });
-      // Same size, other bytes: S3's etag is the MD5, so only a change of content is sure to change it there.
-      const second = await store.put("head/a", bytes(4096, 4));
-      expect(second.etag).not.toBe(first.etag);
-      expect(await store.head("head/a")).toEqual({ key: "head/a", size: 4096, etag: second.etag });
-      expect((await store.get("head/a"))?.etag).toBe(second.etag);
-    });
-
-    test("missing objects: get and head give undefined, delete is fine", async () => {
-      expect(await store.get("missing/a")).toBeUndefined();
-      expect(await store.head("missing/a")).toBeUndefined();
-      await store.delete("missing/a");
-      await store.put("missing/b", bytes(10));
-      await store.delete("missing/b");
-      expect(await store.head("missing/b")).toBeUndefined();
-      expect(await store.get("missing/b")).toBeUndefined();
-    });
-
-    test("list: keys under the prefix, in byte order, with sizes and etags", async () => {
-      const keys = ["ls/b", "ls/a/y", "ls/c", "ls/a-c", "ls/a/x", "ls/a/x/deeper", "lsx", "ls-"];
-      // "ls/a/x" and "ls/a/x/deeper" cannot both be files in a directory; S3 allows it, the local store does not.
-      const written = backend.name === "local" ? keys.filter((k) => k !== "ls/a/x/deeper") : keys;
-      const etags = new Map<string, string>();
-      for (const [i, key] of written.entries()) etags.set(key, (await store.put(key, bytes(i + 1, i))).etag);
-      const expected = written.filter((k) => k.startsWith("ls/")).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-      const listed = await collect(store.list("ls/"));
-      expect(listed.map((o) => o.key)).toEqual(expected);
-      for (const item of listed) {
-        expect(item.etag).toBe(etags.get(item.key)!);
-        expect(item.size).toBe(written.indexOf(item.key) + 1);
-      }
-      // A prefix that ends inside a name, not at a "/".
-      expect((await collect(store.list("ls/a"))).map((o) => o.key)).toEqual(expected.filter((k) => k.startsWith("ls/a")));
-      expect(await collect(store.list("nothing-here/"))).toEqual([]);
-    });
-
-    test("list pages through more keys than fit in one answer", async () => {
-      const paged = backend.open("contract", 7);
-      const keys = Array.from({ length: 23 }, (_, i) => `page/${i.toString(16).padStart(4, "0")}`);
-      await Promise.all(keys.map((key) => store.put(key, bytes(3))));
-      expect((await collect(paged.list("page/"))).map((o) => o.key)).toEqual(keys);
-    });
-
-    test("prepare creates the bucket or directory, and may run again", async () => {
-      const name = `fresh-${backend.name}-${Date.now()}`;
-      expect(await backend.exists(name)).toBe(false);
-      const fresh = backend.open(name);
-      await fresh.prepare();
-      expect(await backend.exists(name)).toBe(true);
-      await fresh.prepare();
-      await fresh.put("x/y", bytes(5));
-      expect((await fresh.get("x/y"))?.body).toEqual(bytes(5));
-    });
-
-    test("parallel puts and gets", async () => {
-      const keys = Array.from({ length: 32 }, (_, i) => `parallel/${i}`);
-      await Promise.all(keys.map((key, i) => store.put(key, bytes(1000 + i, i))));
-      const got = await Promise.all(keys.map((key) => store.get(key)));
-      got.forEach((g, i) => expect(g?.body).toEqual(bytes(1000 + i, i)));
-    });
-  });
-}
+  [],
+);
 
 /** A port nothing listens on: bound once by us, then released. */
 async function deadPort(): Promise<number> {
@@ -428,7 +306,8 @@ describe("--objstore-cfg and --objstore-kind", () => {
   });
 
   test("presets give the documented endpoints; an explicit endpoint wins", () => {
-    const desc = (kind: string, raw: object) => track(openObjectStore(kind, parseObjectStoreConfig(JSON.stringify(raw)), opts)).description;
+    const keys = { access_key_id: "AKID", secret_key: SECRET };
+    const desc = (kind: string, raw: object) => track(openObjectStore(kind, parseObjectStoreConfig(JSON.stringify({ ...keys, ...raw })), opts)).description;
     expect(desc("s3", {})).toBe(`s3 bucket "usbd" at AWS S3 (region us-east-1)`);
     expect(desc("s3", { endpoint: "http://minio:9000", bucket: "v" })).toBe(`s3 bucket "v" at http://minio:9000`);
     expect(desc("b2", { region: "us-west-004" })).toBe(`b2 bucket "usbd" at https://s3.us-west-004.backblazeb2.com`);
@@ -440,6 +319,35 @@ describe("--objstore-cfg and --objstore-kind", () => {
     expect(configError(() => desc("b2", {})).message).toContain(`"region"`);
     expect(configError(() => desc("oracle", { region: "us-ashburn-1" })).message).toContain(`"namespace"`);
     expect(configError(() => desc("oracle", { namespace: "ns" })).message).toContain(`"region"`);
+  });
+
+  test("an explicit non-AWS endpoint and no keys: fails at once, naming the missing keys (no metadata-address lookup)", () => {
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    delete process.env.AWS_ACCESS_KEY_ID;
+    delete process.env.AWS_SECRET_ACCESS_KEY;
+    try {
+      for (const [kind, raw] of [["s3", { endpoint: "http://127.0.0.1:9" }], ["b2", { region: "us-west-004" }], ["google", {}], ["oracle", { region: "r", namespace: "n" }]] as const) {
+        const started = Date.now();
+        const error = configError(() => openObjectStore(kind, parseObjectStoreConfig(JSON.stringify(raw)), opts));
+        expect(Date.now() - started).toBeLessThan(500);
+        expect(error.message).toContain(`"access_key_id" and "secret_key"`);
+        expect(error.message).toContain("AWS_ACCESS_KEY_ID");
+      }
+      // The same keys from the environment are taken, and never shown.
+      process.env.AWS_ACCESS_KEY_ID = "ENVKEY";
+      process.env.AWS_SECRET_ACCESS_KEY = SECRET;
+      const store = track(openObjectStore("s3", parseObjectStoreConfig(JSON.stringify({ endpoint: "http://127.0.0.1:9" })), opts));
+      expect(store.description).not.toContain(SECRET);
+      // AWS itself keeps the SDK's default chain (instance roles are how EC2 hosts get keys).
+      delete process.env.AWS_ACCESS_KEY_ID;
+      delete process.env.AWS_SECRET_ACCESS_KEY;
+      expect(track(openObjectStore("s3", parseObjectStoreConfig(JSON.stringify({ region: "eu-west-1" })), opts)).description).toContain("AWS S3");
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+      else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+    }
   });
 
   test("local: the config's path, else the default directory", () => {
@@ -466,5 +374,34 @@ describe("--objstore-cfg and --objstore-kind", () => {
     await store.prepare();
     await store.put("a", bytes(3));
     expect((await store.get("a"))?.body).toEqual(bytes(3));
+  });
+});
+
+describe("s3 store: conditional create on servers that cannot", () => {
+  test("a server that ignores If-None-Match (s3rver unpatched): detected, unsupported, nothing left behind", async () => {
+    const ignoring = await startS3Server({ directory: path.join(dir, "s3rver-ignoring"), conditionalPut: false });
+    try {
+      const store = s3Store("ignoring", { endpoint: ignoring.endpoint });
+      await store.prepare();
+      const result = await store.createIfAbsent("vol/lease", bytes(10));
+      expect(result.outcome).toBe("unsupported");
+      if (result.outcome === "unsupported") expect(result.reason).toContain("ignores If-None-Match");
+      expect(await store.head("vol/lease")).toBeUndefined();
+      expect(await collect(store.list(""))).toEqual([]);
+    } finally {
+      await ignoring.cleanup();
+    }
+  });
+
+  test("the probe fails while the server is down, and is asked again once it is back", async () => {
+    const store = s3Store("probe-again");
+    await store.prepare();
+    await server.stop();
+    try {
+      expect((await failure(store.createIfAbsent("vol/lease", bytes(10)))).kind).toBe("unavailable");
+    } finally {
+      await server.restart();
+    }
+    expect((await store.createIfAbsent("vol/lease", bytes(10))).outcome).toBe("created");
   });
 });

@@ -2,8 +2,9 @@
  * An in-process S3 server (s3rver) for the suites: on 127.0.0.1, a free port, data in a directory that outlives a
  * stop so that `restart()` brings the same buckets back on the same port, as a real endpoint coming back would.
  *
- * Two fixes make s3rver 3.7.1 list like S3 here (see patchS3rver). Known gap left: a ranged GET of an empty object
- * answers 206 with Content-Length 1 and no body (real S3 says 416), so a client waits until the connection drops.
+ * Two fixes make s3rver 3.7.1 list like S3 here, and one teaches it S3's conditional create (see patchS3rver).
+ * Known gap left: a ranged GET of an empty object answers 206 with Content-Length 1 and no body (real S3 says 416),
+ * so a client waits until the connection drops.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -16,6 +17,17 @@ interface S3rverInstance {
   close(): Promise<void>;
 }
 type S3rverConstructor = new (options: { port: number; address: string; silent: boolean; directory: string }) => S3rverInstance;
+
+/** The part of a Koa context the conditional-create patch reads. */
+interface S3rverContext {
+  readonly app: unknown;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly params: { readonly bucket: string; readonly key: string };
+  readonly store: { existsObject(bucket: string, key: string): Promise<boolean> };
+}
+
+/** Servers started with `conditionalPut: false`: they ignore If-None-Match on PUT, as s3rver itself does. */
+const ignoringIfNoneMatch = new WeakSet<object>();
 
 export interface S3Server {
   /** `http://127.0.0.1:<port>` */
@@ -40,6 +52,12 @@ let patched = false;
  * listings come out of order and paging by "start after the last key" loses keys: the walk is replaced by one in S3's
  * key order before s3rver loads it. And its ListObjectsV2 continuation tokens use the cipher name "des", which
  * Bun's crypto does not know (it knows "des-cbc", the same cipher), so every truncated listing failed with a 500.
+ *
+ * And s3rver ignores `If-None-Match: *` on PUT (it overwrites), where S3 itself (since 2024) answers 412 when the key
+ * exists: the patch answers 412 PreconditionFailed then, checking and storing under a per-key lock, so that of racing
+ * creates exactly one wins, as on S3. Without it no test could run the s3 backend's conditional create against a
+ * server; a server started with `conditionalPut: false` keeps s3rver's own behaviour, for the test that the backend
+ * detects a server which ignores the header.
  */
 function patchS3rver(): void {
   if (patched) return;
@@ -59,6 +77,26 @@ function patchS3rver(): void {
       else if (recurse === undefined || recurse(entry.full)) yield* walk(entry.full, recurse);
     }
   };
+  const objects = require("s3rver/lib/controllers/object.js") as { putObject: (ctx: S3rverContext) => Promise<void> };
+  const S3Error = require("s3rver/lib/models/error.js") as new (code: string, message: string, detail: object) => Error;
+  const putObject = objects.putObject;
+  const locks = new Map<string, Promise<void>>();
+  objects.putObject = async function conditionalPutObject(ctx: S3rverContext): Promise<void> {
+    if (ctx.headers["if-none-match"] !== "*" || ignoringIfNoneMatch.has(ctx.app as object)) return putObject(ctx);
+    const name = `${ctx.params.bucket}/${ctx.params.key}`;
+    for (let held = locks.get(name); held !== undefined; held = locks.get(name)) await held;
+    let release = (): void => {};
+    locks.set(name, new Promise<void>((resolve) => (release = resolve)));
+    try {
+      if (await ctx.store.existsObject(ctx.params.bucket, ctx.params.key)) {
+        throw new S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", { Condition: "If-None-Match" });
+      }
+      await putObject(ctx);
+    } finally {
+      locks.delete(name);
+      release();
+    }
+  };
   type CipherFactory = (name: string, ...rest: unknown[]) => unknown;
   const crypto = require("crypto") as { createCipheriv: CipherFactory; createDecipheriv: CipherFactory };
   for (const name of ["createCipheriv", "createDecipheriv"] as const) {
@@ -67,7 +105,7 @@ function patchS3rver(): void {
   }
 }
 
-export async function startS3Server(options: { directory?: string; port?: number } = {}): Promise<S3Server> {
+export async function startS3Server(options: { directory?: string; port?: number; conditionalPut?: boolean } = {}): Promise<S3Server> {
   patchS3rver();
   const S3rver = require("s3rver") as S3rverConstructor;
   const owned = options.directory === undefined;
@@ -75,6 +113,7 @@ export async function startS3Server(options: { directory?: string; port?: number
   fs.mkdirSync(directory, { recursive: true });
   const start = async (port: number): Promise<{ instance: S3rverInstance; port: number }> => {
     const instance = new S3rver({ port, address: "127.0.0.1", silent: true, directory });
+    if (options.conditionalPut === false) ignoringIfNoneMatch.add(instance);
     const info = await instance.run();
     return { instance, port: info.port };
   };

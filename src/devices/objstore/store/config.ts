@@ -168,6 +168,35 @@ function need(kind: string, config: ObjectStoreConfig, field: "region" | "namesp
   return value;
 }
 
+/** Whether `endpoint` is AWS's own (where instance and container roles exist), not another S3 service. */
+function isAwsEndpoint(endpoint: string | undefined): boolean {
+  if (endpoint === undefined) return true;
+  const host = new URL(endpoint).hostname;
+  return host === "amazonaws.com" || host.endsWith(".amazonaws.com") || host.endsWith(".amazonaws.com.cn");
+}
+
+/**
+ * The keys from the config, else from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Only AWS itself gets the SDK's
+ * whole default chain (~/.aws, SSO, container and instance roles): for any other endpoint that chain ends at the
+ * EC2 metadata address, which took 4 s to fail here and is traffic off the machine, so missing keys fail at once.
+ */
+function s3Credentials(kind: string, config: ObjectStoreConfig, endpoint: string | undefined): S3ObjectStoreOptions["credentials"] {
+  if (config.accessKeyId !== undefined && config.secretKey !== undefined) {
+    return { accessKeyId: config.accessKeyId, secretAccessKey: config.secretKey, sessionToken: config.sessionToken };
+  }
+  const id = process.env.AWS_ACCESS_KEY_ID;
+  const secret = process.env.AWS_SECRET_ACCESS_KEY;
+  if (id !== undefined && id !== "" && secret !== undefined && secret !== "") {
+    const token = process.env.AWS_SESSION_TOKEN;
+    return { accessKeyId: id, secretAccessKey: secret, sessionToken: token === "" ? undefined : token };
+  }
+  if (isAwsEndpoint(endpoint)) return undefined;
+  throw new ObjectStoreConfigError(
+    `--objstore-kind=${kind} with endpoint ${endpoint} needs "access_key_id" and "secret_key" in --objstore-cfg ` +
+      "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment); none were given",
+  );
+}
+
 /** Endpoint, region and addressing style of the S3-compatible kinds; an endpoint in the config beats a preset's. */
 function s3Options(kind: string, config: ObjectStoreConfig): S3ObjectStoreOptions {
   let endpoint = config.endpoint;
@@ -190,10 +219,7 @@ function s3Options(kind: string, config: ObjectStoreConfig): S3ObjectStoreOption
       }
       break;
   }
-  const credentials =
-    config.accessKeyId !== undefined && config.secretKey !== undefined
-      ? { accessKeyId: config.accessKeyId, secretAccessKey: config.secretKey, sessionToken: config.sessionToken }
-      : undefined;
+  const credentials = s3Credentials(kind, config, endpoint);
   return {
     bucket: config.bucket,
     endpoint,

@@ -6,7 +6,17 @@
 import fs from "node:fs";
 import fsp, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { ObjectStoreError, type ByteRange, type GetResult, type ObjectInfo, type ObjectStore } from "./types.ts";
+import {
+  ObjectStoreError,
+  checkRange,
+  type ByteRange,
+  type CreateResult,
+  type GetResult,
+  type ObjectInfo,
+  type ObjectStore,
+  type ObjectStoreErrorKind,
+  type ObjectStoreOperation,
+} from "./types.ts";
 
 /** Temporary files start with this; keys may not, so a listing never shows a put in progress (or one a crash left). */
 const TEMP_PREFIX = ".usbd-tmp-";
@@ -14,7 +24,7 @@ const TEMP_PREFIX = ".usbd-tmp-";
 /** errno codes of conditions that can go away by themselves (a flaky disk or share, a full descriptor table). */
 const RETRY_CODES = new Set(["EIO", "EAGAIN", "EBUSY", "EINTR", "EMFILE", "ENFILE", "ETIMEDOUT", "ESTALE", "ENOLCK"]);
 
-type Operation = ObjectStoreError["operation"];
+type Operation = ObjectStoreOperation;
 
 function codeOf(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -62,8 +72,10 @@ export class LocalObjectStore implements ObjectStore {
     else if (code === "EROFS") hint = `; ${this.directory} is on a read-only file system`;
     else if (code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR") hint = "; the key collides with another key used as a directory";
     const subject = key === "" ? operation : `${operation} "${key}"`;
-    const retryable = code !== undefined && RETRY_CODES.has(code);
-    return new ObjectStoreError(operation, key, retryable, `object store: ${subject} failed on ${this.description}: ${cause}${hint}`, { cause: err });
+    let kind: ObjectStoreErrorKind = "other";
+    if (code !== undefined && RETRY_CODES.has(code)) kind = "unavailable";
+    else if (code === "EACCES" || code === "EPERM") kind = "unauthorised";
+    return new ObjectStoreError(operation, key, kind, `object store: ${subject} failed on ${this.description}: ${cause}${hint}`, { cause: err });
   }
 
   /**
@@ -73,7 +85,7 @@ export class LocalObjectStore implements ObjectStore {
   private fileOf(operation: Operation, key: string, shown = key): string {
     const parts = key.split("/");
     const bad = key === "" || key.includes("\0") || parts.some((p) => p === "" || p === "." || p === ".." || p.startsWith(TEMP_PREFIX));
-    if (bad) throw new ObjectStoreError(operation, shown, false, `object store: ${operation}: key "${shown}" is not allowed in ${this.description} (empty, ".", ".." or "${TEMP_PREFIX}" components, or a leading or trailing "/")`);
+    if (bad) throw new ObjectStoreError(operation, shown, "other", `object store: ${operation}: key "${shown}" is not allowed in ${this.description} (empty, ".", ".." or "${TEMP_PREFIX}" components, or a leading or trailing "/")`);
     return path.join(this.directory, ...parts);
   }
 
@@ -81,7 +93,7 @@ export class LocalObjectStore implements ObjectStore {
     try {
       await fsp.mkdir(this.directory, { recursive: true });
       const st = await fsp.stat(this.directory);
-      if (!st.isDirectory()) throw new ObjectStoreError("prepare", "", false, `object store: ${this.directory} exists and is not a directory`);
+      if (!st.isDirectory()) throw new ObjectStoreError("prepare", "", "other", `object store: ${this.directory} exists and is not a directory`);
       // Finding out now that the directory is not writable beats finding out at the first upload.
       await fsp.access(this.directory, fs.constants.W_OK | fs.constants.R_OK | fs.constants.X_OK);
     } catch (e) {
@@ -91,12 +103,65 @@ export class LocalObjectStore implements ObjectStore {
 
   async put(key: string, body: Uint8Array): Promise<{ readonly etag: string }> {
     const file = this.fileOf("put", key);
+    let temp: string | undefined;
+    try {
+      const written = await this.writeTemp(file, body);
+      temp = written.temp;
+      await fsp.rename(temp, file);
+      temp = undefined;
+      await this.syncEntries(file, written.createdDir);
+      return { etag: etagOf(written.st) };
+    } catch (e) {
+      if (temp !== undefined) await fsp.rm(temp, { force: true }).catch(() => {});
+      throw this.fail("put", key, e);
+    }
+  }
+
+  /**
+   * The body goes to a temporary file beside the key's file, fsynced, then link(2) gives it the key's name: link
+   * never replaces an existing name (EEXIST), so of racing creates exactly one wins, and the object is whole from
+   * the moment it has its name.
+   */
+  async createIfAbsent(key: string, body: Uint8Array): Promise<CreateResult> {
+    const file = this.fileOf("create", key);
+    let temp: string | undefined;
+    try {
+      if (await this.isObjectAt(file)) return { outcome: "exists" };
+      const written = await this.writeTemp(file, body);
+      temp = written.temp;
+      try {
+        await fsp.link(temp, file);
+      } catch (e) {
+        if (codeOf(e) === "EEXIST" && (await this.isObjectAt(file))) return { outcome: "exists" };
+        throw e;
+      }
+      await this.syncEntries(file, written.createdDir);
+      return { outcome: "created", etag: etagOf(written.st) };
+    } catch (e) {
+      throw this.fail("create", key, e);
+    } finally {
+      if (temp !== undefined) await fsp.rm(temp, { force: true }).catch(() => {});
+    }
+  }
+
+  /** Whether a file (an object) is at `file`; a directory of other keys is none. */
+  private async isObjectAt(file: string): Promise<boolean> {
+    try {
+      return (await fsp.stat(file)).isFile();
+    } catch (e) {
+      if (isMissing(e)) return false;
+      throw e;
+    }
+  }
+
+  /** Writes `body` to a new, fsynced temporary file in the directory of `file` (created when missing). */
+  private async writeTemp(file: string, body: Uint8Array): Promise<{ temp: string; st: fs.BigIntStats; createdDir: string | undefined }> {
     const dir = path.dirname(file);
     const temp = path.join(dir, `${TEMP_PREFIX}${path.basename(file)}-${process.pid}-${crypto.randomUUID()}`);
+    const createdDir = await fsp.mkdir(dir, { recursive: true });
+    const handle = await fsp.open(temp, "wx", 0o600);
+    let st: fs.BigIntStats;
     try {
-      const created = await fsp.mkdir(dir, { recursive: true });
-      let st: fs.BigIntStats;
-      const handle = await fsp.open(temp, "wx", 0o600);
       try {
         await handle.writeFile(body);
         await handle.sync();
@@ -104,25 +169,26 @@ export class LocalObjectStore implements ObjectStore {
       } finally {
         await handle.close();
       }
-      await fsp.rename(temp, file);
-      // The new file's entry, and the entry of every directory this put created, up to one that already existed.
-      const top = created === undefined ? dir : path.dirname(created);
-      for (let d = dir; ; d = path.dirname(d)) {
-        await syncDir(d);
-        if (d === top || d === this.directory || d === path.dirname(d)) break;
-      }
-      return { etag: etagOf(st) };
     } catch (e) {
       await fsp.rm(temp, { force: true }).catch(() => {});
-      throw this.fail("put", key, e);
+      throw e;
+    }
+    return { temp, st, createdDir };
+  }
+
+  /** fsyncs the new entry of `file` and that of every directory the write created, up to one that already existed. */
+  private async syncEntries(file: string, createdDir: string | undefined): Promise<void> {
+    const dir = path.dirname(file);
+    const top = createdDir === undefined ? dir : path.dirname(createdDir);
+    for (let d = dir; ; d = path.dirname(d)) {
+      await syncDir(d);
+      if (d === top || d === this.directory || d === path.dirname(d)) break;
     }
   }
 
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     const file = this.fileOf("get", key);
-    if (range !== undefined && !(Number.isSafeInteger(range.offset) && Number.isSafeInteger(range.length) && range.offset >= 0 && range.length >= 0)) {
-      throw new ObjectStoreError("get", key, false, `object store: get "${key}": bad range offset ${range.offset} length ${range.length}`);
-    }
+    checkRange("get", key, range);
     let handle: FileHandle;
     try {
       handle = await fsp.open(file, "r");

@@ -17,7 +17,17 @@ import {
   type BucketLocationConstraint,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
-import { ObjectStoreError, type ByteRange, type GetResult, type ObjectInfo, type ObjectStore } from "./types.ts";
+import {
+  ObjectStoreError,
+  checkRange,
+  type ByteRange,
+  type CreateResult,
+  type GetResult,
+  type ObjectInfo,
+  type ObjectStore,
+  type ObjectStoreErrorKind,
+  type ObjectStoreOperation,
+} from "./types.ts";
 
 /** Where an S3ObjectStore's objects are and how it reaches them (config.ts builds these from --objstore-cfg). */
 export interface S3ObjectStoreOptions {
@@ -58,7 +68,7 @@ const CREDENTIAL_CODES = new Set([
 const CREDENTIAL_FIX = "check access_key_id/secret_key in --objstore-cfg, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment";
 
 interface Classified {
-  readonly retryable: boolean;
+  readonly kind: ObjectStoreErrorKind;
   readonly cause: string;
   readonly status?: number;
   readonly code?: string;
@@ -70,7 +80,7 @@ function text(value: unknown): string | undefined {
 
 /** What went wrong, in words, and whether trying again later can succeed. */
 function classify(err: unknown): Classified {
-  if (typeof err !== "object" || err === null) return { retryable: false, cause: String(err) };
+  if (typeof err !== "object" || err === null) return { kind: "other", cause: String(err) };
   const e = err as { name?: unknown; code?: unknown; Code?: unknown; message?: unknown; syscall?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: unknown };
   const status = typeof e.$metadata?.httpStatusCode === "number" ? e.$metadata.httpStatusCode : undefined;
   // Service errors carry their code as Code and as the name; a HEAD has no body, so only "NotFound"/"Unknown" then.
@@ -80,23 +90,25 @@ function classify(err: unknown): Classified {
     const network =
       (code !== undefined && NETWORK_CODES.has(code)) || e.name === "TimeoutError" || typeof e.syscall === "string" ||
       /socket hang up|timed out|ECONN|network|connection (was )?(closed|reset|refused)/i.test(message);
-    return { retryable: network, cause: message, code };
+    if (code !== undefined && CREDENTIAL_CODES.has(code)) return { kind: "unauthorised", cause: message, code };
+    return { kind: network ? "unavailable" : "other", cause: message, code };
   }
   const shown = message === "UnknownError" || message === code ? "" : `: ${message}`;
   const cause = `${code ?? "error"} (HTTP ${status})${shown}`;
   const retryable = status >= 500 || status === 429 || status === 408 || (code !== undefined && RETRY_CODES.has(code)) || e.$retryable !== undefined || status < 300;
-  return { retryable, cause, status, code };
+  let kind: ObjectStoreErrorKind = "other";
+  if (status === 401 || status === 403 || (code !== undefined && CREDENTIAL_CODES.has(code))) kind = "unauthorised";
+  else if (code === "NoSuchBucket") kind = "not-found";
+  else if (retryable && status !== 501) kind = "unavailable";
+  return { kind, cause, status, code };
 }
+
+/** Where the conditional-create probe writes (and at once deletes) its object; no volume's keys start with it. */
+const PROBE_PREFIX = ".usbd-probe/";
 
 /** ETags compared as text: the quotes S3 puts around them go, so head, get, put and list agree. */
 function bareEtag(etag: string | undefined): string {
   return (etag ?? "").replace(/^(W\/)?"(.*)"$/, "$2");
-}
-
-function checkRange(operation: "get", key: string, range: ByteRange | undefined): void {
-  if (range === undefined) return;
-  const ok = Number.isSafeInteger(range.offset) && Number.isSafeInteger(range.length) && range.offset >= 0 && range.length >= 0;
-  if (!ok) throw new ObjectStoreError(operation, key, false, `object store: ${operation} "${key}": bad range offset ${range.offset} length ${range.length}`);
 }
 
 /** An ObjectStore in one bucket of an S3(-compatible) service; etags are S3's, without the quotes. */
@@ -107,6 +119,8 @@ export class S3ObjectStore implements ObjectStore {
   private readonly region: string;
   private readonly pageSize: number;
   private closed = false;
+  /** The answer of the conditional-create probe: undefined (supported) or why not; absent until first asked. */
+  private conditional: Promise<string | undefined> | undefined;
 
   constructor(options: S3ObjectStoreOptions) {
     this.bucket = options.bucket;
@@ -132,7 +146,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /** An ObjectStoreError for `err`, with what to do about it where the cause says. */
-  private fail(operation: ObjectStoreError["operation"], key: string, err: unknown): ObjectStoreError {
+  private fail(operation: ObjectStoreOperation, key: string, err: unknown): ObjectStoreError {
     const c = classify(err);
     const subject = key === "" ? operation : `${operation} "${key}"`;
     let hint = "";
@@ -140,9 +154,9 @@ export class S3ObjectStore implements ObjectStore {
     else if (c.status === 403) hint = `; access denied: ${CREDENTIAL_FIX}, and that these credentials may use bucket "${this.bucket}"`;
     else if (c.status === 301) hint = `; the bucket is in another region than "${this.region}": set region in --objstore-cfg`;
     else if (c.code === "NoSuchBucket") hint = "; prepare() creates it (the volume's create does)";
-    else if (c.retryable && c.status === undefined) hint = "; is the endpoint reachable?";
+    else if (c.kind === "unavailable" && c.status === undefined) hint = "; is the endpoint reachable?";
     const message = `object store: ${subject} failed on ${this.description}: ${c.cause}${hint}`;
-    return new ObjectStoreError(operation, key, c.retryable, message, { cause: err });
+    return new ObjectStoreError(operation, key, c.kind, message, { cause: err });
   }
 
   async prepare(): Promise<void> {
@@ -163,7 +177,7 @@ export class S3ObjectStore implements ObjectStore {
       if (c.code === "BucketAlreadyOwnedByYou") return; // created meanwhile by another daemon of ours
       const error = this.fail("prepare", "", e);
       if (c.code === "BucketAlreadyExists") {
-        throw new ObjectStoreError("prepare", "", false, `${error.message}; the name is taken by another account: choose another bucket in --objstore-cfg`, { cause: e });
+        throw new ObjectStoreError("prepare", "", "other", `${error.message}; the name is taken by another account: choose another bucket in --objstore-cfg`, { cause: e });
       }
       throw error;
     }
@@ -179,8 +193,64 @@ export class S3ObjectStore implements ObjectStore {
       throw this.fail("put", key, e);
     }
     const info = await this.head(key);
-    if (info === undefined) throw new ObjectStoreError("put", key, true, `object store: put "${key}" on ${this.description}: the object is missing right after it was stored`);
+    if (info === undefined) throw new ObjectStoreError("put", key, "unavailable", `object store: put "${key}" on ${this.description}: the object is missing right after it was stored`);
     return { etag: info.etag };
+  }
+
+  /**
+   * PUT with `If-None-Match: *` (S3 has honoured it since 2024; so do MinIO, Ceph RGW, R2). Some S3-compatible
+   * servers answer 501 (Swift's s3api) and some ignore the header and overwrite: the first call asks the server once,
+   * with a probe object created twice, and a store whose server cannot do it answers `unsupported` from then on.
+   */
+  async createIfAbsent(key: string, body: Uint8Array): Promise<CreateResult> {
+    this.conditional ??= this.probeConditionalCreate();
+    let unsupported: string | undefined;
+    try {
+      unsupported = await this.conditional;
+    } catch (e) {
+      this.conditional = undefined; // the probe itself failed (store unreachable): ask again next time
+      throw e;
+    }
+    if (unsupported !== undefined) return { outcome: "unsupported", reason: unsupported };
+    return this.putIfNoneMatch("create", key, body);
+  }
+
+  /** Undefined when the server honours `If-None-Match: *` on PUT, else why it cannot create conditionally. */
+  private async probeConditionalCreate(): Promise<string | undefined> {
+    const probe = `${PROBE_PREFIX}${crypto.randomUUID()}`;
+    try {
+      const first = await this.putIfNoneMatch("create", probe, new Uint8Array(0));
+      if (first.outcome === "unsupported") return first.reason;
+      if (first.outcome === "exists") return undefined; // only a server that checks can refuse a fresh random key
+      const second = await this.putIfNoneMatch("create", probe, new Uint8Array(0));
+      if (second.outcome === "unsupported") return second.reason;
+      if (second.outcome === "created") return `${this.description} ignores If-None-Match: * on PUT (a second create of one key succeeded)`;
+      return undefined;
+    } finally {
+      await this.delete(probe).catch(() => {});
+    }
+  }
+
+  /** One conditional PUT: 412 means the key exists; 501 means the server cannot; 409 (a racing create) asks again. */
+  private async putIfNoneMatch(operation: ObjectStoreOperation, key: string, body: Uint8Array): Promise<CreateResult> {
+    const md5 = createHash("md5").update(body).digest("base64");
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const out = await this.client.send(
+          new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentMD5: md5, IfNoneMatch: "*" }),
+        );
+        return { outcome: "created", etag: out.ETag !== undefined ? bareEtag(out.ETag) : ((await this.head(key))?.etag ?? "") };
+      } catch (e) {
+        const c = classify(e);
+        if (c.status === 412 || c.code === "PreconditionFailed") return { outcome: "exists" };
+        if (c.status === 501 || c.code === "NotImplemented") {
+          return { outcome: "unsupported", reason: `${this.description} cannot create conditionally: If-None-Match: * on PUT gave ${c.cause}` };
+        }
+        // AWS: "409 ConditionalRequestConflict: a conflicting operation occurred, retry"; the retry then sees 412 or wins.
+        if ((c.status === 409 || c.code === "ConditionalRequestConflict") && attempt < 3) continue;
+        throw this.fail(operation, key, e);
+      }
+    }
   }
 
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
@@ -191,8 +261,13 @@ export class S3ObjectStore implements ObjectStore {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header }));
       let body: Uint8Array = out.Body === undefined ? new Uint8Array(0) : await out.Body.transformToByteArray();
       const etag = bareEtag(out.ETag);
-      const total = /\/(\d+)$/.exec(out.ContentRange ?? "");
-      if (total !== null) return { body, etag, size: Number(total[1]) };
+      const answered = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? "");
+      if (answered !== null && range !== undefined) {
+        // Some servers answer a wider range than asked (s3rver gives all of "bytes=0-0"): keep only what was asked.
+        const from = range.offset - Number(answered[1]);
+        if (from >= 0 && from <= body.byteLength) body = body.subarray(from, Math.min(body.byteLength, from + range.length));
+        return { body, etag, size: Number(answered[3]) };
+      }
       // No Content-Range: the whole object came back (some servers ignore Range), so cut the range out here.
       const size = body.byteLength;
       if (range !== undefined) body = body.subarray(Math.min(range.offset, size), Math.min(range.offset + range.length, size));
