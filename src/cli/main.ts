@@ -1,13 +1,14 @@
 /**
- * The `usbd-tui` entry point: parse flags (and a --config file's devices), open the devices, then run headless
- * (the dashboard arrives with its own issue), serving over a socket (--listen) or to the kernel as /dev/nbdX. Maps
- * every failure to the documented exit codes: 0 clean, 1 runtime failure, 2 usage error.
+ * The `usbd-tui` entry point: parse flags (and a --config file's devices) into a plan, open the devices in a
+ * Daemon, then hand it to a face: the dashboard in a terminal, headless otherwise. Maps every failure to the
+ * documented exit codes: 0 clean, 1 runtime failure, 2 usage error.
  */
 import { DEVICE_KINDS, deviceKinds, isDeviceKind } from "../devices/index.ts";
 import { KeyError } from "../devices/objstore/codec/keys.ts";
 import { ObjectStoreConfigError } from "../devices/objstore/store/config.ts";
+import { Daemon } from "../app/daemon.ts";
+import { OpenDeviceError } from "../app/open-devices.ts";
 import { AddressError, parseListenAddress } from "../engine/address.ts";
-import { Host } from "../engine/host.ts";
 import { prepareKernel } from "../engine/kernel/attach.ts";
 import { KernelUsageError } from "../engine/kernel/module.ts";
 import { ListenError } from "../engine/listen.ts";
@@ -16,9 +17,9 @@ import { canRunDashboard, runDashboard } from "../ui/run.tsx";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";
 import { loadConfig } from "./config.ts";
-import { OpenDeviceError, openDevices } from "./devices.ts";
 import { runHeadless } from "./headless.ts";
 import { dashboardLogger, headlessLogger } from "./loggers.ts";
+import { daemonPlan } from "./plan.ts";
 import { VERSION } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -101,14 +102,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   const dashboardLog = dashboard ? dashboardLogger(options) : undefined;
   const headlessLog = headlessLogger(options);
   const log: Logger = dashboardLog ?? headlessLog;
-  const host = new Host(log);
+  const daemon = new Daemon(daemonPlan(options, devices, VERSION), log, { endWhenNothingServed: dashboardLog === undefined });
+  // Before the devices open: a signal during the start is kept, not lost to the default action.
+  daemon.handleSignals();
   try {
-    await openDevices(devices, log, host);
-    if (dashboardLog !== undefined) return await runDashboard(host, options, VERSION, dashboardLog);
-    return await runHeadless(host, options, VERSION, log, { out: (line) => process.stdout.write(`${line}\n`) });
+    await daemon.open();
+    if (dashboardLog !== undefined) return await runDashboard(daemon, dashboardLog);
+    return await runHeadless(daemon, { json: options.json, statsInterval: options.statsInterval }, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
     // Closes whatever was opened before the failure (every device added to the host so far).
-    await host.stop({ force: true }).catch(() => undefined);
+    await daemon.host.stop({ force: true }).catch(() => undefined);
     const cause = error instanceof OpenDeviceError ? error.cause : error;
     // With several devices the message names the one that failed.
     const shown = error instanceof OpenDeviceError && options.config !== undefined ? error : cause;
@@ -120,5 +123,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     // On stderr even after the dashboard: it has given the terminal back by now.
     headlessLog.log("error", message);
     return EXIT_FAILURE;
+  } finally {
+    daemon.dispose();
   }
 }

@@ -3,17 +3,9 @@
  * formatting is tested without a terminal.
  */
 import type { DeviceGauge } from "../devices/device.ts";
-import { formatSize } from "../shared/format-size.ts";
+import { formatGaugeValue } from "../shared/format-gauge.ts";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
-
-/** A count in at most 5 characters: `812`, `12.3k`, `1.2M`. */
-export function formatCount(n: number): string {
-  const value = Math.round(n);
-  if (value < 1000) return String(value);
-  if (value < 1e6) return `${(value / 1e3).toFixed(value < 1e4 ? 2 : 1).replace(/\.?0+$/, "")}k`;
-  return `${(value / 1e6).toFixed(value < 1e7 ? 2 : 1).replace(/\.?0+$/, "")}M`;
-}
 
 /** Bytes per second in MB/s, the unit fio and nbdkit report. */
 export function formatRate(bytesPerSecond: number): string {
@@ -33,22 +25,11 @@ export function formatMillis(ms: number): string {
   return ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
-/** An uptime: `42s`, `3m05s`, `2h03m`, `4d02h`. */
-export function formatUptime(seconds: number): string {
-  const s = Math.floor(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-  return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, "0")}h`;
-}
-
 /** A wall-clock time for the event pane: `15:04:05`. */
 export function formatClock(epochMs: number): string {
   const d = new Date(epochMs);
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
 }
-
-export { formatSize };
 
 /**
  * The last `width` values as block characters, scaled to the largest of them; all zeros (or no values) give a
@@ -69,22 +50,6 @@ export function bar(fraction: number, width: number): string {
   const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
   const filled = Math.round(f * width);
   return "█".repeat(filled) + "░".repeat(width - filled);
-}
-
-/** A gauge's value in its unit: `12 MiB`, `3 MiB/s`, `5.02x`, `1.23k`, `3m05s`. */
-export function formatGaugeValue(value: number, unit: DeviceGauge["unit"]): string {
-  switch (unit) {
-    case "bytes":
-      return formatSize(Math.round(value));
-    case "bytes/s":
-      return `${formatSize(Math.round(value))}/s`;
-    case "ratio":
-      return `${value.toFixed(2)}x`;
-    case "seconds":
-      return value === 0 ? "-" : formatUptime(value);
-    case "count":
-      return formatCount(value);
-  }
 }
 
 /**

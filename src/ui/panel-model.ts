@@ -4,7 +4,9 @@
  * components only colour these segments, so what a panel says is tested here without a terminal.
  */
 import type { DeviceSnapshot } from "../engine/host.ts";
-import { fit, formatCount, formatGauge, formatMicros, formatMillis, formatRate, formatSize, sparkline } from "./format.ts";
+import { formatCount } from "../shared/format-gauge.ts";
+import { formatSize } from "../shared/format-size.ts";
+import { fit, formatGauge, formatMicros, formatMillis, formatRate, sparkline } from "./format.ts";
 import { FULL_BASE_ROWS } from "./layout.ts";
 
 export type Tone = "read" | "write" | "error" | "warn" | "accent" | "dim";

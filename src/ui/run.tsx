@@ -1,13 +1,14 @@
 /**
- * Runs the dashboard in the terminal until the user quits (or a signal stops it): draws first, so the user sees
- * devices starting, then serves them; SIGINT/SIGTERM shut down in the same safe order as `q`, SIGUSR1 flushes.
- * Resolves with the exit code; errors while serving are thrown after the screen is restored.
+ * Runs the dashboard in the terminal until the daemon is stopped (`q`, or a signal): draws first, so the user sees
+ * devices starting, then serves them. Resolves with the daemon's exit code; errors while serving are thrown after
+ * the screen is restored.
  */
 import { render } from "ink";
-import type { Host } from "../engine/host.ts";
-import type { CliOptions } from "../cli/flags.ts";
-import { serveDevices, statsLine } from "../cli/headless.ts";
+import type { Daemon, StopChange } from "../app/daemon.ts";
+import { statsLine } from "../app/stats-lines.ts";
+import { DetachRefusedError } from "../engine/kernel/attachment.ts";
 import { App } from "./App.tsx";
+import type { DashboardHost } from "./dashboard-host.ts";
 import type { DashboardLog } from "./log-sink.ts";
 import { ThemeContext, themeFor } from "./theme.ts";
 
@@ -16,15 +17,40 @@ export function canRunDashboard(stdin: NodeJS.ReadStream, stdout: NodeJS.WriteSt
   return stdin.isTTY === true && stdout.isTTY === true;
 }
 
-export async function runDashboard(host: Host, options: CliOptions, version: string, log: DashboardLog): Promise<number> {
+/** The daemon as the dashboard drives it: the Host's state and actions, and quitting as a stop of the whole daemon. */
+function localHost(daemon: Daemon): DashboardHost {
+  const host = daemon.host;
+  return {
+    snapshot: (window) => host.snapshot(window),
+    subscribe: (listener) => host.subscribe(listener),
+    flush: (name) => host.flush(name),
+    trim: (name) => host.trim(name),
+    detach: (name) => host.detach(name),
+    async stop(options) {
+      const outcome = await daemon.stop("quit", options);
+      if (outcome.kind === "refused") throw Object.assign(new Error(outcome.message), { name: DetachRefusedError.name });
+      if (outcome.kind === "failed") throw new Error(outcome.message);
+    },
+  };
+}
+
+function statusText(change: StopChange): string {
+  if (change.kind === "refused") return `${change.message}: still serving; unmount it, then quit again`;
+  return `${change.reason === "quit" ? "" : `${change.reason}: `}stopping: finishing requests, then flush, disconnect and close every device…`;
+}
+
+export async function runDashboard(daemon: Daemon, log: DashboardLog): Promise<number> {
   const startedAt = Date.now();
+  const { plan } = daemon;
+  const host = localHost(daemon);
   let finish: (code: number, message?: string) => void = () => undefined;
   const finished = new Promise<{ code: number; message?: string }>((resolve) => {
     finish = (code, message) => resolve({ code, message });
   });
+  const listen = plan.listen === undefined ? undefined : plan.listen.kind === "unix" ? `unix:${plan.listen.path}` : `tcp:${plan.listen.host}:${plan.listen.port}`;
   const app = (status?: string) => (
     <ThemeContext.Provider value={themeFor(process.env)}>
-      <App host={host} version={version} listen={options.listen} force={options.force} logs={log} status={status} startedAt={startedAt} onExit={finish} />
+      <App host={host} version={plan.version} listen={listen} force={plan.force} logs={log} status={status} startedAt={startedAt} onExit={() => undefined} />
     </ThemeContext.Provider>
   );
   const ink = render(app(), {
@@ -44,41 +70,22 @@ export async function runDashboard(host: Host, options: CliOptions, version: str
     (error: unknown) => {
       if (leaving) return;
       const message = `the dashboard failed (${error instanceof Error ? error.message : String(error)}); devices flushed and closed`;
-      host.stop({ force: options.force }).then(
-        () => finish(1, message),
-        (stopError: unknown) => finish(1, `${message}, except: ${stopError instanceof Error ? stopError.message : String(stopError)}`),
+      void daemon.stop("quit", { force: plan.force }).then((outcome) =>
+        finish(1, outcome.kind === "stopped" ? message : `${message}, except: ${outcome.message}`),
       );
     },
   );
-
-  let stopping = false;
-  const onStopSignal = (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    ink.rerender(app(`${signal}: stopping: finishing requests, then flush, disconnect and close every device…`));
-    host.stop({ force: options.force }).then(
-      () => finish(0),
-      (error: unknown) => {
-        stopping = false;
-        const message = error instanceof Error ? error.message : String(error);
-        if (error instanceof Error && error.name === "DetachRefusedError") ink.rerender(app(`${message}: still serving; unmount it, then quit again`));
-        else finish(1, message);
-      },
-    );
-  };
-  const onFlushSignal = () => void host.flushAll().catch(() => undefined);
-  process.on("SIGINT", onStopSignal);
-  process.on("SIGTERM", onStopSignal);
-  process.on("SIGUSR1", onFlushSignal);
+  // The shutdown started by q or by a signal: its progress in the footer, its outcome as the exit code.
+  const unwatch = daemon.watchStops((change) => ink.rerender(app(change.kind === "refused" && change.reason === "quit" ? undefined : statusText(change))));
+  void daemon.finished.then((outcome) => finish(outcome.code, outcome.kind === "failed" ? outcome.message : undefined));
 
   try {
-    // Printed hints belong to headless mode: here the panels show where each device is served.
-    await serveDevices(host, options, version, { out: () => undefined });
+    await daemon.serve();
     const result = await finished;
     leaving = true;
     ink.unmount();
     await ink.waitUntilExit().catch(() => undefined);
-    for (const s of host.snapshot()) process.stdout.write(`${statsLine(s)}\n`);
+    for (const s of daemon.host.snapshot()) process.stdout.write(`${statsLine(s)}\n`);
     if (result.message !== undefined) process.stderr.write(`usbd-tui: ${result.message}\n`);
     return result.code;
   } catch (error) {
@@ -86,8 +93,6 @@ export async function runDashboard(host: Host, options: CliOptions, version: str
     ink.unmount();
     throw error;
   } finally {
-    process.off("SIGINT", onStopSignal);
-    process.off("SIGTERM", onStopSignal);
-    process.off("SIGUSR1", onFlushSignal);
+    unwatch();
   }
 }

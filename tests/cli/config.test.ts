@@ -5,8 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { type ConfigRun, loadConfig, parseConfig } from "../../src/cli/config.ts";
-import { OpenDeviceError, deviceOptions, openDevices } from "../../src/cli/devices.ts";
+import { OpenDeviceError, openDevices } from "../../src/app/open-devices.ts";
 import { UsageError, parseFlags } from "../../src/cli/flags.ts";
+import { daemonPlan } from "../../src/cli/plan.ts";
 import { createDevice } from "../../src/devices/index.ts";
 import { Host } from "../../src/engine/host.ts";
 import { textLogger } from "../../src/shared/log.ts";
@@ -221,16 +222,17 @@ describe("mistakes are usage errors that name the file and the key or device", (
 
 describe("opening a config's devices", () => {
   test("each device is opened in order from its own options, which stay with it for the kernel attach", async () => {
-    const { devices } = parse('[[device]]\nname = "a"\nstore-size = "4MiB"\nconnections = 2\n[[device]]\nname = "b"\nstore-size = 8192\nnbd-device = "/dev/nbd7"');
+    const { global, devices } = parse('[[device]]\nname = "a"\nstore-size = "4MiB"\nconnections = 2\n[[device]]\nname = "b"\nstore-size = 8192\nnbd-device = "/dev/nbd7"');
+    const plan = daemonPlan(global, devices, "0");
     const host = new Host(textLogger("error"));
-    await openDevices(devices, textLogger("error"), host);
+    await openDevices(plan.devices, host, textLogger("error"));
     expect(host.list().map((d) => [d.name, d.device.kind, d.device.size])).toEqual([
       ["a", "mem", 4 * 1024 ** 2],
       ["b", "mem", 8192],
     ]);
-    expect(host.list().map((d) => [deviceOptions(d)?.connections, deviceOptions(d)?.nbdDevice])).toEqual([
-      [2, undefined],
-      [1, "/dev/nbd7"],
+    expect(plan.devices.map((d) => [d.name, d.kernel?.connections, d.kernel?.devicePath])).toEqual([
+      ["a", 2, undefined],
+      ["b", 1, "/dev/nbd7"],
     ]);
     await host.stop({ force: true });
   });
@@ -238,11 +240,11 @@ describe("opening a config's devices", () => {
   test("when the second device fails, the error names it and host.stop closes the first (its store can be reopened)", async () => {
     const dir = tempDir();
     writeFileSync(path.join(dir, "b.img"), new Uint8Array(1024 * 1024));
-    const { devices } = parse(`store-dir = "${dir}"\n[[device]]\nname = "a"\ndev-type = "dedup"\nstore-size = "8MiB"\n[[device]]\nname = "b"\ndev-type = "file"\nstore-size = "2MiB"`);
+    const { global, devices } = parse(`store-dir = "${dir}"\n[[device]]\nname = "a"\ndev-type = "dedup"\nstore-size = "8MiB"\n[[device]]\nname = "b"\ndev-type = "file"\nstore-size = "2MiB"`);
     const host = new Host(textLogger("error"));
     let error: unknown;
     try {
-      await openDevices(devices, textLogger("error"), host);
+      await openDevices(daemonPlan(global, devices, "0").devices, host, textLogger("error"));
     } catch (e) {
       error = e;
     }

@@ -1,6 +1,7 @@
 /** The dashboard's numbers, sparklines, bars and gauges, and the NO_COLOR switch. */
 import { describe, expect, test } from "bun:test";
-import { bar, fit, formatCount, formatGauge, formatMicros, formatRate, formatUptime, sparkline } from "../../src/ui/format.ts";
+import { formatCount, formatUptime } from "../../src/shared/format-gauge.ts";
+import { bar, fit, formatGauge, formatMicros, formatRate, sparkline } from "../../src/ui/format.ts";
 import { themeFor } from "../../src/ui/theme.ts";
 
 describe("format", () => {

@@ -1,7 +1,8 @@
 /** The header (version, uptime, where devices are served, totals) and the footer (keys, or the question asked). */
 import { Text } from "ink";
 import type { DeviceSnapshot } from "../../engine/host.ts";
-import { fit, formatCount, formatRate, formatUptime } from "../format.ts";
+import { formatCount, formatUptime } from "../../shared/format-gauge.ts";
+import { fit, formatRate } from "../format.ts";
 import { useTheme } from "../theme.ts";
 import { toneProps } from "./segments.tsx";
 

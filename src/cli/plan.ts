@@ -1,0 +1,57 @@
+/**
+ * From parsed flags (and a --config file's devices) to the plan a daemon runs: each device's creation options and,
+ * on the kernel path, its attach options; where everything is served.
+ */
+import { deviceKinds, isDeviceKind, type DeviceOptions } from "../devices/index.ts";
+import { parseListenAddress } from "../engine/address.ts";
+import type { DaemonPlan, DeviceSpec } from "../app/plan.ts";
+import type { CliOptions } from "./flags.ts";
+import { kernelAttachOptions } from "./kernel.ts";
+import type { ObjstoreCliOptions } from "./objstore-flags.ts";
+
+function objstoreOptions(o: ObjstoreCliOptions): DeviceOptions["objstore"] {
+  return {
+    kind: o.kind,
+    config: o.config,
+    objectSize: o.objectSize,
+    diskCache: o.diskCache,
+    persistCache: o.persistCache,
+    aesKey: o.aesKey,
+    aesMode: o.aesMode,
+    compression: o.compression,
+    concurrency: o.concurrency,
+    flushEvery: o.flushEvery,
+    flushMode: o.flushMode,
+  };
+}
+
+/** One device of the plan; `kernel` says whether it is attached to the kernel (no --listen). */
+export function deviceSpec(options: CliOptions, kernel: boolean): DeviceSpec {
+  const persistent = isDeviceKind(options.devType) && deviceKinds[options.devType].persistent;
+  return {
+    name: options.exportName,
+    kind: options.devType,
+    options: {
+      // A persistent store keeps its own size unless --store-size was given.
+      size: options.storeSizeGiven || !persistent ? options.storeSize : undefined,
+      defaultSize: options.storeSize,
+      blockSize: options.blockSize,
+      storeDir: options.storeDir,
+      storeName: options.storeName,
+      dedup: { blockSize: options.dedupBlockSize, compression: options.dedupCompress, memoryCache: options.dedupMemcache },
+      objstore: objstoreOptions(options.objstore),
+    },
+    kernel: kernel ? kernelAttachOptions(options, persistent) : undefined,
+  };
+}
+
+/** `global` holds the process-wide options; `devices` one entry per device (the flags' one, or a --config file's). */
+export function daemonPlan(global: CliOptions, devices: readonly CliOptions[], version: string): DaemonPlan {
+  const listen = global.listen === undefined ? undefined : parseListenAddress(global.listen);
+  return {
+    version,
+    devices: devices.map((d) => deviceSpec(d, listen === undefined)),
+    listen,
+    force: global.force,
+  };
+}
