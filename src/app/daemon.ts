@@ -58,7 +58,7 @@ export class Daemon {
   open(): Promise<void> {
     const opened = (async () => {
       try {
-        await openDevices(this.plan.devices, this.host, this.log);
+        await openDevices(this.plan.devices, this.host);
       } catch (error) {
         await this.host.stop({ force: true }).catch(() => undefined);
         throw error;

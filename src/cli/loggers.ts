@@ -37,5 +37,5 @@ export function headlessLogger(options: CliOptions): Logger {
 
 /** The dashboard's logger: warnings and errors to its event pane, every line at --log-level to the file. */
 export function dashboardLogger(options: CliOptions): DashboardLog {
-  return new DashboardLog(options.logLevel, options.logFile === undefined ? undefined : fileLogger(options, options.logFile));
+  return options.logFile === undefined ? new DashboardLog(options.logLevel) : new DashboardLog(options.logLevel, fileLogger(options, options.logFile));
 }

@@ -107,7 +107,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   daemon.handleSignals();
   try {
     await daemon.open();
-    if (dashboardLog !== undefined) return await runDashboard(daemon, dashboardLog);
+    if (dashboardLog !== undefined) return await runDashboard(daemon);
     return await runHeadless(daemon, { json: options.json, statsInterval: options.statsInterval }, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
     // Closes whatever was opened before the failure (every device added to the host so far).

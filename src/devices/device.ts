@@ -76,6 +76,18 @@ export interface DeviceStats {
   readonly lastError?: string;
 }
 
+/**
+ * Something a device has to tell about itself, for the event pane, `ctl events` and the log: `opened` (the store
+ * was created or reopened: say which, and where), `progress` (background work finished, such as an upload round),
+ * `error` (background work failed, such as the store becoming unreachable; shown as the device's error until
+ * `recovered`), `recovered` (it works again), `notice` (something the user must keep or act on, such as a key the
+ * device generated). Devices receive a `notify` callback where they are created (see DeviceOptions).
+ */
+export interface DeviceNotice {
+  readonly kind: "opened" | "progress" | "error" | "recovered" | "notice";
+  readonly message: string;
+}
+
 /** What `reclaim` gave back. */
 export interface ReclaimResult {
   /** Bytes of storage released: to the file system (a smaller file), to memory, or in the remote store. 0 if none. */

@@ -4,7 +4,7 @@
  */
 import { existsSync } from "node:fs";
 import path from "node:path";
-import type { BlockDevice, MaybePromise } from "./device.ts";
+import type { BlockDevice, DeviceNotice, MaybePromise } from "./device.ts";
 import { openFileDevice } from "./file/index.ts";
 import { createMemDevice } from "./mem/index.ts";
 import { openDedupDevice, type DedupCompression } from "./dedup/index.ts";
@@ -38,6 +38,8 @@ export interface DeviceOptions {
   readonly objstore?: Omit<ObjstoreDeviceOptions, "storeDir" | "storeName" | "size" | "defaultSize" | "blockSize" | "log">;
   /** Where kinds that work in the background (objstore uploads) report what happens. */
   readonly log?: Logger;
+  /** Told what a device has to say about itself: created or reopened, upload rounds, the store failing and back. */
+  readonly notify?: (notice: DeviceNotice) => void;
 }
 
 export interface DeviceKindInfo {
@@ -58,6 +60,11 @@ export function storeImagePath(options: DeviceOptions, kind: string): string {
   return path.join(need(options.storeDir, kind, "--store-dir"), `${need(options.storeName, kind, "--store-name")}.img`);
 }
 
+/** "created new volume" or "reopened volume", with where it is: a typo in --store-name then shows as a new volume. */
+function openedNotice(existed: boolean, where: string, size: number): DeviceNotice {
+  return { kind: "opened", message: `${existed ? "reopened volume" : "created new volume"}: ${where} (${size.toLocaleString("en-US")} bytes)` };
+}
+
 export const deviceKinds = {
   mem: {
     description: "in memory, sparse; contents are lost when the daemon stops",
@@ -70,7 +77,10 @@ export const deviceKinds = {
     persistent: true,
     create: (o: DeviceOptions) => {
       const path = storeImagePath(o, "file");
-      return openFileDevice({ path, size: o.size ?? (existsSync(path) ? undefined : o.defaultSize), blockSize: o.blockSize });
+      const exists = existsSync(path);
+      const device = openFileDevice({ path, size: o.size ?? (exists ? undefined : o.defaultSize), blockSize: o.blockSize });
+      o.notify?.(openedNotice(exists, `image ${path}`, device.size));
+      return device;
     },
   },
   dedup: {
@@ -80,7 +90,9 @@ export const deviceKinds = {
       const storeDir = need(o.storeDir, "dedup", "--store-dir");
       const storeName = need(o.storeName, "dedup", "--store-name");
       const exists = existsSync(path.join(storeDir, `${storeName}.dedup.db`));
-      return openDedupDevice({ storeDir, storeName, size: o.size ?? (exists ? undefined : o.defaultSize), ...o.dedup });
+      const device = openDedupDevice({ storeDir, storeName, size: o.size ?? (exists ? undefined : o.defaultSize), ...o.dedup });
+      o.notify?.(openedNotice(exists, `dedup store ${path.join(storeDir, storeName)}.dedup.{db,blocks}`, device.size));
+      return device;
     },
   },
   objstore: {
@@ -95,6 +107,7 @@ export const deviceKinds = {
         blockSize: o.blockSize,
         ...o.objstore,
         ...(o.log === undefined ? {} : { log: o.log }),
+        ...(o.notify === undefined ? {} : { notify: o.notify }),
       }),
   },
 } as const satisfies Record<string, DeviceKindInfo>;

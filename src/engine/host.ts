@@ -1,45 +1,23 @@
 /**
- * The set of running devices and where each is served: the one object the headless mode and the dashboard both
- * drive (flush, trim, detach, stop) and watch (state, metrics, events). Shutdown always goes in the safe order: stop
- * serving and finish in-flight requests, flush, then close.
+ * The set of running devices and where each is served: the one object every face drives (flush, trim, detach,
+ * stop) and watches (snapshots with state, running action, last error and clients; numbered events). Shutdown
+ * always goes in the safe order: stop serving and finish in-flight requests, flush, then close.
  */
-import type { BlockDevice, DeviceStats } from "../devices/device.ts";
+import type { BlockDevice, DeviceNotice, DeviceStats } from "../devices/device.ts";
+import { formatSize } from "../shared/format-size.ts";
+import type { Logger } from "../shared/log.ts";
 import type { ListenAddress } from "./address.ts";
+import { fstrim } from "./fstrim.ts";
+import { HostEvents } from "./host-events.ts";
+import { type Activity, type ClientSnapshot, type DeviceSnapshot, type DeviceState, type HostEvent, type HostEventKind, type TrimResult, describeClient } from "./host-types.ts";
 import { type KernelAttachOptions, attachKernel } from "./kernel/attach.ts";
 import { DetachRefusedError, type KernelAttachment, describeAttachment } from "./kernel/attachment.ts";
 import { type Export, type NbdServer, listen } from "./listen.ts";
-import type { Logger } from "../shared/log.ts";
-import { DeviceMetrics, type MetricsSnapshot } from "./metrics.ts";
-import { formatSize } from "../shared/format-size.ts";
+import { DeviceMetrics } from "./metrics.ts";
+import { peerProcess } from "./peer-process.ts";
 import { CMD } from "./protocol/constants.ts";
 
-export type DeviceState = "starting" | "serving" | "flushing" | "trimming" | "detaching" | "detached" | "error";
-
-export interface HostEvent {
-  readonly time: number;
-  readonly device: string;
-  readonly kind: "attached" | "flushed" | "trimmed" | "detached" | "refused" | "error";
-  readonly message: string;
-}
-
-/**
- * What `Host.trim` did: `fstrim` on the file systems mounted from a kernel device, the device's own `reclaim`, or
- * nothing (a device whose trim already gave the space back). `detail` says it for people; `ms` is the time taken.
- */
-export type TrimResult =
-  | {
-      readonly method: "fstrim";
-      /** The first (usually only) mount point trimmed. */
-      readonly mountPoint: string;
-      /** Every mounted file system trimmed, one mount point each (partitions each have their own). */
-      readonly mountPoints: readonly string[];
-      /** What fstrim reported as trimmed, summed over the file systems. */
-      readonly bytes: number;
-      readonly detail: string;
-      readonly ms: number;
-    }
-  | { readonly method: "reclaim"; readonly bytes: number; readonly detail: string; readonly ms: number }
-  | { readonly method: "none"; readonly bytes: 0; readonly detail: string; readonly ms: number };
+export { describeClient, type Activity, type ClientSnapshot, type DeviceSnapshot, type DeviceState, type HostEvent, type HostEventKind, type KernelSnapshot, type TrimResult } from "./host-types.ts";
 
 export interface HostedDevice {
   readonly name: string;
@@ -52,24 +30,12 @@ export interface HostedDevice {
   kernel: KernelAttachment | undefined;
 }
 
-export interface DeviceSnapshot {
-  readonly name: string;
-  readonly kind: string;
-  readonly size: number;
-  readonly state: DeviceState;
-  readonly servedAt: string | undefined;
-  readonly metrics: MetricsSnapshot;
-  readonly stats: DeviceStats | undefined;
-  /** Set while attached to the kernel. */
-  readonly kernel: KernelSnapshot | undefined;
-}
-
-export interface KernelSnapshot {
-  readonly path: string;
-  readonly interface: "netlink" | "ioctl";
-  readonly connections: number;
-  /** What the kernel reports now (NBD_CMD_STATUS). */
-  readonly connected: boolean;
+/** What the Host keeps about a device beyond what its faces may change. */
+interface DeviceRecord {
+  activity: { readonly label: Activity["label"]; readonly startedAt: number } | undefined;
+  /** The last error event, until a later event says something went well. */
+  lastError: string | undefined;
+  readonly clients: ClientSnapshot[];
 }
 
 /** A device's gauges; a device whose stats() throws shows the error instead of taking the dashboard down. */
@@ -81,28 +47,58 @@ function safeStats(device: BlockDevice): DeviceStats | undefined {
   }
 }
 
+/** Events after which a device's sticky error no longer applies: something went well. */
+const CLEARS_ERROR: ReadonlySet<HostEventKind> = new Set(["attached", "flushed", "trimmed", "detached", "recovered", "progress"]);
+
 export class Host {
   private readonly devices: HostedDevice[] = [];
+  private readonly records = new Map<string, DeviceRecord>();
   private readonly servers: NbdServer[] = [];
   /** The server each network-exported device is offered by, until it is detached. */
   private readonly exportedBy = new Map<HostedDevice, NbdServer>();
-  private readonly listeners = new Set<(event: HostEvent) => void>();
+  private readonly events: HostEvents;
+  /** The engine's logger: a connection's warnings become events of the device it serves. */
+  private readonly engineLog: Logger;
   private stopping: Promise<void> | undefined;
 
-  constructor(private readonly log: Logger) {}
+  constructor(log: Logger) {
+    this.events = new HostEvents(log);
+    this.engineLog = this.events.logger(undefined, (fields) => (typeof fields.peer === "string" ? this.deviceOfPeer(fields.peer) : undefined));
+    this.events.subscribe((event) => {
+      const record = this.records.get(event.device);
+      if (record === undefined) return;
+      if (event.kind === "error") record.lastError = event.message;
+      else if (CLEARS_ERROR.has(event.kind)) record.lastError = undefined;
+    });
+  }
 
-  /** Registers a device under a unique name; it is served by `serve`. */
+  /**
+   * The logger for the device `name` and the code serving it: lines carry the device's name, and its warnings and
+   * errors are events of that device. Usable before the device is added (it is opened with it).
+   */
+  deviceLog(name: string): Logger {
+    return this.events.logger(name);
+  }
+
+  /** Registers a device under a unique name; it is served by `serve` or `attachKernel`. */
   add(name: string, device: BlockDevice): HostedDevice {
     if (this.devices.some((d) => d.name === name)) throw new Error(`a device named "${name}" already exists`);
     const hosted: HostedDevice = { name, device, metrics: new DeviceMetrics(), state: "starting", servedAt: undefined, kernel: undefined };
     this.devices.push(hosted);
+    this.records.set(name, { activity: undefined, lastError: undefined, clients: [] });
     return hosted;
+  }
+
+  /** Something a device told about itself (created or reopened, an upload round, the store failing or back). */
+  notice(name: string, notice: DeviceNotice): void {
+    const kind: HostEventKind = notice.kind === "error" ? "error" : notice.kind;
+    this.events.emit(name, kind, notice.message);
   }
 
   /** Serves the given devices over NBD at `address`, each as an export named after it. */
   async serve(address: ListenAddress, hosted: readonly HostedDevice[]): Promise<NbdServer> {
     const exports: Export[] = hosted.map((h) => ({ name: h.name, device: h.device, metrics: h.metrics, description: h.device.kind }));
-    const server = await listen(address, exports, { log: this.log });
+    const server = await listen(address, exports, { log: this.engineLog, onClient: (event) => this.clientEvent(event) });
     this.servers.push(server);
     for (const h of hosted) {
       this.exportedBy.set(h, server);
@@ -115,7 +111,8 @@ export class Host {
 
   /** Attaches a device to the kernel as /dev/nbdN (see attachKernel for the options and the errors). */
   async attachKernel(hosted: HostedDevice, options: KernelAttachOptions): Promise<KernelAttachment> {
-    const attachment = await attachKernel({ device: hosted.device, metrics: hosted.metrics, log: this.log, label: hosted.name }, options);
+    const log = this.deviceLog(hosted.name);
+    const attachment = await attachKernel({ device: hosted.device, metrics: hosted.metrics, log, label: hosted.name }, options);
     hosted.kernel = attachment;
     hosted.servedAt = attachment.path;
     hosted.state = "serving";
@@ -138,29 +135,33 @@ export class Host {
     const server = this.exportedBy.get(hosted);
     if (attachment === undefined && server === undefined) throw new Error(`${name} is not served, so there is nothing to detach`);
     const previous = hosted.state;
-    hosted.state = "detaching";
-    if (attachment !== undefined) {
+    const end = this.begin(hosted, "detaching");
+    try {
+      if (attachment !== undefined) {
+        try {
+          await attachment.detach(options);
+        } catch (error) {
+          hosted.state = previous;
+          this.emit(name, error instanceof DetachRefusedError ? "refused" : "error", errorMessage(error));
+          throw error;
+        }
+        hosted.kernel = undefined;
+        await this.closeDevice(hosted, `detached from ${attachment.path}, flushed and closed`);
+        return;
+      }
       try {
-        await attachment.detach(options);
+        // Withdrawn first: no client can write to it once it is flushed and closed.
+        await server!.withdraw(name);
+        this.exportedBy.delete(hosted);
+        await hosted.device.flush();
+        await this.closeDevice(hosted, `withdrawn from ${hosted.servedAt}, flushed and closed`);
       } catch (error) {
-        hosted.state = previous;
-        this.emit(name, error instanceof DetachRefusedError ? "refused" : "error", errorMessage(error));
+        hosted.state = "error";
+        this.emit(name, "error", `detach failed: ${errorMessage(error)}`);
         throw error;
       }
-      hosted.kernel = undefined;
-      await this.closeDevice(hosted, `detached from ${attachment.path}, flushed and closed`);
-      return;
-    }
-    try {
-      // Withdrawn first: no client can write to it once it is flushed and closed.
-      await server!.withdraw(name);
-      this.exportedBy.delete(hosted);
-      await hosted.device.flush();
-      await this.closeDevice(hosted, `withdrawn from ${hosted.servedAt}, flushed and closed`);
-    } catch (error) {
-      hosted.state = "error";
-      this.emit(name, "error", `detach failed: ${errorMessage(error)}`);
-      throw error;
+    } finally {
+      end();
     }
   }
 
@@ -175,8 +176,7 @@ export class Host {
     const hosted = this.find(name);
     if (hosted.state === "detached" || hosted.state === "detaching") throw new Error(`${name} is ${hosted.state}; there is nothing to trim`);
     if (hosted.state === "trimming") throw new Error(`a trim of ${name} is already running`);
-    const previous = hosted.state;
-    hosted.state = "trimming";
+    const end = this.begin(hosted, "trimming");
     const started = performance.now();
     try {
       const mounts = hosted.kernel?.mounts() ?? [];
@@ -203,7 +203,7 @@ export class Host {
       this.emit(name, "error", `trim failed: ${errorMessage(error)}`);
       throw error;
     } finally {
-      if (hosted.state === "trimming") hosted.state = previous;
+      end();
     }
   }
 
@@ -212,16 +212,30 @@ export class Host {
   }
 
   snapshot(windowSeconds?: number): DeviceSnapshot[] {
-    return this.devices.map((d) => ({
-      name: d.name,
-      kind: d.device.kind,
-      size: d.device.size,
-      state: d.state,
-      servedAt: d.servedAt,
-      metrics: d.metrics.snapshot(windowSeconds),
-      stats: safeStats(d.device),
-      kernel: d.kernel && { path: d.kernel.path, interface: d.kernel.interface, connections: d.kernel.connections, connected: d.kernel.connected() },
-    }));
+    const now = Date.now();
+    return this.devices.map((d) => {
+      const record = this.records.get(d.name)!;
+      const stats = safeStats(d.device);
+      const activity = record.activity && { ...record.activity, elapsedMs: Math.max(0, now - record.activity.startedAt) };
+      return {
+        name: d.name,
+        kind: d.device.kind,
+        size: d.device.size,
+        state: d.state,
+        servedAt: d.servedAt,
+        metrics: d.metrics.snapshot(windowSeconds),
+        stats,
+        kernel: d.kernel && { path: d.kernel.path, interface: d.kernel.interface, connections: d.kernel.connections, connected: d.kernel.connected() },
+        activity,
+        lastError: stats?.lastError ?? record.lastError,
+        clients: [...record.clients],
+      };
+    });
+  }
+
+  /** The kept events after `afterSeq` (the most recent few hundred), oldest first. */
+  recentEvents(afterSeq?: number): HostEvent[] {
+    return this.events.since(afterSeq);
   }
 
   /**
@@ -230,9 +244,9 @@ export class Host {
    */
   async flush(name: string): Promise<number> {
     const hosted = this.find(name);
+    if (hosted.state === "detached") throw new Error(`${name} is detached; there is nothing to flush`);
     const started = hosted.metrics.begin();
-    const previous = hosted.state;
-    hosted.state = "flushing";
+    const end = this.begin(hosted, "flushing");
     try {
       await hosted.device.flush();
       hosted.metrics.end(CMD.FLUSH, 0, started, true);
@@ -244,7 +258,7 @@ export class Host {
       this.emit(name, "error", `flush failed: ${errorMessage(error)}`);
       throw error;
     } finally {
-      if (hosted.state === "flushing") hosted.state = previous;
+      end();
     }
   }
 
@@ -270,8 +284,7 @@ export class Host {
   }
 
   subscribe(listener: (event: HostEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.events.subscribe(listener);
   }
 
   /** The first kernel device that something still uses, with the error a refused detach gives. */
@@ -302,7 +315,7 @@ export class Host {
           await this.closeDevice(d, "flushed and closed");
         } catch (error) {
           d.state = "error";
-          const message = error instanceof Error ? error.message : String(error);
+          const message = errorMessage(error);
           failures.push(`${d.name}: ${message}`);
           this.emit(d.name, "error", `shutdown failed: ${message}`);
         }
@@ -328,8 +341,45 @@ export class Host {
       await this.closeDevice(d, "flushed and closed after the kernel let go of it");
     } catch (error) {
       d.state = "error";
-      this.emit(d.name, "error", `flush after losing the kernel device failed: ${error instanceof Error ? error.message : String(error)}`);
+      this.emit(d.name, "error", `flush after losing the kernel device failed: ${errorMessage(error)}`);
     }
+  }
+
+  /**
+   * Marks an action as running (state and activity); the returned function ends it, putting the state back unless
+   * the action changed it (detached, error).
+   */
+  private begin(hosted: HostedDevice, label: Activity["label"]): () => void {
+    const record = this.records.get(hosted.name)!;
+    if (record.activity !== undefined) throw new Error(`${hosted.name} is ${record.activity.label}; try again once that is done`);
+    const activity = { label, startedAt: Date.now() };
+    const previous = hosted.state;
+    hosted.state = label;
+    record.activity = activity;
+    return () => {
+      if (record.activity === activity) record.activity = undefined;
+      if (hosted.state === label) hosted.state = previous;
+    };
+  }
+
+  private clientEvent(event: { readonly kind: "connected" | "disconnected"; readonly peer: string; readonly export: string; readonly fd?: number }): void {
+    const record = this.records.get(event.export);
+    if (record === undefined) return;
+    if (event.kind === "connected") {
+      const client: ClientSnapshot = { peer: event.peer, process: peerProcess(event.fd), since: Date.now() };
+      record.clients.push(client);
+      this.emit(event.export, "connected", `client ${describeClient(client)} connected`);
+      return;
+    }
+    const at = record.clients.findIndex((c) => c.peer === event.peer);
+    if (at < 0) return;
+    const [client] = record.clients.splice(at, 1);
+    this.emit(event.export, "disconnected", `client ${describeClient(client!)} disconnected after ${formatDuration(Date.now() - client!.since)}`);
+  }
+
+  private deviceOfPeer(peer: string): string | undefined {
+    for (const [name, record] of this.records) if (record.clients.some((c) => c.peer === peer)) return name;
+    return undefined;
   }
 
   private find(name: string): HostedDevice {
@@ -338,10 +388,8 @@ export class Host {
     return hosted;
   }
 
-  private emit(device: string, kind: HostEvent["kind"], message: string): void {
-    const event: HostEvent = { time: Date.now(), device, kind, message };
-    this.log.log(kind === "error" || kind === "refused" ? "error" : "info", message, { device });
-    for (const listener of this.listeners) listener(event);
+  private emit(device: string, kind: HostEventKind, message: string): void {
+    this.events.emit(device, kind, message);
   }
 }
 
@@ -353,26 +401,6 @@ function formatMs(ms: number): string {
   return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms).toLocaleString("en-US")} ms`;
 }
 
-/** What `fstrim -v` reports: "/mnt/x: 1.2 GiB (1234567 bytes) trimmed" (also "... trimmed on /dev/nbd0"). */
-export function parseFstrimBytes(output: string): number | undefined {
-  const match = /\((\d+) bytes\) trimmed/.exec(output);
-  return match === null ? undefined : Number(match[1]);
-}
-
-/**
- * Runs `fstrim -v` on a mount point and returns the bytes it trimmed. Asynchronous on purpose: the file system's
- * TRIM requests come back to this process's sessions, so waiting synchronously would deadlock.
- */
-async function fstrim(mountPoint: string): Promise<number> {
-  let proc: ReturnType<typeof Bun.spawn<"ignore", "pipe", "pipe">>;
-  try {
-    proc = Bun.spawn(["fstrim", "-v", mountPoint], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  } catch (error) {
-    throw new Error(`cannot run fstrim on ${mountPoint} (${errorMessage(error)}); install util-linux`);
-  }
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  if (code !== 0) throw new Error(`fstrim ${mountPoint} failed (exit ${code}): ${stderr.trim() || stdout.trim() || "no output"}`);
-  const bytes = parseFstrimBytes(stdout);
-  if (bytes === undefined) throw new Error(`fstrim ${mountPoint}: cannot read the trimmed byte count from "${stdout.trim()}"`);
-  return bytes;
+function formatDuration(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60_000)} min`;
 }

@@ -29,6 +29,11 @@ export interface ListenOptions {
    * off (a client that stopped reading, a device request that never returns). Default 10 s.
    */
   readonly shutdownGraceMs?: number;
+  /**
+   * Told when a client has chosen an export (its session starts; `fd` is the connection's descriptor, for
+   * SO_PEERCRED) and when such a client's connection closes. For the Host's client list and events.
+   */
+  readonly onClient?: (event: { readonly kind: "connected" | "disconnected"; readonly peer: string; readonly export: string; readonly fd?: number }) => void;
 }
 
 const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
@@ -126,6 +131,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
       onEnd: () => log.log("debug", "session ended", { peer: conn.peer }),
     });
     log.log("debug", "client selected export", { peer: conn.peer, export: exportName, structured });
+    options.onClient?.({ kind: "connected", peer: conn.peer, export: exportName, fd: socketFd(socket) });
     if (rest.length > 0) conn.session.receive(rest);
   }
 
@@ -174,6 +180,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
       connections.delete(conn);
       conn.out.markClosed();
       conn.session?.transportClosed();
+      if (conn.exportName !== undefined) options.onClient?.({ kind: "disconnected", peer: conn.peer, export: conn.exportName });
     },
     error(socket: Socket<Connection>, error: Error) {
       log.log("warn", `socket error: ${error.message}`, { peer: socket.data?.peer });

@@ -1,42 +1,48 @@
 /**
- * The dashboard: header, one panel per device, the event pane and the key bar. It redraws from Host snapshots a
- * few times a second, lists Host events as they come, and turns keys into Host actions (asking first for the
- * ones that cannot be undone). All it knows of the engine is DashboardHost.
+ * The dashboard: header, one panel per device, the event pane and the key bar. It redraws from snapshots a few
+ * times a second, lists the daemon's events as they come, and turns keys into actions (asking first for the ones
+ * that cannot be undone). All it knows of the daemon is DashboardHost; what a device is doing and its last error
+ * come from there, so a viewer attached to a running daemon (`usbd-tui top`) shows the same.
  */
 import { Box, useInput, useWindowSize } from "ink";
 import { useEffect, useMemo, useState } from "react";
-import type { DeviceSnapshot } from "../engine/host.ts";
+import type { DeviceSnapshot, HostEvent } from "../engine/host-types.ts";
 import { Footer, type FooterContent, Header } from "./components/Chrome.tsx";
 import { DevicePanel } from "./components/DevicePanel.tsx";
 import { EventPane } from "./components/EventPane.tsx";
 import { Help } from "./components/Help.tsx";
-import { type DashboardHost, type PaneEvent, paneEvent } from "./dashboard-host.ts";
-import { type Question, type Screen, isLive, question } from "./questions.ts";
-import { layout } from "./layout.ts";
-import { PANEL_FRAME_COLUMNS, type RunningAction, fullPanelRows, panelError } from "./panel-model.ts";
+import { LogView } from "./components/LogView.tsx";
+import { Modal, modalLayout } from "./components/Modal.tsx";
+import type { DashboardHost, DashboardMode } from "./dashboard-host.ts";
+import { type EventScroll, scrollEvents } from "./event-view.ts";
+import { CHROME_ROWS, layout } from "./layout.ts";
+import { PANEL_FRAME_COLUMNS, fullPanelRows } from "./panel-model.ts";
+import { type Question, type Screen, clientList, isLive, question } from "./questions.ts";
 
 /** Rates are averaged over this many complete seconds. */
 const RATE_WINDOW_SECONDS = 2;
 /** 4 redraws a second at most: live enough to watch, calm enough not to flicker. */
 export const REFRESH_MS = 250;
-const MAX_EVENTS = 200;
+const MAX_EVENTS = 500;
+/** How long a notice (a key that could not act) stays in the footer. */
+const NOTICE_MS = 4000;
 
 export interface AppProps {
   readonly host: DashboardHost;
   readonly version: string;
   /** The --listen address, when devices are network exports. */
   readonly listen?: string;
-  /** Engine warnings and errors for the event pane. */
-  readonly logs?: { subscribe(listener: (event: PaneEvent) => void): () => void };
-  /** --force: quitting detaches kernel devices even while mounted. */
+  /** --force: quitting detaches kernel devices even while mounted, and asks only once while clients are connected. */
   readonly force?: boolean;
-  /** Set by the runner while it stops everything for a signal. */
+  /** In the daemon (default), or a viewer attached to one. */
+  readonly mode?: DashboardMode;
+  /** Set by the runner while the daemon stops (a signal, or q). */
   readonly status?: string;
   readonly startedAt: number;
   /** Fixed size for tests; otherwise the terminal's, following resizes. */
   readonly size?: { readonly columns: number; readonly rows: number };
   readonly refreshMs?: number;
-  /** Called once the user has quit and every device is shut down (0), or the shutdown failed (1). */
+  /** Called once the user has quit and every device is shut down (0), the shutdown failed (1), or a viewer left. */
   readonly onExit: (code: number, message?: string) => void;
 }
 
@@ -50,130 +56,141 @@ function useSnapshots(host: DashboardHost, refreshMs: number): { snapshots: Devi
   return { ...state, refresh };
 }
 
+function useEvents(host: DashboardHost, onEvent: () => void): HostEvent[] {
+  const [events, setEvents] = useState<HostEvent[]>(() => host.recentEvents().slice(-MAX_EVENTS));
+  useEffect(
+    () =>
+      host.subscribe((event) => {
+        setEvents((list) => (list.length > 0 && list[list.length - 1]!.seq >= event.seq ? list : [...list.slice(-(MAX_EVENTS - 1)), event]));
+        onEvent();
+      }),
+    [host, onEvent],
+  );
+  return events;
+}
+
 export function App(props: AppProps) {
-  const { host, refreshMs = REFRESH_MS } = props;
+  const { host, refreshMs = REFRESH_MS, mode = { kind: "daemon" } } = props;
   const terminal = useWindowSize();
   const { columns, rows } = props.size ?? terminal;
   const { snapshots, now, refresh } = useSnapshots(host, refreshMs);
+  const events = useEvents(host, refresh);
   const [selectedName, setSelectedName] = useState<string | undefined>(snapshots[0]?.name);
-  const [events, setEvents] = useState<PaneEvent[]>([]);
-  const [actions, setActions] = useState<ReadonlyMap<string, RunningAction>>(new Map());
   const [screen, setScreen] = useState<Screen>({ kind: "panels" });
-
-  useEffect(() => {
-    const add = (event: PaneEvent) => {
-      setEvents((list) => [...list.slice(-(MAX_EVENTS - 1)), event]);
-      refresh();
-    };
-    const unsubscribeHost = host.subscribe((e) => add(paneEvent(e)));
-    const unsubscribeLogs = props.logs?.subscribe(add);
-    return () => {
-      unsubscribeHost();
-      unsubscribeLogs?.();
-    };
-  }, [host, props.logs, refresh]);
+  const [scroll, setScroll] = useState<EventScroll>({ kind: "follow" });
+  const [notice, setNotice] = useState<{ readonly text: string; readonly until: number } | undefined>(undefined);
 
   const selectedIndex = Math.max(0, snapshots.findIndex((s) => s.name === selectedName));
   const selected = snapshots[selectedIndex];
-  const lastErrors = useMemo(() => {
-    const errors = new Map<string, string>();
-    // An error stays on its panel until the device reports something that went well (a flush, a trim, ...).
-    for (const e of events) {
-      if (e.level === "error") errors.set(e.device, e.message);
-      else errors.delete(e.device);
-    }
-    return errors;
-  }, [events]);
+  const tell = (text: string) => setNotice({ text, until: Date.now() + NOTICE_MS });
 
-  const run = (name: string, label: string, action: () => Promise<unknown>) => {
-    setActions((m) => new Map(m).set(name, { label, started: Date.now() }));
+  const run = (action: () => Promise<unknown>) => {
     action()
-      // The Host reports success and failure as events; an error that it did not report goes to the pane here.
-      .catch((error: unknown) => {
-        const message = error instanceof Error ? error.message : String(error);
-        setEvents((list) => (list.some((e) => e.message.includes(message)) ? list : [...list, { time: Date.now(), device: name, level: "error", message }]));
-      })
-      .finally(() => {
-        setActions((m) => {
-          const next = new Map(m);
-          next.delete(name);
-          return next;
-        });
-        refresh();
-      });
+      // The daemon reports what it did as events; a refusal before it started (busy, detached) is told here.
+      .catch((error: unknown) => tell(error instanceof Error ? error.message : String(error)))
+      .finally(refresh);
+    refresh();
   };
 
   const quit = () => {
+    if (mode.kind === "viewer") return props.onExit(0);
     setScreen({ kind: "stopping" });
     host.stop({ force: props.force ?? false }).then(
       () => props.onExit(0),
       (error: unknown) => {
-        const message = error instanceof Error ? error.message : String(error);
-        // A mounted kernel device refuses: the Host reported it; keep serving and let the user act on it.
+        // A mounted kernel device refuses: the daemon reported it; keep serving and let the user act on it.
         if (error instanceof Error && error.name === "DetachRefusedError") setScreen({ kind: "panels" });
-        else props.onExit(1, message);
+        else props.onExit(1, error instanceof Error ? error.message : String(error));
       },
     );
   };
 
-  const answer = (q: Question) => {
+  const answer = (q: Question, yes: boolean) => {
     setScreen({ kind: "panels" });
-    if (q.action === "quit") return quit();
-    if (q.action === "trim") return run(q.device, "trimming", () => host.trim(q.device));
-    run(q.device, "detaching", () => host.detach(q.device));
+    if (!yes) return;
+    if (q.action === "quit" && !props.force && clientList(snapshots.filter(isLive)).count > 0) {
+      return setScreen({ kind: "question", question: question("quit-clients", undefined, snapshots) });
+    }
+    if (q.action === "quit" || q.action === "quit-clients") return quit();
+    if (q.action === "trim") return run(() => host.trim(q.device));
+    run(() => host.detach(q.device));
   };
 
-  useInput((input, key) => {
-    if (screen.kind === "stopping") return;
-    if (screen.kind === "help") return setScreen({ kind: "panels" });
-    if (screen.kind === "question") {
-      if (input === "y" || input === "Y") answer(screen.question);
-      else if (input === "n" || input === "N" || key.escape || (key.ctrl && input === "c")) setScreen({ kind: "panels" });
-      return;
-    }
-    const move = (step: number) => {
-      if (snapshots.length === 0) return;
-      setSelectedName(snapshots[(selectedIndex + step + snapshots.length) % snapshots.length]!.name);
-    };
-    if (key.upArrow || input === "k" || (key.tab && key.shift)) return move(-1);
-    if (key.downArrow || input === "j" || key.tab) return move(1);
-    if (input === "?") return setScreen({ kind: "help" });
-    if (input === "q" || (key.ctrl && input === "c")) {
-      if (!snapshots.some(isLive)) return quit();
-      return setScreen({ kind: "question", question: question("quit", undefined, snapshots) });
-    }
-    if (selected === undefined || !isLive(selected) || actions.has(selected.name)) return;
-    if (input === "f") return run(selected.name, "flushing", () => host.flush(selected.name));
-    if (input === "t") return setScreen({ kind: "question", question: question("trim", selected, snapshots) });
-    if (input === "d") return setScreen({ kind: "question", question: question("detach", selected, snapshots) });
-  });
+  const eventLinesNow = () => plan.eventLines;
+  useInput(
+    (input, key) => {
+      const move = (step: number) => {
+        if (snapshots.length === 0) return;
+        setSelectedName(snapshots[(selectedIndex + step + snapshots.length) % snapshots.length]!.name);
+      };
+      if (key.upArrow || input === "k" || (key.tab && key.shift)) return move(-1);
+      if (key.downArrow || input === "j" || key.tab) return move(1);
+      if (key.pageUp) return setScroll((s) => scrollEvents(events, s, eventLinesNow(), -1));
+      if (key.pageDown) return setScroll((s) => scrollEvents(events, s, eventLinesNow(), 1));
+      if (key.end) return setScroll({ kind: "follow" });
+      if (input === "?") return setScreen({ kind: "help" });
+      if (input === "l") return setScreen({ kind: "log" });
+      if (input === "q" || (key.ctrl && input === "c")) {
+        if (mode.kind === "viewer" || !snapshots.some(isLive)) return quit();
+        return setScreen({ kind: "question", question: question("quit", undefined, snapshots) });
+      }
+      if (input !== "f" && input !== "t" && input !== "d") return;
+      if (selected === undefined) return tell("no device to act on");
+      if (!isLive(selected)) return tell(`"${selected.name}" is ${selected.state}: there is nothing to ${input === "f" ? "flush" : input === "t" ? "trim" : "detach"}`);
+      if (selected.activity !== undefined) return tell(`"${selected.name}" is ${selected.activity.label}; wait for it to finish`);
+      if (input === "f") return run(() => host.flush(selected.name));
+      setScreen({ kind: "question", question: question(input === "t" ? "trim" : "detach", selected, snapshots) });
+    },
+    { isActive: screen.kind === "panels" && props.status === undefined },
+  );
 
   const width = columns;
-  const errors = snapshots.map((s) => panelError(s, lastErrors.get(s.name)));
-  const plan = layout({ rows, selected: selectedIndex, fullRows: snapshots.map((s, i) => fullPanelRows(s, width - PANEL_FRAME_COLUMNS, errors[i])) });
+  const bodyRows = rows - CHROME_ROWS;
+  const modal = screen.kind === "question" ? modalLayout(screen.question, width, bodyRows) : undefined;
+  const plan = layout({ rows, selected: selectedIndex, reserved: modal?.rows ?? 0, fullRows: snapshots.map((s) => fullPanelRows(s, width - PANEL_FRAME_COLUMNS)) });
   const footer: FooterContent =
     props.status !== undefined
       ? { kind: "status", text: props.status }
-      : screen.kind === "question"
-        ? { kind: "question", text: screen.question.text }
-        : screen.kind === "stopping"
-          ? { kind: "status", text: "stopping: finishing requests, then flush, disconnect and close every device…" }
-          : { kind: "keys" };
+      : screen.kind === "stopping"
+        ? { kind: "status", text: "stopping: finishing requests, then flush, disconnect and close every device…" }
+        : notice !== undefined && notice.until > now
+          ? { kind: "notice", text: notice.text }
+          : { kind: "keys", ...(mode.kind === "viewer" ? { quitLabel: "leave" } : {}) };
+  const header = (
+    <Header
+      version={props.version}
+      uptimeSeconds={(now - props.startedAt) / 1000}
+      snapshots={snapshots}
+      listen={props.listen}
+      {...(mode.kind === "viewer" ? { attachedTo: mode.target } : {})}
+      columns={width}
+    />
+  );
 
+  if (screen.kind === "log") {
+    return (
+      <Box flexDirection="column" width={width}>
+        {header}
+        <LogView events={events} rows={bodyRows} columns={width} onClose={() => setScreen({ kind: "panels" })} />
+        <Footer content={{ kind: "status", text: "log view: esc, l or q to go back" }} columns={width} />
+      </Box>
+    );
+  }
   return (
     <Box flexDirection="column" width={width}>
-      <Header version={props.version} uptimeSeconds={(now - props.startedAt) / 1000} snapshots={snapshots} listen={props.listen} columns={width} />
+      {header}
       {screen.kind === "help" ? (
-        <Help columns={width} />
+        <Help columns={width} mode={mode} onClose={() => setScreen({ kind: "panels" })} />
       ) : (
         <>
-          {plan.modes.map((mode, i) => {
+          {plan.modes.map((panelMode, i) => {
             const index = plan.first + i;
             const s = snapshots[index]!;
-            return <DevicePanel key={s.name} snapshot={s} mode={mode} selected={index === selectedIndex} columns={width} action={actions.get(s.name)} error={errors[index]} now={now} />;
+            return <DevicePanel key={s.name} snapshot={s} mode={panelMode} selected={index === selectedIndex} columns={width} />;
           })}
           {plan.hidden > 0 && <Footer content={{ kind: "status", text: `+${plan.hidden} more devices: ↑↓ to scroll` }} columns={width} />}
-          <EventPane events={events} lines={plan.eventLines} columns={width} />
+          {screen.kind === "question" && <Modal question={screen.question} columns={width} maxRows={bodyRows} onAnswer={(yes) => answer(screen.question, yes)} />}
+          <EventPane events={events} scroll={scroll} lines={plan.eventLines} columns={width} />
         </>
       )}
       <Footer content={footer} columns={width} />

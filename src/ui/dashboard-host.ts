@@ -1,33 +1,26 @@
 /**
- * What the dashboard needs from the engine: snapshots to draw, events to list, and the actions its keys start.
- * The engine's Host provides all of it; the UI holds no engine logic of its own.
+ * What the dashboard needs from a daemon: snapshots to draw, events to list, and the actions its keys start. The
+ * local dashboard gets them from the daemon it runs (src/ui/run.tsx), `usbd-tui top` from a running daemon's
+ * control socket (src/app/control); the UI holds no engine logic of its own.
  */
-import type { DeviceSnapshot, HostEvent } from "../engine/host.ts";
+import type { DeviceSnapshot, HostEvent } from "../engine/host-types.ts";
 
 export interface DashboardHost {
+  /** The devices now; rates over the last `windowSeconds` complete seconds. Synchronous: a remote host caches. */
   snapshot(windowSeconds?: number): DeviceSnapshot[];
+  /** The events kept so far, oldest first (what a late viewer has missed). */
+  recentEvents(): HostEvent[];
   subscribe(listener: (event: HostEvent) => void): () => void;
-  /** Resolves with the flush's duration in milliseconds. */
-  flush(name: string): Promise<number>;
-  /** fstrim on the mount point when mounted, else the device's own reclaim; the Host reports the result as an event. */
+  flush(name: string): Promise<unknown>;
+  /** fstrim on the mount point when mounted, else the device's own reclaim; the result arrives as an event. */
   trim(name: string): Promise<unknown>;
-  detach(name: string): Promise<void>;
+  detach(name: string): Promise<unknown>;
+  /**
+   * Quit. The dashboard that runs the daemon shuts every device down in the safe order (rejecting with a
+   * DetachRefusedError-named error while a kernel device is mounted); a viewer only leaves.
+   */
   stop(options?: { readonly force?: boolean }): Promise<void>;
 }
 
-/** A line for the event pane: a Host event, or a warning the engine logged. */
-export interface PaneEvent {
-  readonly time: number;
-  readonly device: string;
-  readonly level: "info" | "error";
-  readonly message: string;
-}
-
-export function paneEvent(event: HostEvent): PaneEvent {
-  return {
-    time: event.time,
-    device: event.device,
-    level: event.kind === "error" || event.kind === "refused" ? "error" : "info",
-    message: event.message,
-  };
-}
+/** Where the dashboard runs: in the daemon itself, or as a viewer attached to one (`usbd-tui top`). */
+export type DashboardMode = { readonly kind: "daemon" } | { readonly kind: "viewer"; readonly target: string };

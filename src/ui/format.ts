@@ -4,6 +4,7 @@
  */
 import type { DeviceGauge } from "../devices/device.ts";
 import { formatGaugeValue } from "../shared/format-gauge.ts";
+import { fit, textWidth } from "./text.ts";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
 
@@ -20,9 +21,10 @@ export function formatMicros(micros: number): string {
   return `${(micros / 1e6).toFixed(1)} s`;
 }
 
-/** Milliseconds as an action's duration: `3.1 ms`, `1.25 s`. */
+/** Milliseconds as an action's duration: `3.1 ms`, `1.25 s`; never negative. */
 export function formatMillis(ms: number): string {
-  return ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`;
+  const value = Math.max(0, ms);
+  return value < 1000 ? `${value.toFixed(1)} ms` : `${(value / 1000).toFixed(2)} s`;
 }
 
 /** A wall-clock time for the event pane: `15:04:05`. */
@@ -44,6 +46,11 @@ export function sparkline(values: readonly number[], width: number): string {
   return padded.map((v) => (v <= 0 ? SPARKS[0]! : SPARKS[Math.min(SPARKS.length - 1, Math.ceil((v / max) * SPARKS.length) - 1)]!)).join("");
 }
 
+/** The value a sparkline of the last `width` values reaches at its full height: its scale. */
+export function sparklinePeak(values: readonly number[], width: number): number {
+  return width <= 0 ? 0 : Math.max(0, ...values.slice(-width));
+}
+
 /** A bar of `width` cells filled to `fraction` (clamped to 0..1): `█████░░░░░`. */
 export function bar(fraction: number, width: number): string {
   if (width <= 0) return "";
@@ -53,21 +60,14 @@ export function bar(fraction: number, width: number): string {
 }
 
 /**
- * One gauge in `width` characters: `dedup ratio 5.02x`, or with a maximum `cache ████░░ 12 MiB/64 MiB` where the
+ * One gauge in `width` columns: `dedup ratio 5.02x`, or with a maximum `cache ████░░ 12 MiB/64 MiB` where the
  * bar takes the room that is left.
  */
 export function formatGauge(gauge: DeviceGauge, width: number): string {
   const value = formatGaugeValue(gauge.value, gauge.unit);
   if (gauge.max === undefined || gauge.max <= 0) return fit(`${gauge.name} ${value}`, width);
   const numbers = `${value}/${formatGaugeValue(gauge.max, gauge.unit)}`;
-  const room = width - gauge.name.length - numbers.length - 2;
+  const room = width - textWidth(gauge.name) - textWidth(numbers) - 2;
   if (room < 4) return fit(`${gauge.name} ${numbers}`, width);
   return `${gauge.name} ${bar(gauge.value / gauge.max, Math.min(room, 20))} ${numbers}`;
-}
-
-/** Cuts `text` to `width` characters, marking the cut with an ellipsis. */
-export function fit(text: string, width: number): string {
-  if (width <= 0) return "";
-  if (text.length <= width) return text;
-  return width === 1 ? "…" : `${text.slice(0, width - 1)}…`;
 }

@@ -23,6 +23,8 @@ export interface LayoutInput {
   /** Rows each device's full panel needs (FULL_BASE_ROWS plus its gauge and error lines). */
   readonly fullRows: readonly number[];
   readonly selected: number;
+  /** Rows something else needs first (a question's box), taken before any panel grows. */
+  readonly reserved?: number;
 }
 
 export interface Layout {
@@ -54,7 +56,7 @@ function outward(selected: number, count: number): number[] {
 export function layout(input: LayoutInput): Layout {
   const count = input.fullRows.length;
   const selected = Math.min(Math.max(0, input.selected), Math.max(0, count - 1));
-  const budget = input.rows - CHROME_ROWS - EVENT_BORDER_ROWS - MIN_EVENT_LINES;
+  const budget = input.rows - CHROME_ROWS - EVENT_BORDER_ROWS - MIN_EVENT_LINES - (input.reserved ?? 0);
   if (count === 0) return { modes: [], first: 0, hidden: 0, eventLines: clampEvents(budget + MIN_EVENT_LINES) };
 
   if (count > budget) {

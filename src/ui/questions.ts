@@ -1,19 +1,23 @@
 /**
  * The dashboard's screens and the questions it asks before an action that cannot be undone, worded so the user
- * knows what will happen (which mount point, which order) before pressing y.
+ * knows what will happen (which clients lose their device, which mount point, which order) before pressing y.
  */
-import type { DeviceSnapshot } from "../engine/host.ts";
+import { type DeviceSnapshot, describeClient } from "../engine/host-types.ts";
 
 export interface Question {
-  readonly action: "trim" | "detach" | "quit";
+  /** `quit-clients` is the second question a quit asks while clients are connected. */
+  readonly action: "trim" | "detach" | "quit" | "quit-clients";
   /** The device the action is for (not for quit). */
   readonly device: string;
   readonly text: string;
+  /** What y does, for the key line: `quit anyway`. */
+  readonly yes: string;
 }
 
 export type Screen =
   | { readonly kind: "panels" }
   | { readonly kind: "help" }
+  | { readonly kind: "log" }
   | { readonly kind: "question"; readonly question: Question }
   | { readonly kind: "stopping" };
 
@@ -22,16 +26,42 @@ export function isLive(s: DeviceSnapshot): boolean {
   return s.state !== "detached" && s.state !== "error";
 }
 
+function plural(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? "" : "s"}`;
+}
+
+/** `nbdfuse (pid 12) on busy, qemu-img (pid 14) on idle` for every client of `devices` (without "on" for one device). */
+export function clientList(devices: readonly DeviceSnapshot[]): { count: number; text: string } {
+  const clients = devices.flatMap((d) => d.clients.map((c) => (devices.length === 1 ? describeClient(c) : `${describeClient(c)} on ${d.name}`)));
+  return { count: clients.length, text: clients.join(", ") };
+}
+
 export function question(action: Question["action"], device: DeviceSnapshot | undefined, all: readonly DeviceSnapshot[]): Question {
-  if (action === "quit") {
-    const live = all.filter(isLive).length;
-    return { action, device: "", text: `Quit? ${live} device${live === 1 ? "" : "s"} will be flushed, disconnected and closed.` };
+  if (action === "quit" || action === "quit-clients") {
+    const live = all.filter(isLive);
+    const clients = clientList(live);
+    if (action === "quit-clients") {
+      return {
+        action,
+        device: "",
+        text: `Really quit? ${plural(clients.count, "client")} still ${clients.count === 1 ? "uses" : "use"} ${live.length === 1 ? "this device" : "these devices"} and will lose ${clients.count === 1 ? "it" : "them"} now: ${clients.text}. A file system mounted through one of them will fail; unmount it first.`,
+        yes: "quit anyway",
+      };
+    }
+    const connected = clients.count === 0 ? "No clients are connected." : `${plural(clients.count, "client")} connected: ${clients.text}.`;
+    return { action, device: "", text: `Quit? ${plural(live.length, "device")} will be flushed, disconnected and closed. ${connected}`, yes: "quit" };
   }
   const d = device!;
   if (action === "trim") {
     const how = d.kernel !== undefined ? `fstrim its mount point (if mounted) or reclaim space inside ${d.kind}` : `reclaim unused space inside the ${d.kind} device`;
-    return { action, device: d.name, text: `Trim "${d.name}": ${how}?` };
+    return { action, device: d.name, text: `Trim "${d.name}": ${how}?`, yes: "trim" };
   }
-  const from = d.kernel !== undefined ? `${d.kernel.path} (refused while mounted)` : "its clients";
-  return { action, device: d.name, text: `Detach "${d.name}"? It is flushed, then disconnected from ${from}, then closed.` };
+  const clients = clientList([d]);
+  const from =
+    d.kernel !== undefined
+      ? `${d.kernel.path} (refused while mounted)`
+      : clients.count === 0
+        ? "its clients (none connected)"
+        : `its ${plural(clients.count, "client")} (${clients.text})`;
+  return { action, device: d.name, text: `Detach "${d.name}"? It is flushed, then disconnected from ${from}, then closed.`, yes: "detach" };
 }

@@ -9,7 +9,6 @@ import { statsLine } from "../app/stats-lines.ts";
 import { DetachRefusedError } from "../engine/kernel/attachment.ts";
 import { App } from "./App.tsx";
 import type { DashboardHost } from "./dashboard-host.ts";
-import type { DashboardLog } from "./log-sink.ts";
 import { ThemeContext, themeFor } from "./theme.ts";
 
 /** The dashboard needs a terminal on both ends: keys in, screen out. */
@@ -22,6 +21,7 @@ function localHost(daemon: Daemon): DashboardHost {
   const host = daemon.host;
   return {
     snapshot: (window) => host.snapshot(window),
+    recentEvents: () => host.recentEvents(),
     subscribe: (listener) => host.subscribe(listener),
     flush: (name) => host.flush(name),
     trim: (name) => host.trim(name),
@@ -39,7 +39,7 @@ function statusText(change: StopChange): string {
   return `${change.reason === "quit" ? "" : `${change.reason}: `}stopping: finishing requests, then flush, disconnect and close every device…`;
 }
 
-export async function runDashboard(daemon: Daemon, log: DashboardLog): Promise<number> {
+export async function runDashboard(daemon: Daemon): Promise<number> {
   const startedAt = Date.now();
   const { plan } = daemon;
   const host = localHost(daemon);
@@ -50,7 +50,7 @@ export async function runDashboard(daemon: Daemon, log: DashboardLog): Promise<n
   const listen = plan.listen === undefined ? undefined : plan.listen.kind === "unix" ? `unix:${plan.listen.path}` : `tcp:${plan.listen.host}:${plan.listen.port}`;
   const app = (status?: string) => (
     <ThemeContext.Provider value={themeFor(process.env)}>
-      <App host={host} version={plan.version} listen={listen} force={plan.force} logs={log} status={status} startedAt={startedAt} onExit={() => undefined} />
+      <App host={host} version={plan.version} listen={listen} force={plan.force} status={status} startedAt={startedAt} onExit={() => undefined} />
     </ThemeContext.Provider>
   );
   const ink = render(app(), {

@@ -225,7 +225,7 @@ describe("opening a config's devices", () => {
     const { global, devices } = parse('[[device]]\nname = "a"\nstore-size = "4MiB"\nconnections = 2\n[[device]]\nname = "b"\nstore-size = 8192\nnbd-device = "/dev/nbd7"');
     const plan = daemonPlan(global, devices, "0");
     const host = new Host(textLogger("error"));
-    await openDevices(plan.devices, host, textLogger("error"));
+    await openDevices(plan.devices, host);
     expect(host.list().map((d) => [d.name, d.device.kind, d.device.size])).toEqual([
       ["a", "mem", 4 * 1024 ** 2],
       ["b", "mem", 8192],
@@ -244,7 +244,7 @@ describe("opening a config's devices", () => {
     const host = new Host(textLogger("error"));
     let error: unknown;
     try {
-      await openDevices(daemonPlan(global, devices, "0").devices, host, textLogger("error"));
+      await openDevices(daemonPlan(global, devices, "0").devices, host);
     } catch (e) {
       error = e;
     }

@@ -15,22 +15,11 @@ import { Host } from "../../src/engine/host.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import { App } from "../../src/ui/App.tsx";
 import { removeDir, run, skipReason, tempDir } from "../clients/helpers.ts";
+import { frameWhere } from "./frames.ts";
 import { flushesOf, iopsOf, panelOf } from "./screen.ts";
 
 const MiB = 1024 * 1024;
 const skip = skipReason("dashboard", ["qemu-io"]);
-
-/** Polls the last frame until `predicate` holds; fails with the frame it last saw. */
-async function frameWhere(lastFrame: () => string | undefined, predicate: (frame: string) => boolean, what: string, timeoutMs = 8000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const frame = lastFrame() ?? "";
-    if (predicate(frame)) return frame;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last frame:\n${frame}`);
-    await Bun.sleep(50);
-  }
-}
-
 
 describe.skipIf(skip !== undefined)("dashboard with a real engine", () => {
   let dir: string;
@@ -96,7 +85,7 @@ describe.skipIf(skip !== undefined)("dashboard with a real engine", () => {
 
   test("t asks first, then reclaims inside the device and reports it", async () => {
     ui.stdin.write("t");
-    await frameWhere(ui.lastFrame, (f) => f.includes('Trim "alpha"') && f.includes("y: yes"), "the trim question");
+    await frameWhere(ui.lastFrame, (f) => f.includes('Trim "alpha"') && f.includes("no, keep serving"), "the trim question");
     ui.stdin.write("n");
     await frameWhere(ui.lastFrame, (f) => !f.includes('Trim "alpha"'), "the question to go");
     ui.stdin.write("t");

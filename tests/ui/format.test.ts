@@ -1,7 +1,8 @@
 /** The dashboard's numbers, sparklines, bars and gauges, and the NO_COLOR switch. */
 import { describe, expect, test } from "bun:test";
 import { formatCount, formatUptime } from "../../src/shared/format-gauge.ts";
-import { bar, fit, formatGauge, formatMicros, formatRate, sparkline } from "../../src/ui/format.ts";
+import { bar, formatGauge, formatMicros, formatRate, sparkline } from "../../src/ui/format.ts";
+import { fit } from "../../src/ui/text.ts";
 import { themeFor } from "../../src/ui/theme.ts";
 
 describe("format", () => {

@@ -7,11 +7,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { silentLogger, type Logger } from "../../shared/log.ts";
+import type { DeviceNotice } from "../device.ts";
 import { resolveGeometry } from "../geometry.ts";
 import { openLocked } from "../locked-file.ts";
 import { CacheFile } from "./cache-file.ts";
 import { ObjstoreCatalog } from "./catalog.ts";
-import { deriveVolumeKeys, resolveVolumeKey } from "./codec/keys.ts";
+import { KEY_FILE, deriveVolumeKeys, resolveVolumeKey } from "./codec/keys.ts";
 import { checkVolumeKey, createManifest, decodeManifest, encodeManifest, volumeIdBytes, type Manifest } from "./codec/manifest.ts";
 import { SegmentCodec } from "./codec/segment-object.ts";
 import { ObjstoreDevice } from "./device.ts";
@@ -59,6 +60,8 @@ export interface ObjstoreDeviceOptions {
   /** --objstore-flush-mode: whether FLUSH also waits for the uploads (default local). */
   readonly flushMode?: FlushMode;
   readonly log?: Logger;
+  /** Told how the volume opened (created or reopened, a generated key), of upload rounds, and of the store failing and back. */
+  readonly notify?: (notice: DeviceNotice) => void;
 }
 
 export const DEFAULT_OBJECT_SIZE = 4 << 20;
@@ -145,7 +148,12 @@ async function openVolume(
       throw new Error(`objstore device: ${store.description} has no volume ${storeName} and no size was given; pass --store-size to create it`);
     }
     const encryption = options.aesMode ?? "aes-gcm";
+    const keyFile = path.join(storeDir, KEY_FILE);
+    const generating = options.aesKey === undefined && encryption !== "identity" && !fs.existsSync(keyFile);
     master = resolveVolumeKey({ spec: options.aesKey, mode: encryption, storeDir, creating: true, volume: storeName });
+    if (generating) {
+      options.notify?.({ kind: "notice", message: `generated a new key for volume ${storeName} at ${keyFile} (mode 0600); keep a copy: without it the volume cannot be read` });
+    }
     manifest = createManifest({
       size,
       objectSize: options.objectSize ?? DEFAULT_OBJECT_SIZE,
@@ -163,6 +171,8 @@ async function openVolume(
     await store.put(manifestKey(storeName), encodeManifest(manifest));
     log.log("info", "objstore: created a new volume", { volume: storeName, store: store.description, size: manifest.size, objectSize: manifest.objectSize });
   }
+  const what = `volume ${storeName} in ${store.description} (${manifest.size.toLocaleString("en-US")} bytes, ${manifest.encryption})`;
+  options.notify?.({ kind: "opened", message: remote.bytes === undefined ? `created new ${what}` : `reopened ${what}${remote.offline ? " from the local cache: the store is unreachable" : ""}` });
   catalog.setMeta("volume_id", manifest.volumeId);
   catalog.setMeta("manifest", new TextDecoder().decode(encodeManifest(manifest)));
   return await assemble(options, manifest, master, store, file, catalog, remote.offline, log);
@@ -254,6 +264,7 @@ async function assemble(
     intervalMs: (options.flushEvery ?? DEFAULT_FLUSH_EVERY) * 1000,
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
     lastGeneration,
+    ...(options.notify === undefined ? {} : { notify: options.notify }),
   });
   const device = new ObjstoreDevice({
     size: manifest.size,

@@ -5,7 +5,8 @@
  * dirty. A failed upload leaves the segment dirty and the timer backs off, so nothing is dropped while the store is
  * down and uploads resume by themselves when it returns.
  */
-import { DeviceError } from "../device.ts";
+import { DeviceError, type DeviceNotice } from "../device.ts";
+import { formatSize } from "../../shared/format-size.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { CacheFile } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
@@ -35,6 +36,8 @@ export interface UploaderParts {
   readonly concurrency: number;
   /** The highest generation any segment has (new uploads go above it). */
   readonly lastGeneration: number;
+  /** Told of finished upload rounds, and of the store failing and working again; without it these are logged. */
+  readonly notify?: (notice: DeviceNotice) => void;
 }
 
 /** Backoff after a failed round: doubling from the first value up to the last. */
@@ -184,8 +187,10 @@ export class Uploader {
   }
 
   private async runRound(): Promise<void> {
-    const { stats, log } = this.parts;
+    const { stats, log, notify } = this.parts;
     const dirty = this.dirtySegments().filter((s) => s.upload === undefined);
+    const started = Date.now();
+    const bytesBefore = stats.uploadedBytes;
     stats.roundTotal = dirty.length;
     stats.roundDone = 0;
     const results = await Promise.allSettled(
@@ -198,15 +203,20 @@ export class Uploader {
     if (failures.length > 0) {
       this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs === 0 ? BACKOFF_MIN_MS : this.backoffMs * 2);
       const reason = failures[0]!.reason;
-      log.log("warn", "objstore: uploads failed; the segments stay dirty and are retried", {
-        failed: failures.length,
-        retryInSeconds: this.backoffMs / 1000,
-        error: reason instanceof Error ? reason.message : String(reason),
-      });
+      const error = reason instanceof Error ? reason.message : String(reason);
+      if (notify === undefined) log.log("warn", "objstore: uploads failed; the segments stay dirty and are retried", { failed: failures.length, retryInSeconds: this.backoffMs / 1000, error });
+      else if (this.backoffMs === BACKOFF_MIN_MS) notify({ kind: "error", message: `uploads failing (${failures.length} segments stay dirty, retried with backoff): ${error}` });
       this.schedule(this.backoffMs);
       return;
     }
-    if (this.backoffMs > 0) log.log("info", "objstore: the store works again; uploads resumed", { uploaded: dirty.length });
+    const segments = `${dirty.length} segment${dirty.length === 1 ? "" : "s"}`;
+    if (this.backoffMs > 0) {
+      if (notify === undefined) log.log("info", "objstore: the store works again; uploads resumed", { uploaded: dirty.length });
+      else notify({ kind: "recovered", message: `the store works again; uploads resumed (${segments} uploaded)` });
+    } else if (dirty.length > 0) {
+      const sent = formatSize(stats.uploadedBytes - bytesBefore);
+      notify?.({ kind: "progress", message: `upload round: ${segments}, ${sent} sent in ${((Date.now() - started) / 1000).toFixed(1)} s` });
+    }
     this.backoffMs = 0;
     if (this.dirtySegments().length === 0) stats.lastCleanAt = Date.now();
     this.schedule(this.parts.intervalMs);

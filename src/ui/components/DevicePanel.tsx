@@ -1,8 +1,8 @@
 /** One device: its title in the border, read and write rates with sparklines, latency, its gauges, its error. */
 import { Box, Text } from "ink";
-import type { DeviceSnapshot } from "../../engine/host.ts";
+import type { DeviceSnapshot } from "../../engine/host-types.ts";
 import type { PanelMode } from "../layout.ts";
-import { PANEL_FRAME_COLUMNS, type RunningAction, deviceRow, gaugeLines, latencyLine, panelTitle, readLine, writeLine } from "../panel-model.ts";
+import { PANEL_FRAME_COLUMNS, deviceRow, errorLines, gaugeLines, latencyLine, panelTitle, readLine, writeLine } from "../panel-model.ts";
 import { useTheme } from "../theme.ts";
 import { LineText, TitledTop, toneProps } from "./segments.tsx";
 
@@ -11,12 +11,9 @@ export interface DevicePanelProps {
   readonly mode: PanelMode;
   readonly selected: boolean;
   readonly columns: number;
-  readonly action: RunningAction | undefined;
-  readonly error: string | undefined;
-  readonly now: number;
 }
 
-export function DevicePanel({ snapshot, mode, selected, columns, action, error, now }: DevicePanelProps) {
+export function DevicePanel({ snapshot, mode, selected, columns }: DevicePanelProps) {
   const theme = useTheme();
   if (mode === "line") {
     return (
@@ -26,10 +23,10 @@ export function DevicePanel({ snapshot, mode, selected, columns, action, error, 
     );
   }
   const width = columns - PANEL_FRAME_COLUMNS;
-  const titleTone = snapshot.state === "error" ? "error" : action !== undefined || snapshot.state !== "serving" ? "warn" : undefined;
+  const titleTone = snapshot.state === "error" ? "error" : snapshot.activity !== undefined || snapshot.state !== "serving" ? "warn" : undefined;
   return (
     <Box flexDirection="column" width={columns}>
-      <TitledTop title={panelTitle(snapshot, action, now)} columns={columns} selected={selected} tone={titleTone} />
+      <TitledTop title={panelTitle(snapshot)} columns={columns} selected={selected} tone={titleTone} />
       <Box
         flexDirection="column"
         borderStyle={selected ? "double" : "single"}
@@ -41,8 +38,8 @@ export function DevicePanel({ snapshot, mode, selected, columns, action, error, 
         <LineText line={readLine(snapshot, width)} />
         <LineText line={writeLine(snapshot, width)} />
         {mode === "full" && <LineText line={latencyLine(snapshot, width)} />}
-        {mode === "full" && gaugeLines(snapshot, width).map((text, i) => <LineText key={i} line={[{ text }]} />)}
-        {mode === "full" && error !== undefined && <LineText line={[{ text: `error: ${error}`, tone: "error" }]} />}
+        {mode === "full" && gaugeLines(snapshot, width).map((text, i) => <LineText key={`g${i}`} line={[{ text }]} />)}
+        {mode === "full" && errorLines(snapshot, width).map((text, i) => <LineText key={`e${i}`} line={[{ text, tone: "error" }]} />)}
       </Box>
     </Box>
   );

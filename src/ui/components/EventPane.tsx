@@ -1,23 +1,31 @@
-/** The newest events last: attaches, flushes with their durations, trims, detaches, errors. */
+/** The newest events last (attaches, flushes, trims, clients, upload rounds, errors), or a page of older ones. */
 import { Box, Text } from "ink";
-import type { PaneEvent } from "../dashboard-host.ts";
-import { fit, formatClock } from "../format.ts";
+import type { HostEvent } from "../../engine/host-types.ts";
+import { type EventScroll, eventLine, eventWindow, nameWidth } from "../event-view.ts";
 import { useTheme } from "../theme.ts";
 import { TitledTop, toneProps } from "./segments.tsx";
 
-export function EventPane({ events, lines, columns }: { readonly events: readonly PaneEvent[]; readonly lines: number; readonly columns: number }) {
+export interface EventPaneProps {
+  readonly events: readonly HostEvent[];
+  readonly scroll: EventScroll;
+  readonly lines: number;
+  readonly columns: number;
+}
+
+export function EventPane({ events, scroll, lines, columns }: EventPaneProps) {
   const theme = useTheme();
-  const shown = events.slice(-lines);
+  const view = eventWindow(events, scroll, lines);
   const width = columns - 4;
-  const nameWidth = Math.min(12, Math.max(0, ...shown.map((e) => e.device.length)));
+  const names = nameWidth(view.shown);
+  const where = view.newer > 0 ? ` · ${view.newer} newer: PgDn` : view.older > 0 ? " · PgUp: older" : "";
   return (
     <Box flexDirection="column" width={columns}>
-      <TitledTop title={`events (${events.length})`} columns={columns} selected={false} />
+      <TitledTop title={`events (${events.length})${where}`} columns={columns} selected={false} />
       <Box flexDirection="column" borderStyle="single" borderTop={false} paddingX={1} width={columns} height={lines + 1}>
-        {shown.length === 0 && <Text {...toneProps("dim", theme)}>nothing yet</Text>}
-        {shown.map((e, i) => (
-          <Text key={i} wrap="truncate-end" {...toneProps(e.level === "error" ? "error" : undefined, theme)}>
-            {fit(`${formatClock(e.time)} ${fit(e.device, nameWidth).padEnd(nameWidth)} ${e.message}`, width)}
+        {view.shown.length === 0 && <Text {...toneProps("dim", theme)}>nothing yet</Text>}
+        {view.shown.map((e) => (
+          <Text key={e.seq} wrap="truncate-end" {...toneProps(e.level === "error" ? "error" : e.level === "warn" ? "warn" : undefined, theme)}>
+            {eventLine(e, names, width)}
           </Text>
         ))}
       </Box>

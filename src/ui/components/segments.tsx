@@ -1,6 +1,7 @@
 /** Coloured text by meaning (see theme.ts): the shared renderer of the panel model's lines. */
 import { Text } from "ink";
 import type { Line, Tone } from "../panel-model.ts";
+import { fit, textWidth } from "../text.ts";
 import { type Theme, useTheme } from "../theme.ts";
 
 export function toneProps(tone: Tone | undefined, theme: Theme): { color?: string; dimColor?: boolean } {
@@ -35,9 +36,8 @@ const CORNERS = { single: ["┌", "─", "┐"], double: ["╔", "═", "╗"] }
 export function TitledTop({ title, columns, selected, tone }: { readonly title: string; readonly columns: number; readonly selected: boolean; readonly tone?: Tone }) {
   const theme = useTheme();
   const [left, fill, right] = CORNERS[selected ? "double" : "single"];
-  const room = Math.max(0, columns - 5);
-  const shown = title.length > room ? `${title.slice(0, Math.max(0, room - 1))}…` : title;
-  const rest = Math.max(0, columns - shown.length - 5);
+  const shown = fit(title, Math.max(0, columns - 5));
+  const rest = Math.max(0, columns - textWidth(shown) - 5);
   const border = toneProps(selected ? "accent" : undefined, theme);
   return (
     <Text wrap="truncate-end">
