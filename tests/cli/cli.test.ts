@@ -155,12 +155,12 @@ describe("objstore: exit codes, and secrets kept out of every message", () => {
     }
   }
 
-  test("--objstore-kind=azure is not yet supported (exit 2); an unknown kind is a usage error too", async () => {
+  test("--objstore-kind=azure without its settings exits 2 naming them; an unknown kind is a usage error too", async () => {
     const dir = tempDir("objstore-kind");
     try {
       const azure = await objstoreRun(dir, ["--objstore-kind=azure"]);
       expect(azure.exitCode).toBe(2);
-      expect(azure.stderr).toContain("--objstore-kind=azure is not yet supported");
+      expect(azure.stderr).toContain(`--objstore-kind=azure needs exactly one of "key"`);
       expect(azure.stderr.trim().split("\n").length).toBe(1);
       const unknown = await objstoreRun(dir, ["--objstore-kind=tape"]);
       expect(unknown.exitCode).toBe(2);

@@ -16,6 +16,7 @@ import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
 import { S3ObjectStore } from "../../src/devices/objstore/store/s3.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 import { bytes, collect, failure, storeConformance, type StoreTarget } from "./store-conformance.ts";
+import { deadPort } from "../helpers/ports.ts";
 import { S3RVER_KEY, s3ServerConfig, s3ServerConfigJson, startS3Server, type S3Server } from "../helpers/s3-server.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-objstore-store-"));
@@ -53,7 +54,7 @@ function s3Store(bucket: string, more: { listPageSize?: number; endpoint?: strin
 
 const localTarget: StoreTarget = {
   name: "local",
-  open: (name) => track(openObjectStore("local", { bucket: "usbd", path: path.join(dir, "local", name) }, { localPath: "/nonexistent" })),
+  open: (name) => track(openObjectStore("local", { path: path.join(dir, "local", name) }, { localPath: "/nonexistent" })),
   exists: async (name) => fs.existsSync(path.join(dir, "local", name)),
   conditionalCreate: "atomic",
   fileAndDirectoryKeys: false,
@@ -78,14 +79,6 @@ storeConformance(
   [],
 );
 
-/** A port nothing listens on: bound once by us, then released. */
-async function deadPort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 describe("s3 store: failures", () => {
   test("more than 1000 keys: the default page size pages too", async () => {
@@ -245,9 +238,9 @@ describe("--objstore-cfg and --objstore-kind", () => {
     throw new Error("expected an ObjectStoreConfigError");
   }
 
-  test("absent: only the default bucket", () => {
-    expect(parseObjectStoreConfig(undefined)).toEqual({ bucket: "usbd" });
-    expect(parseObjectStoreConfig("")).toEqual({ bucket: "usbd" });
+  test("absent: no settings (each kind has its defaults)", () => {
+    expect(parseObjectStoreConfig(undefined)).toEqual({});
+    expect(parseObjectStoreConfig("")).toEqual({});
   });
 
   test("inline JSON and a file give the same config", () => {
@@ -257,7 +250,7 @@ describe("--objstore-cfg and --objstore-kind", () => {
     const file = path.join(dir, "cfg.json");
     fs.writeFileSync(file, JSON.stringify(raw));
     expect(parseObjectStoreConfig(file)).toEqual(expected);
-    expect(parseObjectStoreConfig(JSON.stringify({ path: "/srv/objects", namespace: "ns" }))).toEqual({ bucket: "usbd", path: "/srv/objects", namespace: "ns" });
+    expect(parseObjectStoreConfig(JSON.stringify({ path: "/srv/objects", namespace: "ns" }))).toEqual({ path: "/srv/objects", namespace: "ns" });
   });
 
   test("unreadable file, invalid JSON, not an object", () => {
@@ -275,7 +268,7 @@ describe("--objstore-cfg and --objstore-kind", () => {
   test("unknown keys are named, with the accepted ones", () => {
     const error = configError(() => parseObjectStoreConfig(JSON.stringify({ bucket: "b", endpiont: "https://x" })));
     expect(error.message).toContain(`"endpiont"`);
-    expect(error.message).toContain("access_key_id, secret_key, session_token, endpoint, region, bucket, path_style, path, namespace");
+    expect(error.message).toContain("access_key_id, secret_key, session_token, endpoint, region, bucket, path_style, path, namespace, account, key, sas");
     const alias = configError(() => parseObjectStoreConfig(JSON.stringify({ access_key_id: "a", secret_access_key: SECRET })));
     expect(alias.message).toContain(`did you mean "secret_key"`);
   });
@@ -360,13 +353,48 @@ describe("--objstore-cfg and --objstore-kind", () => {
     expect(configError(() => openObjectStore("s3", parseObjectStoreConfig(JSON.stringify({ namespace: "ns" })), opts)).message).toContain(`"namespace"`);
   });
 
-  test("azure, swift and sftp are not yet supported; unknown kinds list the kinds", () => {
-    for (const kind of ["azure", "swift", "sftp"]) {
-      expect(configError(() => openObjectStore(kind, { bucket: "usbd" }, opts)).message).toBe(
-        `--objstore-kind=${kind} is not yet supported; use s3 (or an S3-compatible gateway) or local`,
-      );
-    }
-    expect(configError(() => openObjectStore("ftp", { bucket: "usbd" }, opts)).message).toContain("s3, local, b2, google, oracle, azure, swift, sftp");
+  test("azure, swift and sftp: the settings each needs are named; stray ones too; unknown kinds list the kinds", () => {
+    const open = (kind: string, raw: object) => track(openObjectStore(kind, parseObjectStoreConfig(JSON.stringify(raw)), opts));
+    expect(configError(() => open("azure", {})).message).toContain(`exactly one of "key" (the account key) and "sas"`);
+    expect(configError(() => open("azure", { key: SECRET })).message).toContain(`"account"`);
+    expect(configError(() => open("azure", { account: "a", key: SECRET, sas: SECRET })).message).toContain("exactly one of");
+    expect(configError(() => open("azure", { sas: SECRET })).message).toContain(`"account"`);
+    expect(configError(() => open("azure", { account: "a", key: SECRET, bucket: "b" })).message).toContain(`"bucket" in --objstore-cfg is not used by --objstore-kind=azure`);
+    expect(open("azure", { account: "acct", key: SECRET }).description).toBe(`azure container "usbd" at https://acct.blob.core.windows.net`);
+    expect(open("azure", { sas: `sv=2022&sig=${SECRET}`, endpoint: "https://acct.blob.core.chinacloudapi.cn", container: "vols" }).description).toBe(
+      `azure container "vols" at https://acct.blob.core.chinacloudapi.cn`,
+    );
+    expect(configError(() => open("azure", { account: "a", sas: "x", endpoint: `https://a.blob.core.windows.net/?sig=${SECRET}` })).message).toContain("query string");
+
+    expect(configError(() => open("swift", {})).message).toContain(`"auth_url"`);
+    expect(configError(() => open("swift", { auth_url: "http://h/auth/v1.0" })).message).toContain(`"user"`);
+    expect(configError(() => open("swift", { auth_url: "http://h/v3", user: "u" })).message).toContain(`"password"`);
+    expect(configError(() => open("swift", { auth_url: "http://h/v3", user: "u", password: SECRET })).message).toContain(`"project"`);
+    expect(configError(() => open("swift", { auth_url: "http://h/v3", user: "u", key: SECRET, password: SECRET })).message).toContain("give one set");
+    expect(open("swift", { auth_url: "http://h:8080/auth/v1.0", user: "test:tester", key: SECRET }).description).toBe(
+      `swift container "usbd" at http://h:8080/auth/v1.0 (auth v1, user test:tester)`,
+    );
+    expect(open("swift", { auth_url: "https://k/v3", user: "u", password: SECRET, project: "p", region: "RegionOne", container: "c" }).description).toContain("auth v3");
+
+    expect(configError(() => open("sftp", {})).message).toContain(`"host"`);
+    expect(configError(() => open("sftp", { host: "h", user: "u", path: "/srv" })).message).toContain(`"host_fingerprint"`);
+    const fingerprint = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    expect(configError(() => open("sftp", { host: "h", user: "u", path: "/srv", host_fingerprint: "MD5:aa:bb" })).message).toContain("SHA256");
+    expect(configError(() => open("sftp", { host: "h", user: "u", path: "/srv", host_fingerprint: fingerprint })).message).toContain(`"private_key_file" and "password"`);
+    expect(configError(() => open("sftp", { host: "h", user: "u", path: "/srv", host_fingerprint: fingerprint, private_key_file: path.join(dir, "nope") })).message).toContain("cannot read");
+    expect(configError(() => open("sftp", { host: "h", user: "u", path: "/srv", host_fingerprint: fingerprint, password: SECRET, port: 0 })).message).toContain(`"port"`);
+    expect(open("sftp", { host: "h", port: 2222, user: "u", path: "/srv/usbd/", host_fingerprint: fingerprint, password: SECRET }).description).toBe("sftp u@h:2222 /srv/usbd");
+
+    expect(configError(() => openObjectStore("ftp", {}, opts)).message).toContain("s3, local, b2, google, oracle, azure, swift, sftp");
+  });
+
+  test("the new kinds' secrets are redacted in descriptions of the config", () => {
+    const line = describeObjectStoreConfig(parseObjectStoreConfig(JSON.stringify({ account: "a", key: SECRET, sas: SECRET, password: SECRET, passphrase: SECRET, user: "u" })));
+    expect(line).not.toContain(SECRET);
+    expect(line).toContain("key=<REDACTED>");
+    expect(line).toContain("sas=<REDACTED>");
+    expect(line).toContain("password=<REDACTED>");
+    expect(line).toContain('user="u"');
   });
 
   test("the harness's inline JSON opens a working store", async () => {

@@ -1,68 +1,22 @@
 /**
- * `--objstore-cfg` (inline JSON or a JSON file, snake_case keys) and `--objstore-kind` into an ObjectStore. Every
- * mistake is an ObjectStoreConfigError that names the key at fault; no message or description ever holds a secret.
+ * `--objstore-kind` and the parsed `--objstore-cfg` into an ObjectStore: which keys each kind reads, the S3 presets,
+ * and the defaults. Every mistake is an ObjectStoreConfigError that names the key at fault; no message or
+ * description ever holds a secret.
  */
 import fs from "node:fs";
 import { OBJSTORE_KINDS } from "../layout.ts";
+import { AzureObjectStore } from "./azure.ts";
 import { LocalObjectStore } from "./local.ts";
 import { S3ObjectStore, type S3ObjectStoreOptions } from "./s3.ts";
+import { ObjectStoreConfigError, snakeOf, type Field, type ObjectStoreConfig } from "./settings.ts";
+import { SftpObjectStore } from "./sftp.ts";
+import { SwiftObjectStore, type SwiftAuth } from "./swift.ts";
 import type { ObjectStore } from "./types.ts";
 
-/** Where a volume's objects go and how to get in, as parsed from `--objstore-cfg`. */
-export interface ObjectStoreConfig {
-  readonly accessKeyId?: string;
-  readonly secretKey?: string;
-  readonly sessionToken?: string;
-  /** Base URL of an S3-compatible service (http or https). */
-  readonly endpoint?: string;
-  readonly region?: string;
-  readonly bucket: string;
-  /** Bucket in the URL path rather than the host name; default true with an endpoint, false for AWS. */
-  readonly pathStyle?: boolean;
-  /** The directory of `--objstore-kind=local`. */
-  readonly path?: string;
-  /** Oracle Cloud's Object Storage namespace (part of its endpoint). */
-  readonly namespace?: string;
-}
+export { ObjectStoreConfigError, describeObjectStoreConfig, parseObjectStoreConfig, type ObjectStoreConfig } from "./settings.ts";
 
-/** A bad `--objstore-cfg` or `--objstore-kind`: the user's to fix, so the CLI exits with code 2. */
-export class ObjectStoreConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ObjectStoreConfigError";
-  }
-}
-
-type Field = keyof ObjectStoreConfig;
-
-/** The keys `--objstore-cfg` accepts, what they become, and which ones are never shown. */
-const KEYS: Readonly<Record<string, { readonly field: Field; readonly type: "string" | "boolean"; readonly secret?: true }>> = {
-  access_key_id: { field: "accessKeyId", type: "string" },
-  secret_key: { field: "secretKey", type: "string", secret: true },
-  session_token: { field: "sessionToken", type: "string", secret: true },
-  endpoint: { field: "endpoint", type: "string" },
-  region: { field: "region", type: "string" },
-  bucket: { field: "bucket", type: "string" },
-  path_style: { field: "pathStyle", type: "boolean" },
-  path: { field: "path", type: "string" },
-  namespace: { field: "namespace", type: "string" },
-};
-
-/** Names people write from other tools' configurations, pointed at ours. */
-const ALIASES: Readonly<Record<string, string>> = {
-  secret_access_key: "secret_key",
-  aws_access_key_id: "access_key_id",
-  aws_secret_access_key: "secret_key",
-  accessKeyId: "access_key_id",
-  secretKey: "secret_key",
-  secretAccessKey: "secret_key",
-  sessionToken: "session_token",
-  pathStyle: "path_style",
-  force_path_style: "path_style",
-  forcePathStyle: "path_style",
-};
-
-const DEFAULT_BUCKET = "usbd";
+/** The bucket or container when the config names none. */
+const DEFAULT_NAME = "usbd";
 
 /** The settings each kind reads; any other key given is a mistake worth reporting. */
 const S3_FIELDS: readonly Field[] = ["accessKeyId", "secretKey", "sessionToken", "endpoint", "region", "bucket", "pathStyle"];
@@ -71,96 +25,11 @@ const USED: Readonly<Record<string, readonly Field[]>> = {
   b2: S3_FIELDS,
   google: S3_FIELDS,
   oracle: [...S3_FIELDS, "namespace"],
-  local: ["path", "bucket"],
+  local: ["path"],
+  azure: ["account", "key", "sas", "container", "endpoint"],
+  swift: ["authUrl", "user", "key", "password", "project", "domain", "region", "container", "storageUrl"],
+  sftp: ["host", "port", "user", "privateKeyFile", "passphrase", "password", "path", "hostFingerprint"],
 };
-
-const UNSUPPORTED = new Set(["azure", "swift", "sftp"]);
-
-function snakeOf(field: Field): string {
-  return Object.keys(KEYS).find((k) => KEYS[k]!.field === field) ?? field;
-}
-
-/**
- * Parses `--objstore-cfg`: inline JSON when it starts with `{`, else the path of a JSON file; absent: defaults only.
- * Throws ObjectStoreConfigError for unreadable files, invalid JSON, unknown keys and wrong types.
- */
-export function parseObjectStoreConfig(raw: string | undefined): ObjectStoreConfig {
-  if (raw === undefined || raw.trim() === "") return { bucket: DEFAULT_BUCKET };
-  const inline = raw.trimStart().startsWith("{");
-  const source = inline ? "--objstore-cfg (inline JSON)" : `--objstore-cfg file ${raw}`;
-  let textValue = raw;
-  if (!inline) {
-    try {
-      textValue = fs.readFileSync(raw, "utf8");
-    } catch (e) {
-      const code = (e as { code?: unknown }).code;
-      throw new ObjectStoreConfigError(`cannot read --objstore-cfg file ${raw}: ${typeof code === "string" ? code : String(e)}`);
-    }
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(textValue);
-  } catch (e) {
-    // The parser quotes the offending token, which may be part of a secret: keep its words, drop its quotes.
-    const detail = (e instanceof Error ? e.message : String(e)).replace(/"[^"]*"|'[^']*'/g, "(...)");
-    throw new ObjectStoreConfigError(`${source} is not valid JSON (${detail})`);
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new ObjectStoreConfigError(`${source} must be a JSON object like {"bucket": "usbd", "endpoint": "https://..."}`);
-  }
-  const config: Record<string, string | boolean> = {};
-  for (const [name, value] of Object.entries(parsed)) {
-    const key = KEYS[name];
-    if (key === undefined) {
-      const alias = ALIASES[name];
-      const hint = alias === undefined ? "" : ` (did you mean "${alias}"?)`;
-      throw new ObjectStoreConfigError(`unknown key "${name}" in ${source}${hint}; the keys are: ${Object.keys(KEYS).join(", ")}`);
-    }
-    if (typeof value !== key.type) {
-      const got = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
-      throw new ObjectStoreConfigError(`"${name}" in ${source} must be a ${key.type}, not ${got}`);
-    }
-    if (value === "") throw new ObjectStoreConfigError(`"${name}" in ${source} is empty; leave it out instead`);
-    config[key.field] = value as string | boolean;
-  }
-  const result = { bucket: DEFAULT_BUCKET, ...config } as ObjectStoreConfig;
-  checkConfig(result, source);
-  return result;
-}
-
-function checkConfig(config: ObjectStoreConfig, source: string): void {
-  if ((config.accessKeyId === undefined) !== (config.secretKey === undefined)) {
-    throw new ObjectStoreConfigError(`${source} has only one of access_key_id and secret_key: give both, or neither to use the AWS_* environment or ~/.aws`);
-  }
-  if (config.sessionToken !== undefined && config.accessKeyId === undefined) {
-    throw new ObjectStoreConfigError(`${source} has session_token without access_key_id and secret_key`);
-  }
-  if (config.bucket.includes("/")) throw new ObjectStoreConfigError(`"bucket" in ${source} must be a bucket name, without "/"`);
-  if (config.endpoint !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(config.endpoint);
-    } catch {
-      throw new ObjectStoreConfigError(`"endpoint" in ${source} is not a URL; write it like https://s3.example.com`);
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") throw new ObjectStoreConfigError(`"endpoint" in ${source} must be an http:// or https:// URL`);
-    // A user:password in the URL would be shown wherever the endpoint is; the keys have their own fields.
-    if (url.username !== "" || url.password !== "") {
-      throw new ObjectStoreConfigError(`"endpoint" in ${source} must not hold credentials; use access_key_id and secret_key`);
-    }
-  }
-}
-
-/** One line about `config` for logs and errors; secrets appear as `<REDACTED>`. */
-export function describeObjectStoreConfig(config: ObjectStoreConfig): string {
-  const parts: string[] = [];
-  for (const [name, key] of Object.entries(KEYS)) {
-    const value = config[key.field];
-    if (value === undefined) continue;
-    parts.push(`${name}=${key.secret ? "<REDACTED>" : typeof value === "string" ? JSON.stringify(value) : String(value)}`);
-  }
-  return parts.join(" ");
-}
 
 function need(kind: string, config: ObjectStoreConfig, field: "region" | "namespace", example: string): string {
   const value = config[field];
@@ -221,7 +90,7 @@ function s3Options(kind: string, config: ObjectStoreConfig): S3ObjectStoreOption
   }
   const credentials = s3Credentials(kind, config, endpoint);
   return {
-    bucket: config.bucket,
+    bucket: config.bucket ?? DEFAULT_NAME,
     endpoint,
     region: region ?? "us-east-1",
     // S3-compatible services mostly want the bucket in the path; AWS prefers (and for new regions needs) the host.
@@ -231,14 +100,81 @@ function s3Options(kind: string, config: ObjectStoreConfig): S3ObjectStoreOption
   };
 }
 
+function required<F extends Field>(kind: string, config: ObjectStoreConfig, field: F, example: string): NonNullable<ObjectStoreConfig[F]> {
+  const value = config[field];
+  if (value === undefined) throw new ObjectStoreConfigError(`--objstore-kind=${kind} needs "${snakeOf(field)}" in --objstore-cfg (${example})`);
+  return value as NonNullable<ObjectStoreConfig[F]>;
+}
+
+function azureStore(config: ObjectStoreConfig): AzureObjectStore {
+  if ((config.key === undefined) === (config.sas === undefined)) {
+    throw new ObjectStoreConfigError(`--objstore-kind=azure needs exactly one of "key" (the account key) and "sas" (a SAS token) in --objstore-cfg`);
+  }
+  if (config.key !== undefined) required("azure", config, "account", "the storage account name");
+  if (config.endpoint === undefined) required("azure", config, "account", `the storage account name, or "endpoint"`);
+  return new AzureObjectStore({ account: config.account, key: config.key, sas: config.sas, container: config.container ?? DEFAULT_NAME, endpoint: config.endpoint });
+}
+
+function swiftStore(config: ObjectStoreConfig): SwiftObjectStore {
+  const url = required("swift", config, "authUrl", "e.g. https://keystone.example.com:5000/v3, or http://HOST:8080/auth/v1.0 for tempauth");
+  const user = required("swift", config, "user", "the Swift user; for auth v1 written account:user");
+  let auth: SwiftAuth;
+  if (config.key !== undefined) {
+    if (config.password !== undefined || config.project !== undefined || config.domain !== undefined) {
+      throw new ObjectStoreConfigError(`--objstore-kind=swift: "key" is auth v1's; "password", "project" and "domain" are Keystone v3's: give one set`);
+    }
+    auth = { version: 1, url, user, key: config.key };
+  } else {
+    const password = required("swift", config, "password", `the Keystone v3 password, or "key" for auth v1`);
+    const project = required("swift", config, "project", "the Keystone project (tenant) name");
+    auth = { version: 3, url, user, password, project, domain: config.domain ?? "Default", region: config.region };
+  }
+  return new SwiftObjectStore({ auth, container: config.container ?? DEFAULT_NAME, storageUrl: config.storageUrl });
+}
+
+function sftpStore(config: ObjectStoreConfig): SftpObjectStore {
+  const host = required("sftp", config, "host", "the SSH server's name or address");
+  const user = required("sftp", config, "user", "the SSH user");
+  const path = required("sftp", config, "path", "the remote directory the objects go in, e.g. /srv/usbd");
+  const hostFingerprint = required(
+    "sftp",
+    config,
+    "hostFingerprint",
+    `the server's host key as SHA256:..., from "ssh-keyscan -p PORT HOST | ssh-keygen -lf -" run where you trust the network; an unknown host is refused`,
+  );
+  if ((config.privateKeyFile === undefined) === (config.password === undefined)) {
+    throw new ObjectStoreConfigError(`--objstore-kind=sftp needs exactly one of "private_key_file" and "password" in --objstore-cfg`);
+  }
+  if (config.passphrase !== undefined && config.privateKeyFile === undefined) {
+    throw new ObjectStoreConfigError(`--objstore-kind=sftp: "passphrase" is for an encrypted "private_key_file"`);
+  }
+  let privateKey: Buffer | undefined;
+  if (config.privateKeyFile !== undefined) {
+    try {
+      privateKey = fs.readFileSync(config.privateKeyFile);
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      throw new ObjectStoreConfigError(`cannot read "private_key_file" ${config.privateKeyFile} of --objstore-cfg: ${typeof code === "string" ? code : String(e)}`);
+    }
+  }
+  return new SftpObjectStore({
+    host,
+    port: config.port ?? 22,
+    user,
+    path,
+    hostFingerprint,
+    privateKey,
+    privateKeyFile: config.privateKeyFile,
+    passphrase: config.passphrase,
+    password: config.password,
+  });
+}
+
 /**
  * The store of `--objstore-kind=<kind>` with `config`; `defaults.localPath` is the local kind's directory when the
- * config has no `path`. Throws ObjectStoreConfigError for unknown or unsupported kinds and missing or stray settings.
+ * config has no `path`. Throws ObjectStoreConfigError for unknown kinds and missing or stray settings.
  */
 export function openObjectStore(kind: string, config: ObjectStoreConfig, defaults: { readonly localPath: string }): ObjectStore {
-  if (UNSUPPORTED.has(kind)) {
-    throw new ObjectStoreConfigError(`--objstore-kind=${kind} is not yet supported; use s3 (or an S3-compatible gateway) or local`);
-  }
   const used = USED[kind];
   if (used === undefined) throw new ObjectStoreConfigError(`unknown --objstore-kind "${kind}"; the kinds are: ${OBJSTORE_KINDS.join(", ")}`);
   for (const field of Object.keys(config) as Field[]) {
@@ -246,6 +182,16 @@ export function openObjectStore(kind: string, config: ObjectStoreConfig, default
       throw new ObjectStoreConfigError(`"${snakeOf(field)}" in --objstore-cfg is not used by --objstore-kind=${kind}; remove it`);
     }
   }
-  if (kind === "local") return new LocalObjectStore(config.path ?? defaults.localPath);
-  return new S3ObjectStore(s3Options(kind, config));
+  switch (kind) {
+    case "local":
+      return new LocalObjectStore(config.path ?? defaults.localPath);
+    case "azure":
+      return azureStore(config);
+    case "swift":
+      return swiftStore(config);
+    case "sftp":
+      return sftpStore(config);
+    default:
+      return new S3ObjectStore(s3Options(kind, config));
+  }
 }
