@@ -21,7 +21,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await server.cleanup();
   fs.rmSync(dir, { recursive: true, force: true });
-});
+}, 30_000);
 
 const WRONG_KEY = Buffer.from("not the key of this account, but the right length for one....").toString("base64");
 

@@ -12,8 +12,12 @@ export interface StoreTarget {
   open(name: string, options?: { readonly listPageSize?: number }): ObjectStore;
   /** Whether the bucket (container, directory) `name` exists, asked of the server directly. */
   exists(name: string): Promise<boolean>;
-  /** `atomic`: createIfAbsent works; `unsupported`: it must answer so and write nothing. */
-  readonly conditionalCreate: "atomic" | "unsupported";
+  /**
+   * `atomic`: createIfAbsent works, also for racing creates; `sequential`: a create after another has finished fails,
+   * overlapping ones may all succeed, and the store says so in `createCaveat`; `unsupported`: it answers so and
+   * writes nothing.
+   */
+  readonly conditionalCreate: "atomic" | "sequential" | "unsupported";
   /** Whether "a/x" and "a/x/deeper" may both be objects (object stores: yes; a file tree: no). */
   readonly fileAndDirectoryKeys: boolean;
   /** s3rver answers a ranged GET of an empty object with a body it never sends; the others answer properly. */
@@ -186,7 +190,7 @@ export function storeConformance(target: StoreTarget, secrets: readonly string[]
       got.forEach((g, i) => expect(g?.body).toEqual(bytes(1000 + i, i)));
     });
 
-    if (target.conditionalCreate === "atomic") {
+    if (target.conditionalCreate !== "unsupported") {
       test("createIfAbsent: the first create writes, a second one of the same name fails and changes nothing", async () => {
         const first = await store.createIfAbsent("lease/epoch-1", bytes(100, 1));
         expect(first.outcome).toBe("created");
@@ -201,8 +205,11 @@ export function storeConformance(target: StoreTarget, secrets: readonly string[]
         await store.put("lease/put", bytes(10, 4));
         expect(await store.createIfAbsent("lease/put", bytes(10, 5))).toEqual({ outcome: "exists" });
         expect((await store.get("lease/put"))?.body).toEqual(bytes(10, 4));
+        expect(store.createCaveat === undefined).toBe(target.conditionalCreate === "atomic");
       });
+    }
 
+    if (target.conditionalCreate === "atomic") {
       test("createIfAbsent: of racing creates of one name, exactly one wins, and its bytes are there", async () => {
         const racers = Array.from({ length: 8 }, (_, i) => bytes(2000, 10 + i));
         // Each racer through its own store (own connections), as two daemons would be.
@@ -213,7 +220,19 @@ export function storeConformance(target: StoreTarget, secrets: readonly string[]
         expect(results.filter((r) => r.outcome === "exists").length).toBe(racers.length - 1);
         expect((await store.get("lease/race"))?.body).toEqual(racers[winners[0]!]!);
       });
-    } else {
+    } else if (target.conditionalCreate === "sequential") {
+      test("createIfAbsent: overlapping creates may all win (the caveat says so), and one racer's bytes stay whole", async () => {
+        const racers = Array.from({ length: 8 }, (_, i) => bytes(2000, 10 + i));
+        const stores = racers.map(() => open("contract"));
+        const results = await Promise.all(stores.map((s, i) => s.createIfAbsent("lease/race", racers[i]!)));
+        expect(results.filter((r) => r.outcome === "created").length).toBeGreaterThanOrEqual(1);
+        const stored = (await store.get("lease/race"))?.body;
+        expect(racers.some((r) => Buffer.from(r).equals(Buffer.from(stored ?? [])))).toBe(true);
+        expect(store.createCaveat).toContain("overlap");
+      });
+    }
+
+    if (target.conditionalCreate === "unsupported") {
       test("createIfAbsent: says it cannot create conditionally, and writes nothing", async () => {
         const result = await store.createIfAbsent("lease/unsupported", bytes(10));
         expect(result.outcome).toBe("unsupported");

@@ -1,7 +1,8 @@
 /**
  * The ObjectStore over OpenStack Swift's own API, with fetch (the API is plain HTTP and no well-kept JS client
  * exists): auth v1 (tempauth, swauth, most Swift-only deployments) or Keystone v3 (password, project scope), a token
- * renewed when the server says it expired, one container. Conditional create is PUT with `If-None-Match: *` (412).
+ * renewed when the server says it expired, one container. Conditional create is PUT with `If-None-Match: *` (412),
+ * which Swift checks when the upload starts: not atomic against overlapping creates (see `createCaveat`).
  */
 import { createHash } from "node:crypto";
 import { redact } from "./redact.ts";
@@ -76,6 +77,9 @@ async function detailOf(response: Response): Promise<string> {
 
 export class SwiftObjectStore implements ObjectStore {
   readonly description: string;
+  readonly createCaveat =
+    "Swift checks If-None-Match: * when an upload starts, not when it lands: a create that starts after another has " +
+    "finished fails as it should, but creates that overlap in time can all succeed (the last one's bytes stay)";
   private readonly options: SwiftObjectStoreOptions;
   private readonly pageSize: number;
   private readonly secrets: readonly string[];

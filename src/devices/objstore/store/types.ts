@@ -47,10 +47,16 @@ export interface ObjectStore {
   /** Stores `body` under `key`, replacing any object there, atomically (never a torn object). Resolves once durable. */
   put(key: string, body: Uint8Array): Promise<{ readonly etag: string }>;
   /**
-   * Stores `body` under `key` only if no object is there, atomically: of several racing creates of one key (from
-   * any number of processes or hosts) exactly one gets `created`, the others `exists`.
+   * Stores `body` under `key` only if no object is there. Atomic unless `createCaveat` says otherwise: of several
+   * racing creates of one key (from any number of processes or hosts) exactly one gets `created`, the others `exists`.
+   * A create that starts after another has finished always gets `exists`.
    */
   createIfAbsent(key: string, body: Uint8Array): Promise<CreateResult>;
+  /**
+   * Set when `createIfAbsent` is not atomic against creates that overlap in time (Swift checks `If-None-Match: *`
+   * before the upload, so overlapping creates can all succeed): why, in words, for the caller to log or refuse.
+   */
+  readonly createCaveat?: string;
   /** The object (or a range of it); undefined when there is no object under `key`. */
   get(key: string, range?: ByteRange): Promise<GetResult | undefined>;
   /** The object's size and etag; undefined when there is no object under `key`. */
