@@ -6,6 +6,7 @@
 import { DEVICE_KINDS, deviceKinds, isDeviceKind } from "../devices/index.ts";
 import { KeyError } from "../devices/objstore/codec/keys.ts";
 import { ObjectStoreConfigError } from "../devices/objstore/store/config.ts";
+import { findObjectStoreError } from "../devices/objstore/store/types.ts";
 import { Daemon } from "../app/daemon.ts";
 import { OpenDeviceError } from "../app/open-devices.ts";
 import { AddressError, parseListenAddress } from "../engine/address.ts";
@@ -117,7 +118,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     const shown = error instanceof OpenDeviceError && options.config !== undefined ? error : cause;
     const message = shown instanceof Error ? shown.message : String(shown);
     // A bad --objstore-cfg or a wrong or missing key is a mistake in the command, not a failure of the device.
-    if (cause instanceof ListenError || cause instanceof KernelUsageError || cause instanceof ObjectStoreConfigError || cause instanceof KeyError) {
+    // So are credentials the store refused (wrong key, password or SSH key): the fix is in --objstore-cfg.
+    const refused = findObjectStoreError(cause, "unauthorised") !== undefined;
+    if (cause instanceof ListenError || cause instanceof KernelUsageError || cause instanceof ObjectStoreConfigError || cause instanceof KeyError || refused) {
       return usage(message);
     }
     // On stderr even after the dashboard: it has given the terminal back by now.

@@ -122,7 +122,7 @@ async function readManifest(store: ObjectStore, storeName: string, catalog: Objs
       });
       return { bytes: new TextEncoder().encode(copy), where: `${catalog.path} (copy of ${where})`, offline: true };
     }
-    throw new Error(`objstore device: cannot use ${store.description}: ${message}`);
+    throw new Error(`objstore device: cannot use ${store.description}: ${message}`, { cause: e });
   }
 }
 

@@ -61,8 +61,45 @@ function statusOf(err: unknown): number | undefined {
   return typeof code === "number" ? code : undefined;
 }
 
-function call<T>(run: (done: (err: Error | null | undefined, value?: T) => void) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => run((err, value) => (err ? reject(err) : resolve(value as T))));
+/** The requests waiting for an answer on each SFTP channel, failed at once when its connection goes. */
+const pending = new WeakMap<SFTPWrapper, Set<(err: Error) => void>>();
+/** An SFTP request answers within this, or the connection counts as dead (a server that stopped answering). */
+const REQUEST_TIMEOUT_MS = 60_000;
+
+/**
+ * One SFTP request as a promise. ssh2 does not always answer requests that were in flight when the connection
+ * dropped (seen with the server's session process killed mid-upload): those fail when the connection closes, or
+ * after REQUEST_TIMEOUT_MS at the latest, so an upload never waits forever.
+ */
+function call<T>(sftp: SFTPWrapper, run: (done: (err: Error | null | undefined, value?: T) => void) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const waiting = pending.get(sftp);
+    if (waiting === undefined) return reject(new ConnectError("unavailable", "the connection to the server was lost"));
+    let finished = false;
+    const settle = (err: Error | null | undefined, value?: T): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      waiting.delete(lost);
+      if (err) reject(err);
+      else resolve(value as T);
+    };
+    const lost = (err: Error): void => settle(err);
+    const timer = setTimeout(() => settle(new ConnectError("unavailable", `no answer from the server within ${REQUEST_TIMEOUT_MS / 1000} s`)), REQUEST_TIMEOUT_MS);
+    waiting.add(lost);
+    try {
+      run(settle);
+    } catch (e) {
+      settle(e instanceof Error ? e : new Error(String(e)));
+    }
+  });
+}
+
+/** Fails every request still waiting on `sftp`; later requests on it fail at once. */
+function connectionLost(sftp: SFTPWrapper): void {
+  const waiting = pending.get(sftp);
+  pending.delete(sftp);
+  for (const fail of waiting ?? []) fail(new ConnectError("unavailable", "the connection to the server was lost"));
 }
 
 function etagOf(attrs: { size: number; mtime: number }): string {
@@ -105,6 +142,7 @@ export class SftpObjectStore implements ObjectStore {
       const client = new Client();
       let seen: string | undefined;
       let settled = false;
+      let channel: SFTPWrapper | undefined;
       const fail = (error: Error): void => {
         if (settled) return;
         settled = true;
@@ -130,6 +168,9 @@ export class SftpObjectStore implements ObjectStore {
         client.sftp((err, sftp) => {
           if (err) return fail(new ConnectError("other", `the server refused the sftp subsystem: ${err.message}`));
           settled = true;
+          channel = sftp;
+          pending.set(sftp, new Set());
+          sftp.on("close", () => connectionLost(sftp));
           resolve({ client, sftp });
         });
       });
@@ -147,6 +188,7 @@ export class SftpObjectStore implements ObjectStore {
         fail(new ConnectError("unavailable", err.message));
       });
       client.on("close", () => {
+        if (channel !== undefined) connectionLost(channel);
         if (!settled) fail(new ConnectError("unavailable", "the connection closed during the handshake"));
         // A dropped connection is made again by the next call.
         if (this.connection !== undefined) void this.connection.then((c) => c.client === client && (this.connection = undefined), () => {});
@@ -205,7 +247,7 @@ export class SftpObjectStore implements ObjectStore {
 
   private async statOrUndefined(sftp: SFTPWrapper, file: string): Promise<Stats | undefined> {
     try {
-      return await call<Stats>((done) => sftp.stat(file, done));
+      return await call<Stats>(sftp, (done) => sftp.stat(file, done));
     } catch (e) {
       if (statusOf(e) === NO_SUCH_FILE) return undefined;
       throw e;
@@ -222,7 +264,7 @@ export class SftpObjectStore implements ObjectStore {
     const parent = dir.slice(0, dir.lastIndexOf("/"));
     if (parent !== "" && parent !== dir) await this.makeDirs(sftp, parent);
     try {
-      await call<void>((done) => sftp.mkdir(dir, { mode: 0o700 }, done));
+      await call<void>(sftp, (done) => sftp.mkdir(dir, { mode: 0o700 }, done));
     } catch (e) {
       if ((await this.statOrUndefined(sftp, dir))?.isDirectory() !== true) throw e; // made meanwhile by another call
     }
@@ -243,31 +285,31 @@ export class SftpObjectStore implements ObjectStore {
     const temp = `${dir}/${TEMP_PREFIX}${file.slice(dir.length + 1)}-${process.pid}-${randomUUID()}`;
     let handle: Buffer;
     try {
-      handle = await call<Buffer>((done) => sftp.open(temp, "wx", { mode: 0o600 }, done));
+      handle = await call<Buffer>(sftp, (done) => sftp.open(temp, "wx", { mode: 0o600 }, done));
     } catch (e) {
       if (statusOf(e) !== NO_SUCH_FILE) throw e;
       await this.makeDirs(sftp, dir);
-      handle = await call<Buffer>((done) => sftp.open(temp, "wx", { mode: 0o600 }, done));
+      handle = await call<Buffer>(sftp, (done) => sftp.open(temp, "wx", { mode: 0o600 }, done));
     }
     try {
       const data = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
       await inParallel(Math.ceil(data.byteLength / CHUNK), (i) => {
         const offset = i * CHUNK;
         const length = Math.min(CHUNK, data.byteLength - offset);
-        return call<void>((done) => sftp.write(handle, data, offset, length, offset, (err) => done(err)));
+        return call<void>(sftp, (done) => sftp.write(handle, data, offset, length, offset, (err) => done(err)));
       });
       // The etag is size and mtime (SFTP has no inode): a replace within the same second moves mtime past the old.
       const old = await this.statOrUndefined(sftp, file);
       const now = Math.floor(Date.now() / 1000);
       const mtime = old !== undefined && old.mtime >= now ? old.mtime + 1 : now;
-      await call<void>((done) => sftp.fsetstat(handle, { mtime, atime: mtime }, done));
-      await call<void>((done) => sftp.ext_openssh_fsync(handle, (err) => done(err)));
+      await call<void>(sftp, (done) => sftp.fsetstat(handle, { mtime, atime: mtime }, done));
+      await call<void>(sftp, (done) => sftp.ext_openssh_fsync(handle, (err) => done(err)));
       return { temp, mtime };
     } catch (e) {
-      await call<void>((done) => sftp.unlink(temp, done)).catch(() => {});
+      await call<void>(sftp, (done) => sftp.unlink(temp, done)).catch(() => {});
       throw e;
     } finally {
-      await call<void>((done) => sftp.close(handle, done)).catch(() => {});
+      await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
     }
   }
 
@@ -277,9 +319,9 @@ export class SftpObjectStore implements ObjectStore {
       const sftp = await this.sftp();
       const { temp, mtime } = await this.writeTemp(sftp, file, body);
       try {
-        await call<void>((done) => sftp.ext_openssh_rename(temp, file, done));
+        await call<void>(sftp, (done) => sftp.ext_openssh_rename(temp, file, done));
       } catch (e) {
-        await call<void>((done) => sftp.unlink(temp, done)).catch(() => {});
+        await call<void>(sftp, (done) => sftp.unlink(temp, done)).catch(() => {});
         throw e;
       }
       return { etag: etagOf({ size: body.byteLength, mtime }) };
@@ -295,10 +337,10 @@ export class SftpObjectStore implements ObjectStore {
       if ((await this.statOrUndefined(sftp, file))?.isFile() === true) return { outcome: "exists" };
       const { temp, mtime } = await this.writeTemp(sftp, file, body);
       try {
-        await call<void>((done) => sftp.rename(temp, file, done));
+        await call<void>(sftp, (done) => sftp.rename(temp, file, done));
         return { outcome: "created", etag: etagOf({ size: body.byteLength, mtime }) };
       } catch (e) {
-        await call<void>((done) => sftp.unlink(temp, done)).catch(() => {});
+        await call<void>(sftp, (done) => sftp.unlink(temp, done)).catch(() => {});
         if ((await this.statOrUndefined(sftp, file))?.isFile() === true) return { outcome: "exists" };
         throw e;
       }
@@ -314,13 +356,13 @@ export class SftpObjectStore implements ObjectStore {
       const sftp = await this.sftp();
       let handle: Buffer;
       try {
-        handle = await call<Buffer>((done) => sftp.open(file, "r", done));
+        handle = await call<Buffer>(sftp, (done) => sftp.open(file, "r", done));
       } catch (e) {
         if (statusOf(e) === NO_SUCH_FILE) return undefined;
         throw e;
       }
       try {
-        const st = await call<Stats>((done) => sftp.fstat(handle, done));
+        const st = await call<Stats>(sftp, (done) => sftp.fstat(handle, done));
         if (!st.isFile()) return undefined;
         const start = Math.min(range?.offset ?? 0, st.size);
         const end = range === undefined ? st.size : Math.min(start + range.length, st.size);
@@ -330,7 +372,7 @@ export class SftpObjectStore implements ObjectStore {
           const offset = i * CHUNK;
           const length = Math.min(CHUNK, body.byteLength - offset);
           for (let done = 0; done < length; ) {
-            const n = await call<number>((cb) => sftp.read(handle, body, offset + done, length - done, start + offset + done, (err, bytes) => cb(err, bytes)));
+            const n = await call<number>(sftp, (cb) => sftp.read(handle, body, offset + done, length - done, start + offset + done, (err, bytes) => cb(err, bytes)));
             if (n === 0) {
               short = Math.min(short, offset + done); // the file shrank under us: keep what is there
               break;
@@ -340,7 +382,7 @@ export class SftpObjectStore implements ObjectStore {
         });
         return { body: new Uint8Array(body.buffer, body.byteOffset, short), etag: etagOf(st), size: st.size };
       } finally {
-        await call<void>((done) => sftp.close(handle, done)).catch(() => {});
+        await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
       }
     } catch (e) {
       throw this.fail("get", key, e);
@@ -361,7 +403,7 @@ export class SftpObjectStore implements ObjectStore {
     const file = this.fileOf("delete", key);
     try {
       const sftp = await this.sftp();
-      await call<void>((done) => sftp.unlink(file, done));
+      await call<void>(sftp, (done) => sftp.unlink(file, done));
     } catch (e) {
       // A missing file, or a directory of other keys: no object either way.
       if (statusOf(e) === NO_SUCH_FILE) return;
@@ -388,7 +430,7 @@ export class SftpObjectStore implements ObjectStore {
     const dir = dirKey === "" ? this.root : `${this.root === "/" ? "" : this.root}/${dirKey}`;
     let entries: FileEntryWithStats[];
     try {
-      entries = await call<FileEntryWithStats[]>((done) => sftp.readdir(dir, done));
+      entries = await call<FileEntryWithStats[]>(sftp, (done) => sftp.readdir(dir, done));
     } catch (e) {
       if (statusOf(e) === NO_SUCH_FILE) return;
       throw this.fail("list", prefix, e);
