@@ -11,6 +11,7 @@ import { openObjstoreDevice, type ObjstoreDevice, type ObjstoreDeviceOptions } f
 import type { AesMode, ObjstoreCompression } from "../src/devices/objstore/layout.ts";
 import { openObjectStore, parseObjectStoreConfig } from "../src/devices/objstore/store/config.ts";
 import type { ByteRange, CreateResult, GetResult, ObjectInfo, ObjectStore } from "../src/devices/objstore/store/types.ts";
+import { REMOTE_BACKENDS, REMOTE_DESCRIPTIONS, RemoteStores, type RemoteBackend } from "./lib/remote-stores.ts";
 import { type S3Child, startS3Child } from "./lib/s3rver-child.ts";
 import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
 
@@ -22,7 +23,7 @@ const PUT_PRICE_PER_1000 = 0.005;
 
 const SECTIONS = ["cold", "upload", "wa", "seq"] as const;
 type Section = (typeof SECTIONS)[number];
-type BackendName = "s3" | "local";
+type BackendName = "s3" | "local" | RemoteBackend;
 type DataKind = "2:1" | "random";
 
 const HELP = `usage: node_modules/.bin/bun bench/objstore.ts [options]
@@ -39,7 +40,8 @@ local-directory backend. Sections (all by default):
 
 Options:
   --sections a,b        sections to run (default ${SECTIONS.join(",")})
-  --backends a,b        s3, local (default s3,local)
+  --backends a,b        s3, local, azure, swift, s3api, sftp (default s3,local): azure on azurite, swift and s3api
+                        (the s3 backend on Swift's s3api) on Debian's Swift, sftp on openssh-server, all on loopback
   --objsizes a,b        object sizes for wa and seq (default 64KiB,256KiB,1MiB,4MiB,16MiB,64MiB)
   --cold-objsizes a,b   object sizes for cold (default 1MiB,4MiB,16MiB)
   --cold-size SIZE      volume of the cold section (default 256MiB)
@@ -150,7 +152,8 @@ function parseArgs(argv: string[], repo: string): Options {
       }
       case "--backends": {
         const v = list();
-        if (v.length === 0 || v.some((b) => b !== "s3" && b !== "local")) throw new Error("--backends takes s3, local");
+        const known: readonly string[] = ["s3", "local", ...REMOTE_BACKENDS];
+        if (v.length === 0 || v.some((b) => !known.includes(b))) throw new Error(`--backends takes ${known.join(", ")}`);
         o.backends = v as BackendName[];
         break;
       }
@@ -829,19 +832,25 @@ async function main(): Promise<void> {
   const stamp = facts.date.replace(/[:.]/g, "-").slice(0, 19);
   const resultsPath = join(o.out, `objstore-${stamp}.json`);
   let s3: S3Child | undefined;
+  const remote = new RemoteStores(o.scratch);
   const results: Results = { cold: [], upload: [], wa: [], seq: [] };
   const save = (extra: Record<string, unknown> = {}) =>
     writeFileSync(resultsPath, JSON.stringify({ facts, options: { ...o, sections: [...o.sections] }, results, ...extra }, null, 1));
   const stop = async () => {
     await s3?.stop();
+    await remote.stop();
     if (!o.keep) rmSync(o.scratch, { recursive: true, force: true });
   };
   process.on("SIGINT", () => void stop().then(() => process.exit(130)));
   try {
     const backends: Backend[] = [];
     const b = new Bench(o);
+    await remote.start(o.backends);
     for (const name of o.backends) {
-      if (name === "s3") {
+      if ((REMOTE_BACKENDS as readonly string[]).includes(name)) {
+        const which = name as RemoteBackend;
+        backends.push({ name, place: (tag) => remote.place(which, tag) });
+      } else if (name === "s3") {
         const dir = join(o.scratch, "s3rver");
         s3 = await startS3Child({ repo, bun: process.execPath, dir });
         const server = s3;
@@ -881,7 +890,7 @@ async function main(): Promise<void> {
       "",
       `- machine: ${facts.cpus} x ${facts.cpuModel}, ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}; bun ${facts.bun}; ` +
         `usbd-tui at ${facts.gitCommit}${facts.gitDirty ? ` + uncommitted changes (diff ${facts.gitDiffHash})` : ""}`,
-      `- backends: ${o.backends.map((n) => (n === "s3" ? "s3rver 3.7 on 127.0.0.1 (own process, data on the scratch fs)" : "local directory")).join("; ")}; ` +
+      `- backends: ${o.backends.map((n) => (n === "s3" ? "s3rver 3.7 on 127.0.0.1 (own process, data on the scratch fs)" : n === "local" ? "local directory" : REMOTE_DESCRIPTIONS[n])).join("; ")}; ` +
         `scratch ${o.scratch} (${facts.scratchFs}); --objstore-aesmode=${o.aes} --objstore-compress=${o.compress}, flush mode remote; no CPU pinning`,
       `- load average at start ${loadStart}, at end ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
       loadLine(results),

@@ -94,6 +94,8 @@ function daemonOn(c: BackendCase, storeDir: string, volume: string, opts: { crea
     size: opts.create ? "128MiB" : "",
     storeDir,
     storeName: volume,
+    // --json with stats lines: the store's description and errors show there too, and must hold no secret.
+    statsIntervalS: 1,
     extraArgs: [
       `--objstore-kind=${c.kind}`,
       "--objstore-cfg",
