@@ -13,6 +13,7 @@ import { openObjectStore, parseObjectStoreConfig } from "../src/devices/objstore
 import type { ByteRange, CreateResult, GetResult, ObjectInfo, ObjectStore } from "../src/devices/objstore/store/types.ts";
 import { REMOTE_BACKENDS, REMOTE_DESCRIPTIONS, RemoteStores, type RemoteBackend } from "./lib/remote-stores.ts";
 import { type S3Child, startS3Child } from "./lib/s3rver-child.ts";
+import { SUSTAINED_PATTERNS, sustained, type SustainedPattern, type SustainedRow } from "./lib/objstore-sustained.ts";
 import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
 
 const KiB = 1024;
@@ -21,7 +22,7 @@ const GiB = 1024 * MiB;
 /** AWS S3 Standard, us-east-1: $0.005 per 1000 PUT (and COPY, POST, LIST) requests. */
 const PUT_PRICE_PER_1000 = 0.005;
 
-const SECTIONS = ["cold", "upload", "wa", "seq"] as const;
+const SECTIONS = ["cold", "upload", "wa", "seq", "sustained"] as const;
 type Section = (typeof SECTIONS)[number];
 type BackendName = "s3" | "local" | RemoteBackend;
 type DataKind = "2:1" | "random";
@@ -29,7 +30,7 @@ type DataKind = "2:1" | "random";
 const HELP = `usage: node_modules/.bin/bun bench/objstore.ts [options]
 
 Measures the objstore device in-process against an s3rver on loopback (started here, as a child process) and the
-local-directory backend. Sections (all by default):
+local-directory backend. Sections (all but sustained by default):
   cold    cold reads: a filled volume reopened with an empty cache directory; sequential 1 MiB reads at QD1 and QD8
           (MB/s), a warm pass after, and the latency of 4 KiB reads that each land on a segment not yet cached
   upload  upload throughput: a volume written, then flush() in remote mode timed, per --concurflush value
@@ -37,6 +38,9 @@ local-directory backend. Sections (all by default):
           spread over the whole volume and clustered in a --hot region, on a volume that holds data and on an
           empty one; bytes uploaded / bytes written, and PUTs
   seq     the cost of small objects: a sequential write of --seq-size then a remote flush, per object size
+  sustained  a filled --sustained-size volume written for twice its size per pattern (4k-random, 64k-random,
+          1m-random, 1m-seq), the GC running; bytes uploaded (log, GC, checkpoints) / bytes written, and what the
+          store holds at the end, per --sustained-objsizes and --gc-thresholds
 
 Options:
   --sections a,b        sections to run (default ${SECTIONS.join(",")})
@@ -53,6 +57,10 @@ Options:
   --writes N            random 4 KiB writes per wa pattern (default 2000)
   --hot SIZE            the clustered pattern's hot region (default 64MiB)
   --seq-size SIZE       sequential write of the seq section (default 256MiB)
+  --sustained-size SIZE volume of the sustained section (default 1GiB)
+  --patterns a,b        sustained patterns (default 4k-random,64k-random,1m-random,1m-seq)
+  --sustained-objsizes a,b  object sizes of the sustained section (default 4MiB)
+  --gc-thresholds a,b   --objstore-gc-threshold values of the sustained section (default 0.5)
   --aes MODE            --objstore-aesmode of every volume: aes-gcm (default, the device's), aes-ctr, identity
   --compress ALG        --objstore-compress of every volume: lz4 (default, the device's), gzip, identity
   --scratch DIR         caches, s3rver data and local objects (default /dev/shm/usbd-objstore-bench, tmpfs)
@@ -81,6 +89,10 @@ interface Options {
   writes: number;
   hot: number;
   seqSize: number;
+  sustainedSize: number;
+  patterns: SustainedPattern[];
+  sustainedObjsizes: number[];
+  thresholds: number[];
   aes: AesMode;
   compress: ObjstoreCompression;
   scratch: string;
@@ -98,7 +110,7 @@ function parseSize(s: string): number {
 
 function parseArgs(argv: string[], repo: string): Options {
   const o: Options = {
-    sections: new Set(SECTIONS),
+    sections: new Set(SECTIONS.filter((x) => x !== "sustained")),
     backends: ["s3", "local"],
     objsizes: [64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB],
     coldObjsizes: [MiB, 4 * MiB, 16 * MiB],
@@ -111,6 +123,10 @@ function parseArgs(argv: string[], repo: string): Options {
     writes: 2000,
     hot: 64 * MiB,
     seqSize: 256 * MiB,
+    sustainedSize: GiB,
+    patterns: [...SUSTAINED_PATTERNS],
+    sustainedObjsizes: [4 * MiB],
+    thresholds: [0.5],
     aes: "aes-gcm",
     compress: "lz4",
     scratch: "/dev/shm/usbd-objstore-bench",
@@ -168,6 +184,19 @@ function parseArgs(argv: string[], repo: string): Options {
       case "--writes": o.writes = int(1); break;
       case "--hot": o.hot = parseSize(value()); break;
       case "--seq-size": o.seqSize = parseSize(value()); break;
+      case "--sustained-size": o.sustainedSize = parseSize(value()); break;
+      case "--patterns": {
+        const v = list();
+        if (v.length === 0 || v.some((p) => !(SUSTAINED_PATTERNS as readonly string[]).includes(p))) throw new Error(`--patterns takes ${SUSTAINED_PATTERNS.join(", ")}`);
+        o.patterns = v as SustainedPattern[];
+        break;
+      }
+      case "--sustained-objsizes": o.sustainedObjsizes = list().map(objsize); break;
+      case "--gc-thresholds": {
+        o.thresholds = list().map(Number);
+        if (o.thresholds.some((t) => !Number.isFinite(t) || t < 0 || t >= 1)) throw new Error("--gc-thresholds takes fractions from 0 to below 1");
+        break;
+      }
       case "--aes": {
         const v = value();
         if (v !== "aes-gcm" && v !== "aes-ctr" && v !== "identity") throw new Error("--aes takes aes-gcm, aes-ctr or identity");
@@ -733,10 +762,40 @@ async function seqSection(b: Bench, backend: Backend): Promise<Loaded<SeqRow>[]>
   return rows;
 }
 
+async function sustainedSection(b: Bench, backend: Backend): Promise<Loaded<SustainedRow>[]> {
+  const o = b.o;
+  const rows: Loaded<SustainedRow>[] = [];
+  const data = pool("random");
+  for (const pattern of o.patterns) {
+    for (const objsize of o.sustainedObjsizes) {
+      for (const threshold of o.thresholds) {
+        const name = `sus-${pattern}-${objsize / KiB}k-${Math.round(threshold * 100)}`;
+        const place = backend.place(name);
+        try {
+          rows.push(
+            await b.measured(() =>
+              sustained(
+                async (extra) => {
+                  const v = await b.open(place, name, extra);
+                  return { dev: v.dev, store: v.store, close: () => b.close(v) };
+                },
+                { backend: backend.name, pattern, objsize, threshold, volume: o.sustainedSize, data, log },
+              ),
+            ),
+          );
+        } finally {
+          place.drop();
+        }
+      }
+    }
+  }
+  return rows;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Report
 
-type Results = { cold: Loaded<ColdRow>[]; upload: Loaded<UploadRow>[]; wa: Loaded<WaRow>[]; seq: Loaded<SeqRow>[] };
+type Results = { cold: Loaded<ColdRow>[]; upload: Loaded<UploadRow>[]; wa: Loaded<WaRow>[]; seq: Loaded<SeqRow>[]; sustained: Loaded<SustainedRow>[] };
 
 /** One line on the load the measurements shared the box with. */
 function loadLine(r: Results): string {
@@ -745,6 +804,7 @@ function loadLine(r: Results): string {
     ...r.upload.map((u) => ({ what: `upload ${u.backend} ${u.data} x${u.concurrency}`, load: u.load })),
     ...r.wa.map((w) => ({ what: `wa ${w.backend} ${sizeName(w.objsize)} ${w.state} ${w.pattern}`, load: w.load })),
     ...r.seq.map((s) => ({ what: `seq ${s.backend} ${sizeName(s.objsize)}`, load: s.load })),
+    ...r.sustained.map((s) => ({ what: `sustained ${s.backend} ${s.pattern} ${sizeName(s.objsize)} ${s.threshold}`, load: s.load })),
   ];
   if (all.length === 0) return "- no measurements";
   const other = all.map((a) => Math.max(0, a.load.otherCores));
@@ -810,6 +870,16 @@ function markdown(o: Options, r: Results, header: string[]): string {
     }
     L.push("");
   }
+  if (r.sustained.length) {
+    L.push(`#### Sustained writes: a filled ${sizeName(o.sustainedSize)} volume written for twice its size (incompressible data), GC running`, "");
+    row(["backend", "pattern", "object size", "GC threshold", "amplification", "of it GC copies", "checkpoints", "GC downloads", "store / volume", "live ratio", "PUTs", "MB/s"]);
+    L.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (const s of r.sustained) {
+      row([s.backend, s.pattern, sizeName(s.objsize), s.threshold, `**${fx(s.amplification, 2)}x**`, `${fx(s.gcBytes / MiB, 0)} MiB`, `${fx(s.checkpointBytes / MiB, 1)} MiB`,
+        `${fx(s.downloaded / MiB, 0)} MiB`, `${fx(s.spaceOverhead, 2)}x`, fx(s.liveRatio, 2), s.puts, fx(mb(s.written, s.seconds), 0)]);
+    }
+    L.push("");
+  }
   L.push(
     "MB/s = 10^6 bytes per second of plaintext (volume bytes) unless said otherwise; object bytes = what the store " +
       "received (header, lz4, AES-GCM tag). amplification = object bytes uploaded / bytes written. PUT cost at " +
@@ -833,7 +903,7 @@ async function main(): Promise<void> {
   const resultsPath = join(o.out, `objstore-${stamp}.json`);
   let s3: S3Child | undefined;
   const remote = new RemoteStores(o.scratch);
-  const results: Results = { cold: [], upload: [], wa: [], seq: [] };
+  const results: Results = { cold: [], upload: [], wa: [], seq: [], sustained: [] };
   const save = (extra: Record<string, unknown> = {}) =>
     writeFileSync(resultsPath, JSON.stringify({ facts, options: { ...o, sections: [...o.sections] }, results, ...extra }, null, 1));
   const stop = async () => {
@@ -883,6 +953,8 @@ async function main(): Promise<void> {
       if (o.sections.has("wa")) results.wa.push(...(await waSection(b, backend)));
       save();
       if (o.sections.has("seq")) results.seq.push(...(await seqSection(b, backend)));
+      save();
+      if (o.sections.has("sustained")) results.sustained.push(...(await sustainedSection(b, backend)));
       save();
     }
     const header = [

@@ -260,6 +260,7 @@ export function helpText(version: string, kinds: readonly { name: string; descri
     "  usbd-tui --listen unix:/path/sock ...  serve over a socket for nbdfuse, qemu, nbdcopy, nbd-client",
     "  usbd-tui --config usbd.toml [flags]    several devices in one process; flags override the file's top-level keys",
     "  usbd-tui check --dev-type=dedup ...    verify a stopped dedup store (--repair fixes it; exit 3: problems left)",
+    "  usbd-tui snapshot create|list|delete [NAME] --store-name VOL --objstore-cfg ...  snapshots of a stopped objstore volume",
     "",
     "Flags (--flag=value, --flag value and the single-dash -flag forms all work):",
   ];

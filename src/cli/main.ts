@@ -5,6 +5,7 @@
  */
 import { DEVICE_KINDS, deviceKinds, isDeviceKind } from "../devices/index.ts";
 import { KeyError } from "../devices/objstore/codec/keys.ts";
+import { LeaseHeldError, SnapshotError } from "../devices/objstore/index.ts";
 import { ObjectStoreConfigError } from "../devices/objstore/store/config.ts";
 import { findObjectStoreError } from "../devices/objstore/store/types.ts";
 import { Daemon } from "../app/daemon.ts";
@@ -19,6 +20,7 @@ import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";
 import { loadConfig } from "./config.ts";
 import { runHeadless } from "./headless.ts";
+import { runSnapshot } from "./snapshot.ts";
 import { dashboardLogger, headlessLogger } from "./loggers.ts";
 import { daemonPlan } from "./plan.ts";
 import { VERSION } from "./version.ts";
@@ -63,6 +65,7 @@ function planDevices(options: CliOptions, argv: readonly string[]): { global: Cl
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === "snapshot") return runSnapshot(argv.slice(1), { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
   const checking = argv[0] === "check";
   let options: CliOptions;
   let devices: readonly CliOptions[];
@@ -118,9 +121,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     const shown = error instanceof OpenDeviceError && options.config !== undefined ? error : cause;
     const message = shown instanceof Error ? shown.message : String(shown);
     // A bad --objstore-cfg or a wrong or missing key is a mistake in the command, not a failure of the device.
-    // So are credentials the store refused (wrong key, password or SSH key): the fix is in --objstore-cfg.
+    // So are credentials the store refused (wrong key, password or SSH key): the fix is in --objstore-cfg; and a volume
+    // another daemon writes (the message names it), or a snapshot name that cannot be used.
     const refused = findObjectStoreError(cause, "unauthorised") !== undefined;
-    if (cause instanceof ListenError || cause instanceof KernelUsageError || cause instanceof ObjectStoreConfigError || cause instanceof KeyError || refused) {
+    if (
+      cause instanceof ListenError ||
+      cause instanceof KernelUsageError ||
+      cause instanceof ObjectStoreConfigError ||
+      cause instanceof KeyError ||
+      cause instanceof LeaseHeldError ||
+      cause instanceof SnapshotError ||
+      refused
+    ) {
       return usage(message);
     }
     // On stderr even after the dashboard: it has given the terminal back by now.

@@ -27,6 +27,10 @@ export const OBJSTORE_FLAGS = {
   "objstore-concurflush": { type: "integer", value: "N", help: "objstore: uploads in parallel (default 8)" },
   "objstore-flushevery": { type: "string", value: "SECONDS", help: "objstore: upload dirty objects every SECONDS, like 10 or 2.5s (default 10)" },
   "objstore-flush-mode": { type: "string", value: "MODE", help: "objstore: local (default: FLUSH is durable on local disk) or remote (FLUSH waits for the upload)" },
+  "objstore-takeover": { type: "boolean", help: "objstore: take the volume from the daemon holding its writer lease (that one is fenced)" },
+  "objstore-snapshot": { type: "string", value: "NAME", help: "objstore: serve snapshot NAME of the volume, read-only" },
+  "objstore-clone-of": { type: "string", value: "VOL@SNAP", help: "objstore: create --store-name as a clone of snapshot SNAP of volume VOL (no data copied)" },
+  "objstore-gc-threshold": { type: "string", value: "FRACTION", help: "objstore: compact log objects less live than this, 0 to 0.95 (default 0.5; 0: no GC)" },
 } as const;
 
 export interface ObjstoreCliOptions {
@@ -41,6 +45,10 @@ export interface ObjstoreCliOptions {
   readonly concurrency: number;
   readonly flushEvery: number;
   readonly flushMode: FlushMode;
+  readonly takeover: boolean;
+  readonly snapshot: string | undefined;
+  readonly cloneOf: string | undefined;
+  readonly gcThreshold: number | undefined;
 }
 
 /** Parses the --objstore-* values (raw strings and booleans); `fail` throws the CLI's usage error. */
@@ -78,6 +86,22 @@ export function parseObjstoreFlags(value: (name: keyof typeof OBJSTORE_FLAGS) =>
   if (every === null || Number(every[1]) < 0.05) fail(`--objstore-flushevery takes seconds (at least 0.05), like 10 or 2.5s, not "${everyText}"`);
   const aesKey = text("objstore-aeskey");
   if (aesKey !== undefined && !/^(key|file|env):./s.test(aesKey)) fail("--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>");
+  const name = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+  const snapshot = text("objstore-snapshot");
+  if (snapshot !== undefined && !name.test(snapshot)) fail(`--objstore-snapshot takes a snapshot name (letters, digits, ".", "_", "-"), not "${snapshot}"`);
+  const cloneOf = text("objstore-clone-of");
+  if (cloneOf !== undefined) {
+    const [volume, snap, ...rest] = cloneOf.split("@");
+    if (rest.length > 0 || volume === undefined || snap === undefined || !name.test(volume) || !name.test(snap)) fail(`--objstore-clone-of takes VOLUME@SNAPSHOT, not "${cloneOf}"`);
+  }
+  if (snapshot !== undefined && cloneOf !== undefined) fail("--objstore-snapshot and --objstore-clone-of do not go together: a clone is a new volume");
+  const takeover = value("objstore-takeover") === true;
+  if (takeover && snapshot !== undefined) fail("--objstore-takeover has no meaning with --objstore-snapshot (a snapshot is read-only)");
+  const thresholdText = text("objstore-gc-threshold");
+  const gcThreshold = thresholdText === undefined ? undefined : Number(thresholdText);
+  if (gcThreshold !== undefined && (!/^\d*\.?\d+$/.test(thresholdText!) || gcThreshold < 0 || gcThreshold > 0.95)) {
+    fail(`--objstore-gc-threshold takes a fraction from 0 to 0.95, like 0.5, not "${thresholdText}"`);
+  }
   return {
     kind,
     config: text("objstore-cfg"),
@@ -90,5 +114,9 @@ export function parseObjstoreFlags(value: (name: keyof typeof OBJSTORE_FLAGS) =>
     concurrency,
     flushEvery: Number(every![1]),
     flushMode: flushMode as FlushMode,
+    takeover,
+    snapshot,
+    cloneOf,
+    gcThreshold,
   };
 }

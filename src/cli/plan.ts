@@ -22,6 +22,10 @@ function objstoreOptions(o: ObjstoreCliOptions): DeviceOptions["objstore"] {
     concurrency: o.concurrency,
     flushEvery: o.flushEvery,
     flushMode: o.flushMode,
+    takeover: o.takeover,
+    ...(o.snapshot === undefined ? {} : { snapshot: o.snapshot }),
+    ...(o.cloneOf === undefined ? {} : { cloneOf: o.cloneOf }),
+    ...(o.gcThreshold === undefined ? {} : { gcThreshold: o.gcThreshold }),
   };
 }
 

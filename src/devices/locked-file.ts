@@ -2,6 +2,11 @@
 import fs from "node:fs";
 import { LOCK_EX, LOCK_NB, LibcError, flock } from "../ffi/libc.ts";
 
+/** Another process holds the store's lock (a daemon serving it, or `check`). */
+export class StoreLockedError extends Error {
+  override readonly name = "StoreLockedError";
+}
+
 /**
  * Opens (or creates, mode 0600) `path` and takes an exclusive lock on it, so that two daemons, or a daemon and
  * `check`, never work on one store. `kind` names the device in the error a second opener gets.
@@ -13,7 +18,7 @@ export function openLocked(path: string, create: boolean, kind: string): number 
   } catch (e) {
     fs.closeSync(fd);
     if (e instanceof LibcError && e.code === "EAGAIN") {
-      throw new Error(`${kind} device: ${path} is locked by another process (another usbd-tui serving it?); stop that one first`);
+      throw new StoreLockedError(`${kind} device: ${path} is locked by another process (another usbd-tui serving it?); stop that one first`);
     }
     throw e;
   }

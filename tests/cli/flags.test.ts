@@ -117,6 +117,10 @@ describe("objstore flags", () => {
       concurrency: 8,
       flushEvery: 10,
       flushMode: "local",
+      takeover: false,
+      snapshot: undefined,
+      cloneOf: undefined,
+      gcThreshold: undefined,
     });
   });
 
@@ -136,6 +140,9 @@ describe("objstore flags", () => {
       "--objstore-concurflush=16",
       "--objstore-flushevery=2.5s",
       "--objstore-flush-mode=remote",
+      "--objstore-takeover",
+      "--objstore-gc-threshold=0.3",
+      "--objstore-clone-of=base@monday",
     ]).objstore;
     expect(o).toEqual({
       kind: "local",
@@ -149,7 +156,12 @@ describe("objstore flags", () => {
       concurrency: 16,
       flushEvery: 2.5,
       flushMode: "remote",
+      takeover: true,
+      snapshot: undefined,
+      cloneOf: "base@monday",
+      gcThreshold: 0.3,
     });
+    expect(parseFlags(["--objstore-snapshot=monday"]).objstore.snapshot).toBe("monday");
     expect(parseFlags(["--objstore-flushevery", "30"]).objstore.flushEvery).toBe(30);
     expect(parseFlags(["--objstore-flushevery=0.5"]).objstore.flushEvery).toBe(0.5);
     expect(parseFlags(["--objstore-aesmode=identity", "--objstore-compress=identity"]).objstore).toMatchObject({ aesMode: "identity", compression: "identity" });
@@ -174,6 +186,11 @@ describe("objstore flags", () => {
       ["--objstore-flushevery=-1", /--objstore-flushevery takes seconds/],
       ["--objstore-persistcache=maybe", /true or false/],
       ["--objstore-cfg", /--objstore-cfg needs a value/],
+      ["--objstore-snapshot=../x", /--objstore-snapshot takes a snapshot name/],
+      ["--objstore-clone-of=base", /--objstore-clone-of takes VOLUME@SNAPSHOT, not "base"/],
+      ["--objstore-clone-of=a@b@c", /VOLUME@SNAPSHOT/],
+      ["--objstore-gc-threshold=1", /--objstore-gc-threshold takes a fraction from 0 to 0.95/],
+      ["--objstore-gc-threshold=half", /a fraction/],
     ];
     for (const [arg, message] of refused) {
       expect(() => parseFlags([arg]), arg).toThrow(UsageError);

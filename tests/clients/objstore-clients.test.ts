@@ -129,7 +129,8 @@ describe.skipIf(fioSkip !== undefined)("fio with crc32c verify on an objstore vo
   });
 
   test("SIGTERM uploads what is dirty and exits 0; a daemon with an empty --store-dir reads every block back from S3", async () => {
-    // Restarted on the same cache with no upload round due for ten minutes: only the exit can upload this write.
+    // Restarted on the same cache with log objects sealed by age only after ten minutes: the open object holding the
+    // last writes is uploaded only at the exit.
     const first = daemon!;
     daemon = undefined;
     await first.stop();
@@ -138,12 +139,12 @@ describe.skipIf(fioSkip !== undefined)("fio with crc32c verify on an objstore vo
     await fio(work, "at-exit", randrwVerifyJob(daemon.uri, AT_EXIT));
     const dirty = await nextStats(daemon);
     expect(gauge(dirty, "dirty objects")).toBeGreaterThan(0);
-    expect(gauge(dirty, "uploaded")).toBe(0);
+    expect(gauge(dirty, "dirty bytes")).toBeGreaterThan(0);
     const running = daemon;
     daemon = undefined;
     const final = await stopForStats(running);
     expectCleanStore(final);
-    expect(gauge(final, "uploaded")).toBeGreaterThan(0);
+    expect(gauge(final, "uploaded")).toBeGreaterThan(gauge(dirty, "uploaded"));
     expectNoSecrets(running);
 
     daemon = await startDaemon(objstoreDaemon(join(work, "cold"), volume, { create: false }));
@@ -151,7 +152,10 @@ describe.skipIf(fioSkip !== undefined)("fio with crc32c verify on an objstore vo
     await fio(work, "at-exit-verify", randrwVerifyJob(daemon.uri, verifyOnly(AT_EXIT)));
     const cold = await nextStats(daemon);
     expect(gauge(cold, "downloaded")).toBeGreaterThan(0);
-    expect(gauge(cold, "uploaded")).toBe(0);
+    // A reader writes no log: what it uploaded is its writer epoch's checkpoint, a copy of the map.
+    expect(gauge(cold, "log objects")).toBeGreaterThan(0);
+    expect(gauge(cold, "dirty bytes")).toBe(0);
+    expect(gauge(cold, "uploaded")).toBeLessThan(MiB);
     expect(gauge(cold, "store errors")).toBe(0);
     console.info(`objstore fio: cold daemon after verify, ${transfer(cold)}`);
   });

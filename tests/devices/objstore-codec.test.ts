@@ -1,30 +1,37 @@
-// The objstore codec: segment objects (compression, encryption, integrity), the volume key and the manifest.
+// The objstore codec: log objects and checkpoints (chunks compressed and sealed one by one, ranged reads, integrity),
+// the map pages they carry, the volume key and the manifest.
 import { afterAll, describe, expect, test } from "bun:test";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { deriveVolumeKeys, KeyError, resolveVolumeKey, type VolumeKeys } from "../../src/devices/objstore/codec/keys.ts";
-import { checkVolumeKey, createManifest, decodeManifest, encodeManifest, volumeIdBytes, type Manifest } from "../../src/devices/objstore/codec/manifest.ts";
+import { decodeCheckpoint, encodeCheckpoint } from "../../src/devices/objstore/codec/checkpoint.ts";
+import { deriveVolumeKeys, KeyError, resolveVolumeKey } from "../../src/devices/objstore/codec/keys.ts";
 import {
-  ObjectIntegrityError,
-  peekSegmentHeader,
-  SEGMENT_HEADER_BYTES,
-  SegmentCodec,
-  trailerBytes,
-} from "../../src/devices/objstore/codec/segment-object.ts";
+  chunkSpan,
+  FLAG_CONTINUED,
+  KIND_CHECKPOINT,
+  KIND_LOG,
+  LogObjectError,
+  ObjectCodec,
+  objectBytes,
+  PREAMBLE_BYTES,
+  type LogExtent,
+} from "../../src/devices/objstore/codec/log-object.ts";
+import { checkVolumeKey, createManifest, decodeManifest, encodeManifest, OldFormatError, volumeIdBytes, type Manifest } from "../../src/devices/objstore/codec/manifest.ts";
 import { AES_MODES, OBJSTORE_COMPRESSIONS, type AesMode, type ObjstoreCompression } from "../../src/devices/objstore/layout.ts";
+import { MapPage, type MapPiece } from "../../src/devices/objstore/map-page.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-objstore-codec-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const SEGMENT = 256 * 1024;
+const CHUNK = 64 * 1024;
 const masterKey = new Uint8Array(crypto.randomBytes(32));
 const keys = deriveVolumeKeys(masterKey);
 const volumeId = new Uint8Array(crypto.randomBytes(16));
 
-function codec(compression: ObjstoreCompression, encryption: AesMode, more: { keys?: VolumeKeys; volumeId?: Uint8Array } = {}): SegmentCodec {
-  return new SegmentCodec({ compression, encryption, keys: more.keys ?? keys, volumeId: more.volumeId ?? volumeId, segmentSize: SEGMENT });
+function codec(compression: ObjstoreCompression, encryption: AesMode, more: { keys?: typeof keys } = {}): ObjectCodec {
+  return new ObjectCodec({ compression, encryption, keys: more.keys ?? keys, chunkSize: CHUNK });
 }
 
 function random(length: number): Uint8Array {
@@ -36,171 +43,162 @@ function text(length: number): Uint8Array {
   return new TextEncoder().encode(lines).subarray(0, length);
 }
 
-/** Data, then zeros to the end of the segment: the common shape of a segment of a new filesystem. */
-function zeroTail(): Uint8Array {
-  const out = new Uint8Array(SEGMENT);
-  out.set(random(1000), 5000);
-  return out;
+/** A data area of random and compressible halves, and extents that use parts of it and zero some ranges. */
+function sample(length: number): { data: Uint8Array; extents: LogExtent[] } {
+  const data = new Uint8Array(length);
+  data.set(random(Math.floor(length / 2)), 0);
+  data.set(text(length - Math.floor(length / 2)), Math.floor(length / 2));
+  const extents: LogExtent[] = [
+    { offset: 1 << 30, length: 4096, pos: 0, zero: false },
+    { offset: 5000, length: length - 4096, pos: 4096, zero: false },
+    { offset: 3 * 2 ** 30, length: 1 << 20, pos: 0, zero: true },
+  ];
+  return { data, extents };
 }
 
-/** Asserts that `promise` rejects with an ObjectIntegrityError whose message contains `fragment`. */
-async function rejectsIntegrity(promise: Promise<unknown>, fragment?: string): Promise<ObjectIntegrityError> {
+const id = (seq: number, epoch = 3, kind = KIND_LOG) => ({ volumeId, kind, seq, epoch });
+
+/** Asserts that `promise` rejects with a LogObjectError whose message contains `fragment`. */
+async function rejects(promise: Promise<unknown>, fragment?: string): Promise<void> {
   const error = await promise.then(
     () => undefined,
     (e: unknown) => e,
   );
-  expect(error).toBeInstanceOf(ObjectIntegrityError);
+  expect(error).toBeInstanceOf(LogObjectError);
   if (fragment !== undefined) expect((error as Error).message).toContain(fragment);
-  return error as ObjectIntegrityError;
 }
 
+const noMore = () => Promise.reject(new Error("no more bytes"));
 const combos = OBJSTORE_COMPRESSIONS.flatMap((c) => AES_MODES.map((e) => [c, e] as const));
 
-describe("segment objects: round trips", () => {
-  const inputs: [string, () => Uint8Array][] = [
-    ["random", () => random(SEGMENT)],
-    ["compressible", () => text(SEGMENT)],
-    ["zero tail", zeroTail],
-    ["empty", () => new Uint8Array(0)],
-    ["all zero", () => new Uint8Array(SEGMENT)],
-    ["short, odd length", () => random(777)],
-  ];
+describe("log objects: round trips", () => {
   for (const [compression, encryption] of combos) {
-    test(`${compression} + ${encryption}`, async () => {
+    test(`${compression} + ${encryption}: header, every chunk range, and the whole data area`, async () => {
       const c = codec(compression, encryption);
-      for (const [name, make] of inputs) {
-        const plain = make();
-        const object = await c.encode(plain, 3, 9);
-        const { plain: back, generation } = await c.decode(object, 3, { minGeneration: 9 });
-        expect(generation).toBe(9);
-        expect(back.length).toBe(SEGMENT);
-        const expected = new Uint8Array(SEGMENT);
-        expected.set(plain);
-        expect(Buffer.from(back).equals(Buffer.from(expected)), `${name} differs after the round trip`).toBe(true);
+      const { data, extents } = sample(5 * CHUNK + 1234);
+      const { body, layout } = await c.encode({ ...id(42), flags: FLAG_CONTINUED }, extents, data);
+      expect(objectBytes(layout)).toBe(body.length);
+      const back = await c.decodeHeader(body.subarray(0, 200), id(42), async (offset, length) => body.slice(offset, offset + length));
+      expect(back.extents).toEqual(extents);
+      expect(back.flags).toBe(FLAG_CONTINUED);
+      expect(back.layout.chunks).toEqual(layout.chunks);
+      expect(back.layout.dataStart).toBe(layout.dataStart);
+      for (const [first, last] of [[0, 0], [2, 3], [5, 5], [0, 5]] as const) {
+        const span = chunkSpan(layout, first, last);
+        const plain = await c.decodeChunks(volumeId, back.layout, first, body.subarray(span.offset, span.offset + span.length));
+        expect(Buffer.from(plain).equals(Buffer.from(data.subarray(first * CHUNK, Math.min(data.length, (last + 1) * CHUNK))))).toBe(true);
       }
     });
   }
 
-  test("the decoded plaintext shares no memory with the object", async () => {
-    const c = codec("identity", "identity");
-    const object = await c.encode(random(SEGMENT), 0, 0);
-    const { plain } = await c.decode(object, 0);
-    expect(plain.buffer).not.toBe(object.buffer);
+  test("an object of zero extents only has no chunks", async () => {
+    const c = codec("lz4", "aes-gcm");
+    const zeros: LogExtent[] = [{ offset: 0, length: 1 << 20, pos: 0, zero: true }];
+    const { body, layout } = await c.encode(id(7), zeros, new Uint8Array(0));
+    expect(layout.chunks.length).toBe(0);
+    expect((await c.decodeHeader(body, id(7), noMore)).extents).toEqual(zeros);
   });
 
-  test("a plaintext larger than the segment is refused", async () => {
-    await expect(codec("lz4", "aes-gcm").encode(new Uint8Array(SEGMENT + 1), 0, 0)).rejects.toThrow("exceed");
-  });
-});
-
-describe("segment objects: size", () => {
-  test("compressible data is stored smaller; incompressible data is stored with identity compression", async () => {
-    for (const compression of ["lz4", "gzip"] as const) {
-      const c = codec(compression, "aes-gcm");
-      const small = await c.encode(text(SEGMENT), 0, 1);
-      expect(small.length).toBeLessThan(SEGMENT / 3);
-      expect(peekSegmentHeader(small).compression).toBe(compression);
-      const raw = await c.encode(random(SEGMENT), 0, 1);
-      expect(peekSegmentHeader(raw).compression).toBe("identity");
-      expect(raw.length).toBe(SEGMENT_HEADER_BYTES + SEGMENT + trailerBytes("aes-gcm"));
-    }
-  });
-
-  test("trailing zeros are not stored, even without compression", async () => {
-    const c = codec("identity", "aes-ctr");
-    expect((await c.encode(new Uint8Array(SEGMENT), 0, 0)).length).toBe(SEGMENT_HEADER_BYTES + 32);
-    const object = await c.encode(zeroTail(), 0, 0);
-    expect(object.length).toBeLessThanOrEqual(SEGMENT_HEADER_BYTES + 6000 + 32);
-    expect(peekSegmentHeader(object).plainLength).toBeLessThanOrEqual(6000);
-  });
-
-  test("the trimmed length is right for views at any alignment", async () => {
-    const c = codec("identity", "identity");
-    const backing = new Uint8Array(4096 + 16);
-    for (const offset of [0, 1, 2, 3, 5]) {
-      for (const [length, last] of [[0, -1], [3, -1], [3, 0], [7, 6], [100, 3], [100, 99], [4096, 4000], [4096, 1]]) {
-        backing.fill(0);
-        const view = backing.subarray(offset, offset + length!);
-        if (last! >= 0) view[last!] = 0xa5;
-        // Bytes outside the view must not count.
-        backing[offset + length!] = 0xff;
-        const object = await c.encode(view, 0, 0);
-        expect(peekSegmentHeader(object).plainLength, `offset ${offset} length ${length} last ${last}`).toBe(last! + 1);
-      }
-    }
-  });
-
-  test("two encodes of the same data use different nonces and differ", async () => {
-    for (const encryption of ["aes-gcm", "aes-ctr"] as const) {
-      const c = codec("lz4", encryption);
-      const plain = text(SEGMENT);
-      const [a, b] = [await c.encode(plain, 1, 1), await c.encode(plain, 1, 1)];
-      expect(Buffer.from(peekSegmentHeader(a).nonce).equals(Buffer.from(peekSegmentHeader(b).nonce))).toBe(false);
-      expect(Buffer.from(a.subarray(SEGMENT_HEADER_BYTES)).equals(Buffer.from(b.subarray(SEGMENT_HEADER_BYTES)))).toBe(false);
-    }
+  test("compressible chunks are stored smaller, random ones as they are; two encodes differ (fresh salt)", async () => {
+    const c = codec("lz4", "aes-gcm");
+    const compressible = (await c.encode(id(1), [], text(4 * CHUNK))).body;
+    const incompressible = (await c.encode(id(1), [], random(4 * CHUNK))).body;
+    expect(compressible.length).toBeLessThan(CHUNK);
+    expect(incompressible.length).toBeGreaterThan(4 * CHUNK);
+    expect(incompressible.length).toBeLessThan(4 * CHUNK + 4096);
+    const again = (await c.encode(id(1), [], text(4 * CHUNK))).body;
+    expect(Buffer.from(again).equals(Buffer.from(compressible))).toBe(false);
   });
 });
 
-describe("segment objects: integrity", () => {
+describe("log objects: integrity", () => {
   for (const encryption of AES_MODES) {
-    test(`${encryption}: flipping any sampled byte is detected`, async () => {
+    test(`${encryption}: a flipped byte in the header or a chunk fails; misplaced objects and chunks are refused`, async () => {
       const c = codec("lz4", encryption);
-      const object = await c.encode(text(SEGMENT), 5, 7);
-      // Every header byte, then the payload's ends and middle, then the trailer's ends.
-      const payloadEnd = object.length - trailerBytes(encryption);
-      const positions = [...Array.from({ length: SEGMENT_HEADER_BYTES }, (_, i) => i), SEGMENT_HEADER_BYTES, (SEGMENT_HEADER_BYTES + payloadEnd) >> 1, payloadEnd - 1, payloadEnd, object.length - 1];
-      for (const at of positions) {
-        for (const bit of [0x01, 0x80]) {
-          const bad = object.slice();
-          bad[at]! ^= bit;
-          await rejectsIntegrity(c.decode(bad, 5), "segment 5");
-        }
-      }
-      expect((await c.decode(object, 5)).generation).toBe(7);
-    });
-
-    test(`${encryption}: moved, foreign, rolled back and truncated objects are refused`, async () => {
-      const c = codec("gzip", encryption);
-      const object = await c.encode(text(SEGMENT), 5, 7);
-      expect((await rejectsIntegrity(c.decode(object, 6), "segment 6")).problem).toBe("segment mismatch");
-      const other = codec("gzip", encryption, { volumeId: random(16) });
-      expect((await rejectsIntegrity(other.decode(object, 5))).problem).toBe("volume mismatch");
-      expect((await rejectsIntegrity(c.decode(object, 5, { minGeneration: 8 }), "generation 7")).problem).toBe("rolled back");
-      for (const length of [0, 5, SEGMENT_HEADER_BYTES - 1, SEGMENT_HEADER_BYTES, object.length - 1]) {
-        await rejectsIntegrity(c.decode(object.subarray(0, length), 5));
-      }
-      expect((await rejectsIntegrity(c.decode(object.subarray(0, object.length - 1), 5))).problem).toBe("truncated");
-      const longer = new Uint8Array(object.length + 1);
-      longer.set(object);
-      await rejectsIntegrity(c.decode(longer, 5));
+      const { data, extents } = sample(3 * CHUNK);
+      const { body, layout } = await c.encode(id(9), extents, data);
+      const header = body.slice();
+      header[PREAMBLE_BYTES + 5]! ^= 1;
+      await rejects(c.decodeHeader(header, id(9), noMore));
+      const span = chunkSpan(layout, 1, 1);
+      const chunk = body.slice(span.offset, span.offset + span.length);
+      chunk[chunk.length >> 1]! ^= 1;
+      await rejects(c.decodeChunks(volumeId, layout, 1, chunk), "chunk 1");
+      const good = body.subarray(span.offset, span.offset + span.length);
+      // The same bytes read as another chunk, another object, another epoch or another volume.
+      await rejects(c.decodeChunks(volumeId, layout, 2, good.subarray(0, chunkSpan(layout, 2, 2).length)));
+      await rejects(c.decodeChunks(volumeId, { ...layout, seq: 10 }, 1, good));
+      await rejects(c.decodeChunks(volumeId, { ...layout, epoch: 4 }, 1, good));
+      await rejects(c.decodeChunks(new Uint8Array(16), layout, 1, good));
+      await rejects(c.decodeHeader(body, id(10), noMore), "misplaced");
+      await rejects(c.decodeHeader(body, { ...id(9), volumeId: new Uint8Array(16) }, noMore), "another volume");
+      await rejects(c.decodeHeader(body, id(9, 3, KIND_CHECKPOINT), noMore), "misplaced");
     });
   }
 
-  test("a wrong key fails authentication", async () => {
-    const otherKeys = deriveVolumeKeys(random(32));
-    for (const encryption of ["aes-gcm", "aes-ctr"] as const) {
-      const object = await codec("lz4", encryption).encode(text(SEGMENT), 2, 1);
-      const error = await rejectsIntegrity(codec("lz4", encryption, { keys: otherKeys }).decode(object, 2), "wrong");
-      expect(error.problem).toBe("authentication failed");
-    }
+  test("a wrong key fails authentication; a weaker encryption mode is refused", async () => {
+    const { data, extents } = sample(CHUNK);
+    const { body } = await codec("identity", "aes-gcm").encode(id(1), extents, data);
+    await rejects(codec("identity", "aes-gcm", { keys: deriveVolumeKeys(random(32)) }).decodeHeader(body, id(1), noMore), "GCM");
+    const plain = (await codec("identity", "identity").encode(id(1), extents, data)).body;
+    await rejects(codec("identity", "aes-gcm").decodeHeader(plain, id(1), noMore), "encrypted with identity");
   });
 
-  test("an object of a weaker encryption mode is refused, not trusted", async () => {
-    const plain = await codec("identity", "identity").encode(text(SEGMENT), 2, 1);
-    expect((await rejectsIntegrity(codec("identity", "aes-gcm").decode(plain, 2))).problem).toBe("wrong encryption mode");
-    const ctr = await codec("identity", "aes-ctr").encode(text(SEGMENT), 2, 1);
-    expect((await rejectsIntegrity(codec("identity", "aes-gcm").decode(ctr, 2))).problem).toBe("wrong encryption mode");
+  test("an object of the old segment format and a newer version are named", async () => {
+    const old = new TextEncoder().encode("USBDSEG1".padEnd(100, "x"));
+    await rejects(codec("identity", "identity").decodeHeader(old, id(1), noMore), "old segment format");
+    const { body } = await codec("identity", "identity").encode(id(1), [], new Uint8Array(10));
+    const newer = body.slice();
+    newer[8] = 9;
+    await rejects(codec("identity", "identity").decodeHeader(newer, id(1), noMore), "newer usbd-tui");
+  });
+});
+
+describe("map pages and checkpoints", () => {
+  const pieces = (page: MapPage, start = 0, end = 1 << 20): MapPiece[] => {
+    const out: MapPiece[] = [];
+    page.pieces(0, start, end, out);
+    return out.filter((p) => p.kind !== "hole");
+  };
+
+  test("overwrites split and merge extents, and live bytes follow every change", () => {
+    const live = new Map<number, number>();
+    const adjust = (seq: number, delta: number) => live.set(seq, (live.get(seq) ?? 0) + delta);
+    const page = new MapPage();
+    page.set(0, 100_000, 1, 0, false, adjust);
+    page.set(10_000, 20_000, 2, 500, false, adjust);
+    page.set(15_000, 30_000, 3, 0, true, adjust);
+    page.set(20_000, 25_000, 2, 10_500, false, adjust);
+    expect(pieces(page)).toEqual([
+      { offset: 0, length: 10_000, kind: "data", seq: 1, pos: 0 },
+      { offset: 10_000, length: 5_000, kind: "data", seq: 2, pos: 500 },
+      { offset: 15_000, length: 5_000, kind: "zero", seq: 3, pos: 0 },
+      { offset: 20_000, length: 5_000, kind: "data", seq: 2, pos: 10_500 },
+      { offset: 25_000, length: 5_000, kind: "zero", seq: 3, pos: 0 },
+      { offset: 30_000, length: 70_000, kind: "data", seq: 1, pos: 30_000 },
+    ]);
+    expect(Object.fromEntries(live)).toEqual({ 1: 80_000, 2: 10_000 });
+    // Contiguous data of one object merges back into one extent.
+    page.set(15_000, 20_000, 2, 5_500, false, adjust);
+    expect(pieces(page, 10_000, 25_000)).toEqual([{ offset: 10_000, length: 15_000, kind: "data", seq: 2, pos: 500 }]);
+    expect(page.count).toBe(4);
+    const copy = MapPage.unpack(page.pack(), "test");
+    expect(pieces(copy)).toEqual(pieces(page));
+    expect(() => MapPage.unpack(page.pack().subarray(0, 30), "test")).toThrow("not whole entries");
   });
 
-  test("bad magic and an unknown version are named", async () => {
-    const object = await codec("identity", "identity").encode(text(1000), 0, 0);
-    const magic = object.slice();
-    magic[0] = 0x41;
-    await rejectsIntegrity(codec("identity", "identity").decode(magic, 0), "bad magic");
-    await rejectsIntegrity(codec("identity", "identity").decode(new TextEncoder().encode("<Error>NoSuchKey</Error>"), 0), "bad magic");
-    const version = object.slice();
-    version[8] = 2;
-    await rejectsIntegrity(codec("identity", "identity").decode(version, 0), "newer usbd-tui");
+  test("a checkpoint's objects and pages survive encode and decode", async () => {
+    const page = new MapPage();
+    page.set(0, 4096, 5, 0, false, () => {});
+    page.set(8192, 9000, 6, 0, true, () => {});
+    const c = codec("lz4", "aes-gcm");
+    const { layout } = await c.encode(id(5), [], random(3 * CHUNK));
+    const content = { objects: [{ seq: 5, epoch: 3, dataLength: 3 * CHUNK, live: 4096, layout }], pages: [[7, page] as [number, MapPage]] };
+    const back = decodeCheckpoint(encodeCheckpoint(content), "cp");
+    expect(back.objects[0]!.layout.chunks).toEqual(layout.chunks);
+    expect(back.objects[0]!.live).toBe(4096);
+    expect(pieces(back.pages[0]![1])).toEqual(pieces(page));
+    expect(() => decodeCheckpoint(encodeCheckpoint(content).subarray(0, 50), "cp")).toThrow("cp: truncated");
   });
 });
 
@@ -359,6 +357,10 @@ describe("manifest", () => {
       ["keyCheck", "00"],
       ["createdAt", "yesterday"],
       ["createdAt", undefined],
+      ["chunkSize", 3000],
+      ["chunkSize", 8 * 1024 * 1024],
+      ["bases", "none"],
+      ["origin", { volume: "x" }],
     ];
     for (const [field, value] of cases) {
       expect(() => decodeManifest(withField(m, field, value), "s3://bucket/v/manifest.json")).toThrow(`s3://bucket/v/manifest.json: manifest field "${field}"`);
@@ -370,9 +372,28 @@ describe("manifest", () => {
     expect(() => decodeManifest(new Uint8Array([0xff, 0xfe]), "m")).toThrow("not a usbd-tui manifest");
   });
 
-  test("a manifest from a newer format is refused as such; unknown extra fields are ignored", () => {
+  test("a manifest from a newer format is refused as such, one of the old segment format as that; unknown extra fields are ignored", () => {
     const m = base();
-    expect(() => decodeManifest(withField(m, "format", 2), "m")).toThrow("written by a newer usbd-tui");
+    expect(() => decodeManifest(withField(m, "format", 3), "m")).toThrow("written by a newer usbd-tui");
+    expect(() => decodeManifest(withField(m, "format", 1), "m")).toThrow(OldFormatError);
+    expect(() => decodeManifest(withField(m, "format", 1), "m")).toThrow("segment format");
     expect(decodeManifest(withField(m, "comment", "hello"), "m")).toEqual(m);
+  });
+
+  test("a clone's origin is part of the key check", () => {
+    const clone = createManifest({
+      size: 1 << 20,
+      objectSize: 1 << 16,
+      compression: "lz4",
+      encryption: "aes-gcm",
+      keys,
+      bases: [{ volume: "base", volumeId: "ab".repeat(16), upTo: 12 }],
+      origin: { volume: "base", snapshot: "s1", seq: 12, epoch: 2 },
+    });
+    const back = decodeManifest(encodeManifest(clone), "m");
+    expect(back).toEqual(clone);
+    checkVolumeKey(back, keys, "c");
+    const moved = decodeManifest(withField(clone, "bases", [{ volume: "base", volumeId: "ab".repeat(16), upTo: 13 }]), "m");
+    expect(() => checkVolumeKey(moved, keys, "c")).toThrow(KeyError);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * Child of the objstore crash test: opens the volume (s3 backend at the parent's s3rver, so the store outlives the
- * kill; 4 MiB in 64 KiB objects, upload rounds every 0.1 s two uploads at a time, so uploads are nearly always in
- * flight), then runs the dedup crash workload's epochs from START on, printing "flushed N inflight K" after each
- * epoch's flush returned (K: uploads in flight at that moment), until it is killed.
+ * kill; 4 MiB in 64 KiB log objects sealed every 0.1 s, two uploads at a time, GC at a live fraction of 0.6, so
+ * uploads, checkpoints and compaction are nearly always under way), then runs the dedup crash workload's epochs from
+ * START on, printing "flushed N inflight K" after each epoch's flush returned (K: uploads in flight at that moment),
+ * until it is killed.
  * Usage: bun objstore-crash-child.ts DIR NAME SEED START ENDPOINT DISKCACHE FLUSHMODE PERSISTCACHE
  */
 import fs from "node:fs";
@@ -34,6 +35,7 @@ export function crashVolumeOptions(storeDir: string, storeName: string, endpoint
     aesKey: `key:${"5a".repeat(32)}`,
     flushEvery: 0.1,
     concurrency: 2,
+    gcThreshold: 0.6,
     ...settings,
   };
 }

@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { openObjstoreDevice, type ObjstoreDevice, type ObjstoreDeviceOptions } from "../../src/devices/objstore/index.ts";
+import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 import { s3ServerConfigJson, type S3Server } from "../helpers/s3-server.ts";
 
 export type Backend = "local" | "s3";
@@ -34,3 +35,57 @@ export function randomBytes(length: number): Uint8Array {
 }
 
 export { openObjstoreDevice };
+
+/** Calls to a store, counted by kind; `ranged` counts GETs of a byte range. */
+export interface StoreCounts {
+  puts: number;
+  gets: number;
+  ranged: number;
+  deletes: number;
+  lists: number;
+}
+
+/**
+ * The real store `inner` with every call counted (and puts optionally held back by `gate`): for tests that count
+ * ranged GETs or stop uploads at a chosen point. Everything else goes to the real backend unchanged.
+ */
+export function countingStore(inner: ObjectStore, gate?: (key: string) => Promise<void> | undefined): { store: ObjectStore; counts: StoreCounts } {
+  const counts: StoreCounts = { puts: 0, gets: 0, ranged: 0, deletes: 0, lists: 0 };
+  const store: ObjectStore = {
+    description: inner.description,
+    prepare: () => inner.prepare(),
+    async put(key, body) {
+      counts.puts++;
+      await gate?.(key);
+      return inner.put(key, body);
+    },
+    get(key, range) {
+      counts.gets++;
+      if (range !== undefined) counts.ranged++;
+      return inner.get(key, range);
+    },
+    async createIfAbsent(key, body) {
+      counts.puts++;
+      await gate?.(key);
+      return inner.createIfAbsent(key, body);
+    },
+    head: (key) => inner.head(key),
+    delete(key) {
+      counts.deletes++;
+      return inner.delete(key);
+    },
+    list(prefix) {
+      counts.lists++;
+      return inner.list(prefix);
+    },
+    close: () => inner.close(),
+  };
+  return { store, counts };
+}
+
+/** Keys under `prefix` in `store`. */
+export async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const info of store.list(prefix)) out.push(info.key);
+  return out;
+}

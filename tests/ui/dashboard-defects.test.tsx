@@ -171,16 +171,16 @@ describe.skipIf(skip !== undefined)("events name their device", () => {
     const ui = render(<App host={host} version="0" startedAt={Date.now()} size={{ columns: 100, rows: 40 }} refreshMs={50} onExit={() => undefined} />);
     try {
       await device.write(0, new Uint8Array(MiB).fill(7));
-      await frameWhere(ui.lastFrame, (f) => /ob\s+upload round: 1 segment, \S+ \S+ sent in/.test(f), "an upload round");
+      await frameWhere(ui.lastFrame, (f) => /ob\s+uploaded 1 log object, \S+ \S+ sent in/.test(f), "an upload");
       await s3.stop();
       await device.write(MiB, new Uint8Array(MiB).fill(8));
       const failing = await frameWhere(ui.lastFrame, (f) => /ob\s+uploads failing/.test(f), "the store error event", 20_000);
       // The panel's error line keeps the cause (the endpoint that failed), wrapped rather than cut.
-      expect(oneLine(failing)).toContain(`error: upload of segment 1 (vol/segments/0000000000000001) to s3 bucket "usbd" at ${s3.endpoint}`);
+      expect(oneLine(failing)).toContain(`error: upload of vol/log/0000000000000002.00000001 to s3 bucket "usbd" at ${s3.endpoint}`);
       expect(oneLine(failing)).toContain("ECONNREFUSED");
       await s3.restart();
       const back = await frameWhere(ui.lastFrame, (f) => /ob\s+the store works again/.test(f), "the recovery event", 30_000);
-      expect(back).not.toContain("error: upload of segment");
+      expect(back).not.toContain("error: upload of");
     } finally {
       ui.unmount();
       await host.stop({ force: true }).catch(() => undefined);

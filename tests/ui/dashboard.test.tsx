@@ -177,7 +177,7 @@ describe("redraws", () => {
 });
 
 describe("a device's own gauges, whatever the device", () => {
-  test("dedup shows its dedup ratio and stored bytes; objstore its dirty objects (a bar), cache and upload round", async () => {
+  test("dedup shows its dedup ratio and stored bytes; objstore its dirty objects (a bar), cache and upload backlog", async () => {
     const dir = tempDir("ui-gauges");
     const host = new Host(silentLogger);
     const dedup = openDedupDevice({ storeDir: dir, storeName: "d", size: 64 * MiB, compression: "none" });
@@ -193,7 +193,7 @@ describe("a device's own gauges, whatever the device", () => {
     });
     host.add("dd", dedup);
     host.add("ob", objstore);
-    // The same 1 MiB four times over: one copy stored, a dedup ratio of 4. Three 1 MiB segments dirty in objstore.
+    // The same 1 MiB four times over: one copy stored, a dedup ratio of 4. Three 1 MiB log objects not yet uploaded in objstore.
     const block = new Uint8Array(MiB);
     crypto.getRandomValues(block.subarray(0, 65536));
     for (let i = 0; i < 4; i++) await dedup.write(i * MiB, block);
@@ -205,14 +205,14 @@ describe("a device's own gauges, whatever the device", () => {
       expect(frame).toMatch(/stored 64 KiB/);
       expect(frame).toMatch(/dirty objects █+░* 3\/3/);
       expect(frame).toMatch(/cache 3 MiB/);
-      expect(frame).toContain("upload round");
-      // t on the objstore device (tab selects it) reclaims: it uploads every dirty segment now.
+      expect(frame).toContain("upload backlog");
+      // t on the objstore device (tab selects it) reclaims: it uploads everything, compacts and deletes what is dead.
       ui.stdin.write("\t");
       await frameWhere(ui.lastFrame, (f) => f.split("\n").some((l) => l.startsWith("╔") && l.includes("ob · objstore")), "ob selected");
       ui.stdin.write("t");
       await frameWhere(ui.lastFrame, (f) => f.includes('Trim "ob"'), "the trim question");
       ui.stdin.write("y");
-      const after = await frameWhere(ui.lastFrame, (f) => /ob\s+reclaimed .*3 segments uploaded/.test(f), "the reclaim event");
+      const after = await frameWhere(ui.lastFrame, (f) => /ob\s+reclaimed .*log objects? deleted from the store/.test(f), "the reclaim event");
       expect(after).toMatch(/dirty objects ░+ 0\/3/);
     } finally {
       ui.unmount();

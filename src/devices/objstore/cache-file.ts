@@ -1,19 +1,13 @@
 /**
- * The local cache file: one slot of `objectSize` bytes per cached segment, at `slot * objectSize`. A free slot is a
- * hole, so a segment given a new slot reads as zeros without a write; evicting punches the slot out again. Reads
- * and writes are synchronous (page cache), the sync that FLUSH needs is not (it can take long on a big cache).
+ * The local cache file: one slot of `objectSize` bytes per log object with local bytes (the open one, those waiting
+ * for upload, and stored ones whose chunks are cached), at `slot * objectSize`. A free slot is a hole; evicting
+ * punches bytes out again. Reads and writes are synchronous (page cache), the sync that commits need is not (it can
+ * take long on a big cache).
  */
 import fs from "node:fs";
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LibcError, SEEK_DATA, SEEK_HOLE, fallocate, seekExtent } from "../../ffi/libc.ts";
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LibcError, fallocate } from "../../ffi/libc.ts";
 
 const ZERO_CHUNK = Buffer.alloc(1 << 20);
-
-/** A span of the cache file, in file offsets, that the kernel reported as all data or all hole. */
-export interface KnownSpan {
-  from: number;
-  to: number;
-  hole: boolean;
-}
 
 export class CacheFile {
   /** Cleared once punching failed (a filesystem without hole support); zeros are written instead from then on. */
@@ -85,42 +79,6 @@ export class CacheFile {
       this.write(slot, offset + done, ZERO_CHUNK.subarray(0, n));
       done += n;
     }
-  }
-
-  /**
-   * Runs of data and holes in bytes `offset .. offset+length` of a slot, in order, covering the range. A hole reads
-   * as zeros (a zeroed or trimmed range, or one never written).
-   *
-   * `known`, shared by the calls of one extents() pass (nothing may change the file in between), remembers the last
-   * span the kernel reported, in file offsets. SEEK_HOLE in a dense file runs to the next hole, often the end of the
-   * file, and costs the length it scans (tmpfs walks every page); without it each segment of a pass scanned the
-   * rest of the cache again (nbdcopy's block-status queries took 3x the server CPU of the file device).
-   */
-  runs(slot: number, offset: number, length: number, known?: KnownSpan): Array<{ length: number; hole: boolean }> {
-    const base = slot * this.objectSize;
-    const end = base + offset + length;
-    const out: Array<{ length: number; hole: boolean }> = [];
-    for (let pos = base + offset; pos < end; ) {
-      if (known !== undefined && pos >= known.from && pos < known.to) {
-        const stop = Math.min(known.to, end);
-        out.push({ length: stop - pos, hole: known.hole });
-        pos = stop;
-        continue;
-      }
-      const dataAt = seekExtent(this.fd, pos, SEEK_DATA);
-      const hole = dataAt === null || dataAt > pos;
-      // Where this run ends in the file: the next data (or the end of the file), or the next hole.
-      const runEnd = hole ? (dataAt ?? Number.MAX_SAFE_INTEGER) : (seekExtent(this.fd, pos, SEEK_HOLE) ?? end);
-      if (known !== undefined) {
-        known.from = pos;
-        known.to = runEnd;
-        known.hole = hole;
-      }
-      const stop = Math.min(runEnd, end);
-      out.push({ length: stop - pos, hole });
-      pos = stop;
-    }
-    return out;
   }
 
   /** fdatasync on the thread pool. */

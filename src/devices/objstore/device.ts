@@ -1,364 +1,300 @@
 /**
- * The objstore device: a volume whose segments live as objects in a store (S3 or a directory), served from a
- * local write-back cache. Requests touch only the cache; segments missing from it are fetched first (or start as
- * zeros when the store has none). FLUSH makes the cache durable locally, and in remote flush mode also waits until
- * the store has every write. Uploading is the uploader's job (uploader.ts); slots and eviction the cache's
- * (segment-cache.ts).
+ * The objstore device: a log-structured volume in an object store behind a local cache. Writes append to the log
+ * (log-writer.ts) and are synchronous; reads resolve the map and read the cache, fetching missing chunks of stored
+ * log objects with ranged GETs first (read-cache.ts). FLUSH commits locally, and in remote flush mode also waits
+ * until the store holds a prefix of the log that includes every write before it (uploader.ts).
  */
 import {
   checkOpen,
   checkRange,
+  DeviceError,
   type BlockDevice,
   type DeviceCapabilities,
-  type DeviceGauge,
-  type DeviceStats,
   type Extent,
   type ReclaimResult,
 } from "../device.ts";
-import type { Logger } from "../../shared/log.ts";
-import type { CacheFile, KnownSpan } from "./cache-file.ts";
-import type { ObjstoreCatalog } from "./catalog.ts";
 import type { FlushMode } from "./layout.ts";
-import type { Segment } from "./segment.ts";
-import type { SegmentCache } from "./segment-cache.ts";
-import type { ObjectStore } from "./store/types.ts";
-import type { TransferStats } from "./transfer-stats.ts";
-import type { Uploader } from "./uploader.ts";
-import { ioError } from "../io-error.ts";
-
-export interface ObjstoreParts {
-  readonly size: number;
-  readonly blockSize: number;
-  readonly objectSize: number;
-  readonly flushMode: FlushMode;
-  /** Keep clean cached segments across restarts (--objstore-persistcache). */
-  readonly persistCache: boolean;
-  /** --objstore-diskcache in bytes; 0 for the whole volume. */
-  readonly cacheQuota: number;
-  readonly cache: SegmentCache;
-  readonly uploader: Uploader;
-  readonly file: CacheFile;
-  readonly catalog: ObjstoreCatalog;
-  readonly store: ObjectStore;
-  readonly stats: TransferStats;
-  readonly log: Logger;
-}
+import type { MapPiece } from "./map-page.ts";
+import type { LogObject } from "./objects.ts";
+import type { ObjstoreRuntime } from "./runtime.ts";
+import { deviceStats } from "./stats.ts";
+import type { SnapshotRecord } from "./snapshots.ts";
 
 /** Reads up to this size that need no fetch go into a reused buffer; others get their own. */
 const SCRATCH_MAX = 4 << 20;
+/** How long a write waits for uploads to make room under --objstore-diskcache before it fails with EIO. */
+const FULL_CACHE_PATIENCE_MS = 30_000;
+/** Sequential cold reads prefetch ahead of themselves, from this window up to the next. */
+const READAHEAD_MIN = 1 << 20;
+const READAHEAD_MAX = 16 << 20;
 
-/** One request's part inside one segment. */
-interface Piece {
-  readonly segment: number;
-  /** Offset inside the segment. */
-  readonly offset: number;
-  readonly length: number;
-  /** Offset inside the request. */
-  readonly at: number;
+export interface ObjstoreDeviceSettings {
+  readonly blockSize: number;
+  readonly flushMode: FlushMode;
+  readonly readOnly: boolean;
 }
 
 export class ObjstoreDevice implements BlockDevice {
   readonly kind = "objstore";
   readonly size: number;
   readonly blockSize: number;
-  readonly capabilities: DeviceCapabilities = { fua: false, trim: true, fastZero: true, multiConn: true, persistent: true };
-  private readonly p: ObjstoreParts;
+  readonly capabilities: DeviceCapabilities;
+  /** The volume's parts, for the control path (snapshots) and tests. */
+  readonly runtime: ObjstoreRuntime;
+  private readonly settings: ObjstoreDeviceSettings;
   private closed = false;
   private closing: Promise<void> | undefined;
   private scratch = new Uint8Array(64 * 1024);
+  private lastReadEnd = -1;
+  private readahead = READAHEAD_MIN;
+  private readaheadUntil = 0;
+  private prefetching: Promise<void> | undefined;
 
-  constructor(parts: ObjstoreParts) {
-    this.p = parts;
-    this.size = parts.size;
-    this.blockSize = parts.blockSize;
+  constructor(runtime: ObjstoreRuntime, settings: ObjstoreDeviceSettings) {
+    this.runtime = runtime;
+    this.settings = settings;
+    this.size = runtime.v.manifest.size;
+    this.blockSize = settings.blockSize;
+    this.capabilities = { fua: false, trim: true, fastZero: true, multiConn: true, persistent: true, readOnly: settings.readOnly };
   }
 
   read(offset: number, length: number): Uint8Array | Promise<Uint8Array> {
     checkOpen(this.closed, this.kind);
     checkRange(this.size, offset, length);
-    const pieces = this.pieces(offset, length);
-    const out = this.needsFetch(pieces) || length > SCRATCH_MAX ? Buffer.allocUnsafe(length) : this.readBuffer(length);
-    for (let i = 0; i < pieces.length; i++) {
-      const piece = pieces[i]!;
-      const segment = this.p.cache.get(piece.segment);
-      if (segment?.slot !== undefined) {
-        this.readCached(segment, piece, out);
-      } else if (segment === undefined || !segment.remote) {
-        out.fill(0, piece.at, piece.at + piece.length);
-      } else {
-        return this.readRest(pieces, i, out);
-      }
-    }
+    const pieces = this.runtime.v.map.lookup(offset, length);
+    const sequential = offset === this.lastReadEnd;
+    this.lastReadEnd = offset + length;
+    if (this.missing(pieces).length > 0) return this.readSlow(offset, length, sequential);
+    const out = length > SCRATCH_MAX ? new Uint8Array(length) : this.readBuffer(length);
+    this.copy(pieces, offset, out);
+    if (sequential && this.lastReadEnd < this.readaheadUntil) this.prefetch(this.lastReadEnd, false);
     return out;
   }
 
-  /** Whether any piece's segment is in the store but not in the cache (the read then waits for a fetch). */
-  private needsFetch(pieces: readonly Piece[]): boolean {
-    for (let i = 0; i < pieces.length; i++) {
-      const segment = this.p.cache.get(pieces[i]!.segment);
-      if (segment !== undefined && segment.slot === undefined && segment.remote) return true;
-    }
-    return false;
-  }
-
-  /**
-   * Where a read served entirely from the cache lands. A fresh buffer per read cost more than the read itself (1 MiB
-   * reads: fresh pages faulted in every time), and the contract lets a result be a view that is only valid until the
-   * caller has consumed it in the same turn; a read that must fetch gets its own buffer, since it awaits.
-   */
+  /** A reused buffer: the contract lets a result be a view valid until the caller consumed it in this turn. */
   private readBuffer(length: number): Uint8Array {
     if (this.scratch.length < length) this.scratch = new Uint8Array(Math.max(length, this.scratch.length * 2));
     return this.scratch.subarray(0, length);
   }
 
-  /** The slow path of `read`: from the first piece whose segment must be fetched on. */
-  private async readRest(pieces: readonly Piece[], from: number, out: Uint8Array): Promise<Uint8Array> {
-    for (let i = from; i < pieces.length; i++) {
-      const piece = pieces[i]!;
-      const segment = this.p.cache.get(piece.segment);
-      if (segment === undefined || (segment.slot === undefined && !segment.remote)) {
-        out.fill(0, piece.at, piece.at + piece.length);
-        continue;
-      }
-      await this.p.cache.pin(segment);
-      try {
-        this.readCached(segment, piece, out);
-      } finally {
-        this.p.cache.unpin(segment);
-      }
+  /** Data pieces whose bytes are not in the cache. */
+  private missing(pieces: readonly MapPiece[]): Array<{ o: LogObject; piece: MapPiece }> {
+    const out: Array<{ o: LogObject; piece: MapPiece }> = [];
+    for (const piece of pieces) {
+      if (piece.kind !== "data") continue;
+      const o = this.runtime.v.objects.get(piece.seq);
+      if (o === undefined) throw new DeviceError("EIO", `objstore device: the map names log object ${piece.seq}, which the volume does not know`);
+      if (!this.runtime.cache.has(o, piece.pos, piece.length)) out.push({ o, piece });
     }
     return out;
   }
 
-  private readCached(segment: Segment, piece: Piece, out: Uint8Array): void {
-    try {
-      this.p.file.read(segment.slot!, piece.offset, out, piece.at, piece.length);
-    } catch (e) {
-      throw ioError(this.kind, "read", this.p.file.path, e);
+  private copy(pieces: readonly MapPiece[], offset: number, out: Uint8Array): void {
+    const { v, cache } = this.runtime;
+    for (const piece of pieces) {
+      const at = piece.offset - offset;
+      if (piece.kind !== "data") out.fill(0, at, at + piece.length);
+      else cache.read(v.objects.get(piece.seq)!, piece.pos, out, at, piece.length);
     }
-    this.p.cache.touch(segment);
+  }
+
+  /**
+   * A read that waits for fetches: fetch what is missing, then read it all in one synchronous step, against the map
+   * as it is then (a write meanwhile wins, as if it had come first). Stored objects never change, so bytes fetched
+   * stay right however long the fetch takes; when the cache is too small to keep them until the read is done, they
+   * are fetched into this read's own buffers instead.
+   */
+  private async readSlow(offset: number, length: number, sequential: boolean): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    if (sequential) this.prefetch(offset + length, true);
+    const own = new Map<number, Array<{ pos: number; bytes: Uint8Array }>>();
+    const held = (piece: MapPiece) => own.get(piece.seq)?.find((f) => f.pos <= piece.pos && piece.pos + piece.length <= f.pos + f.bytes.length);
+    for (let attempt = 0; ; attempt++) {
+      const pieces = this.runtime.v.map.lookup(offset, length);
+      const missing = this.missing(pieces).filter(({ piece }) => held(piece) === undefined);
+      if (missing.length === 0) {
+        const { v, cache } = this.runtime;
+        for (const piece of pieces) {
+          const at = piece.offset - offset;
+          if (piece.kind !== "data") out.fill(0, at, at + piece.length);
+          else {
+            const o = v.objects.get(piece.seq)!;
+            if (cache.has(o, piece.pos, piece.length)) cache.read(o, piece.pos, out, at, piece.length);
+            else {
+              const f = held(piece)!;
+              out.set(f.bytes.subarray(piece.pos - f.pos, piece.pos - f.pos + piece.length), at);
+            }
+          }
+        }
+        return out;
+      }
+      if (attempt >= 4) throw new DeviceError("EIO", "objstore device: the volume keeps changing under this read");
+      if (attempt === 0) await this.fetch(missing);
+      else {
+        await Promise.all(
+          missing.map(async ({ o, piece }) => {
+            let list = own.get(o.seq);
+            if (list === undefined) own.set(o.seq, (list = []));
+            list.push({ pos: piece.pos, bytes: await this.runtime.cache.fetch(o, piece.pos, piece.length) });
+          }),
+        );
+      }
+    }
+  }
+
+  /** Fetches the missing pieces, one ranged GET per run of adjacent missing chunks of an object. */
+  private async fetch(missing: ReadonlyArray<{ o: LogObject; piece: MapPiece }>): Promise<void> {
+    const byObject = new Map<LogObject, Array<[number, number]>>();
+    for (const { o, piece } of missing) {
+      let list = byObject.get(o);
+      if (list === undefined) byObject.set(o, (list = []));
+      list.push([piece.pos, piece.pos + piece.length]);
+    }
+    const jobs: Promise<void>[] = [];
+    for (const [o, ranges] of byObject) {
+      ranges.sort((a, b) => a[0] - b[0]);
+      // Ranges a chunk or less apart are fetched together: one GET instead of two.
+      const merged: Array<[number, number]> = [];
+      for (const r of ranges) {
+        const last = merged[merged.length - 1];
+        if (last !== undefined && r[0] <= last[1] + this.runtime.v.chunkSize) last[1] = Math.max(last[1], r[1]);
+        else merged.push([r[0], r[1]]);
+      }
+      o.pins++;
+      jobs.push(Promise.all(merged.map(([from, to]) => this.runtime.cache.ensure(o, from, to - from))).then(() => {}).finally(() => o.pins--));
+    }
+    await Promise.all(jobs);
+  }
+
+  /** Starts fetching the volume after `from` in the background (sequential reads), growing the window. */
+  private prefetch(from: number, grow: boolean): void {
+    if (this.prefetching !== undefined || from >= this.size) return;
+    if (grow) this.readahead = Math.min(READAHEAD_MAX, this.readahead * 2);
+    const length = Math.min(this.readahead, this.size - from);
+    this.readaheadUntil = from + length;
+    this.prefetching = this.warm(from, length)
+      .catch(() => {})
+      .finally(() => {
+        this.prefetching = undefined;
+      });
+  }
+
+  private async warm(offset: number, length: number): Promise<void> {
+    const missing = this.missing(this.runtime.v.map.lookup(offset, length));
+    if (missing.length > 0) await this.fetch(missing);
+  }
+
+  /** NBD_CMD_CACHE: fetches the range into the cache now (up to half the cache bound), so reads of it do not wait. */
+  async cache(offset: number, length: number): Promise<void> {
+    checkOpen(this.closed, this.kind);
+    checkRange(this.size, offset, length);
+    const bound = this.runtime.cache.bound;
+    await this.warm(offset, bound === 0 ? length : Math.min(length, Math.floor(bound / 2)));
   }
 
   write(offset: number, data: Uint8Array): void | Promise<void> {
-    checkOpen(this.closed, this.kind);
-    checkRange(this.size, offset, data.length);
-    return this.change(offset, data.length, (segment, piece) => this.p.file.write(segment.slot!, piece.offset, data.subarray(piece.at, piece.at + piece.length)), (slot, piece) =>
-      this.p.file.write(slot, piece.offset, data.subarray(piece.at, piece.at + piece.length)),
-    );
+    this.checkWritable(offset, data.length);
+    if (this.mustWait(data.length)) return this.writeLater(offset, data.slice());
+    this.runtime.writer.write(offset, data);
+  }
+
+  private async writeLater(offset: number, data: Uint8Array): Promise<void> {
+    await this.room(data.length);
+    this.checkWritable(offset, data.length);
+    this.runtime.writer.write(offset, data);
   }
 
   trim(offset: number, length: number): void | Promise<void> {
     return this.writeZeroes(offset, length);
   }
 
-  /** Zeroing punches the cached bytes out; a segment left all zeros has its object deleted at the next upload. */
+  /** Zeroing records a zero extent over what the volume holds; GC gives the space back in the store. */
   writeZeroes(offset: number, length: number): void | Promise<void> {
+    this.checkWritable(offset, length);
+    this.runtime.writer.zero(offset, length);
+  }
+
+  private checkWritable(offset: number, length: number): void {
     checkOpen(this.closed, this.kind);
     checkRange(this.size, offset, length);
-    return this.change(
-      offset,
-      length,
-      (segment, piece) => this.p.file.zero(segment.slot!, piece.offset, piece.length),
-      // A fresh slot reads as zeros already.
-      () => {},
-      true,
-    );
+    if (this.settings.readOnly) throw new DeviceError("EPERM", "objstore device: this volume is open read-only (a snapshot)");
+    const fenced = this.runtime.uploader?.fenced;
+    if (fenced !== undefined) throw new DeviceError("EIO", `objstore device: ${fenced}`);
   }
 
-  /**
-   * Applies a change piece by piece: `apply` on a cached segment (marked dirty first), `fill` on a fresh slot when
-   * the old bytes are not needed. With `zeroing`, segments that read as zeros already are left alone.
-   */
-  private change(
-    offset: number,
-    length: number,
-    apply: (segment: Segment, piece: Piece) => void,
-    fill: (slot: number, piece: Piece) => void,
-    zeroing = false,
-  ): void | Promise<void> {
-    const pieces = this.pieces(offset, length);
-    for (let i = 0; i < pieces.length; i++) {
-      const piece = pieces[i]!;
-      const segment = this.p.cache.get(piece.segment);
-      if (segment?.slot !== undefined) {
-        this.applyCached(segment, piece, apply);
-      } else if (zeroing && (segment === undefined || segment.empty)) {
-        continue;
-      } else {
-        return this.changeRest(pieces, i, apply, fill, zeroing);
+  private mustWait(length: number): boolean {
+    const bound = this.runtime.cache.bound;
+    return bound > 0 && this.runtime.writer.pendingBytes() + length > bound;
+  }
+
+  /** Waits until uploads leave room for `length` more bytes under the cache bound, or fails with EIO. */
+  private async room(length: number): Promise<void> {
+    const started = Date.now();
+    while (this.mustWait(length)) {
+      this.runtime.writer.seal();
+      if (Date.now() - started > FULL_CACHE_PATIENCE_MS) {
+        throw new DeviceError(
+          "EIO",
+          `objstore device: the local cache is full of log objects not yet uploaded (${this.runtime.v.stats.lastError ?? "the store is slow"}); raise --objstore-diskcache or fix the store`,
+        );
       }
+      await Bun.sleep(50);
     }
   }
 
-  private async changeRest(
-    pieces: readonly Piece[],
-    from: number,
-    apply: (segment: Segment, piece: Piece) => void,
-    fill: (slot: number, piece: Piece) => void,
-    zeroing: boolean,
-  ): Promise<void> {
-    for (let i = from; i < pieces.length; i++) {
-      const piece = pieces[i]!;
-      const segment = this.p.cache.segment(piece.segment);
-      if (zeroing && segment.empty) continue;
-      // The old bytes matter only where the store has them and the piece does not replace the whole segment.
-      const replaces = !segment.remote || (piece.offset === 0 && piece.length === segment.length);
-      const filled = await this.p.cache.pin(segment, replaces ? (slot) => fill(slot, piece) : undefined);
-      try {
-        if (!filled) this.applyCached(segment, piece, apply);
-      } finally {
-        this.p.cache.unpin(segment);
-      }
-    }
-  }
-
-  private applyCached(segment: Segment, piece: Piece, apply: (segment: Segment, piece: Piece) => void): void {
-    this.p.cache.markDirty(segment);
-    try {
-      apply(segment, piece);
-    } catch (e) {
-      throw ioError(this.kind, "write", this.p.file.path, e);
-    }
-    this.p.cache.touch(segment);
-  }
-
-  /**
-   * Segments the store never had and the cache does not hold are holes; in cached segments the cache file's holes
-   * (zeroed or never written ranges) are too; everything else is data.
-   */
   extents(offset: number, length: number): readonly Extent[] {
     checkOpen(this.closed, this.kind);
     checkRange(this.size, offset, length);
     const out: Extent[] = [];
-    const add = (n: number, hole: boolean) => {
+    for (const piece of this.runtime.v.map.lookup(offset, length)) {
+      const hole = piece.kind !== "data";
       const last = out[out.length - 1];
-      if (last !== undefined && last.hole === hole) out[out.length - 1] = { length: last.length + n, hole, zero: hole };
-      else out.push({ length: n, hole, zero: hole });
-    };
-    // What the kernel said about the cache file so far in this (synchronous) pass; see CacheFile.runs.
-    const known: KnownSpan = { from: 0, to: 0, hole: false };
-    for (const piece of this.pieces(offset, length)) {
-      const segment = this.p.cache.get(piece.segment);
-      if (segment?.slot !== undefined) {
-        try {
-          for (const run of this.p.file.runs(segment.slot, piece.offset, piece.length, known)) add(run.length, run.hole);
-        } catch (e) {
-          throw ioError(this.kind, "extents", this.p.file.path, e);
-        }
-      } else add(piece.length, segment === undefined || segment.empty);
+      if (last !== undefined && last.hole === hole) out[out.length - 1] = { length: last.length + piece.length, hole, zero: hole };
+      else out.push({ length: piece.length, hole, zero: hole });
     }
     return out;
   }
 
   async flush(): Promise<void> {
     checkOpen(this.closed, this.kind);
-    await this.flushLocal();
-    if (this.p.flushMode === "remote") await this.p.uploader.flushAll();
-  }
-
-  /** The cache's bytes, then the catalog's rows, durable on local disk. */
-  private async flushLocal(): Promise<void> {
-    try {
-      await this.p.file.sync();
-      this.p.catalog.commitDurably();
-    } catch (e) {
-      throw ioError(this.kind, "flush", this.p.file.path, e);
-    }
+    if (this.settings.readOnly) return;
+    const fenced = this.runtime.uploader?.fenced;
+    if (fenced !== undefined) throw new DeviceError("EIO", `objstore device: ${fenced}`);
+    await this.runtime.flushLocal();
+    if (this.settings.flushMode === "remote") await this.runtime.flushRemote();
   }
 
   close(): Promise<void> {
     this.closed = true;
-    this.closing ??= this.shutDown();
+    this.closing ??= this.runtime.shutDown();
     return this.closing;
   }
 
-  /**
-   * Flushes locally, uploads what is dirty (one round: when the store is down the writes stay in the cache, durable,
-   * and the next start uploads them), drops clean segments unless the cache is persistent, and releases everything.
-   */
-  private async shutDown(): Promise<void> {
-    const { uploader, cache, file, catalog, store, log } = this.p;
-    try {
-      await uploader.stop();
-      await this.flushLocal();
-      try {
-        await uploader.flushAll(1);
-      } catch (e) {
-        const dirty = uploader.dirtySegments().length;
-        log.log("warn", `objstore: ${dirty} segments could not be uploaded; they stay in the local cache and are uploaded at the next start`, {
-          error: e instanceof Error ? e.message : String(e),
-        });
-      }
-      if (!this.p.persistCache) for (const s of [...cache.cached()]) if (!s.dirty && !s.busy) cache.evict(s);
-      file.trimEnd();
-      catalog.commitDurably();
-    } finally {
-      file.close();
-      catalog.close();
-      store.close();
-    }
-  }
-
-  /**
-   * Gives the store its space back now rather than at the next upload round: every dirty segment is uploaded, so a
-   * trimmed or zeroed segment deletes its object and a partly trimmed one is replaced by a smaller object, and
-   * all-zero segments leave the cache. `bytes` is the cache space released.
-   */
+  /** Compacts now what the GC would compact later, checkpoints, and deletes what nothing needs any more. */
   async reclaim(): Promise<ReclaimResult> {
     checkOpen(this.closed, this.kind);
-    const { cache, stats, uploader, objectSize } = this.p;
-    const before = { deletes: stats.deletes, uploads: stats.uploads, cached: cache.cachedCount };
-    await this.flushLocal();
-    // Each upload evicts its segment, when it turned out all zero, before the upload's promise settles.
-    await uploader.flushAll();
-    const deleted = stats.deletes - before.deletes;
-    const uploaded = stats.uploads - before.uploads;
-    const released = Math.max(0, before.cached - cache.cachedCount) * objectSize;
-    const plural = (n: number, what: string) => `${n.toLocaleString("en-US")} ${what}${n === 1 ? "" : "s"}`;
-    return { bytes: released, detail: `${plural(deleted, "remote object")} deleted, ${plural(uploaded, "segment")} uploaded` };
+    if (this.settings.readOnly) return { bytes: 0, detail: "read-only snapshot: nothing to reclaim" };
+    return this.runtime.reclaim();
   }
 
-  stats(): DeviceStats {
-    const { cache, stats, cacheQuota, objectSize } = this.p;
-    let dirty = 0;
-    let dirtyBytes = 0;
-    for (const s of cache.cached()) {
-      if (s.dirty) {
-        dirty++;
-        dirtyBytes += s.length;
-      }
-    }
-    const rates = stats.rates();
-    const cacheBytes = cache.cachedCount * objectSize;
-    const gauges: DeviceGauge[] = [
-      { name: "dirty objects", value: dirty, unit: "count", max: Math.max(1, cache.cachedCount) },
-      { name: "dirty bytes", value: dirtyBytes, unit: "bytes" },
-      { name: "uploads in flight", value: stats.uploadsInFlight, unit: "count" },
-      { name: "upload round", value: stats.roundDone, unit: "count", max: Math.max(1, stats.roundTotal) },
-      { name: "cache", value: cacheBytes, unit: "bytes", ...(cacheQuota > 0 ? { max: cacheQuota } : {}) },
-      { name: "since last full upload", value: stats.lastCleanAt === 0 ? 0 : (Date.now() - stats.lastCleanAt) / 1000, unit: "seconds" },
-      { name: "upload rate", value: rates.up, unit: "bytes/s" },
-      { name: "download rate", value: rates.down, unit: "bytes/s" },
-      { name: "uploaded", value: stats.uploadedBytes, unit: "bytes" },
-      { name: "downloaded", value: stats.downloadedBytes, unit: "bytes" },
-      { name: "compression ratio", value: stats.uploadedBytes === 0 ? 1 : stats.uploadedPlainBytes / stats.uploadedBytes, unit: "ratio" },
-      { name: "store errors", value: stats.errors, unit: "count" },
-    ];
-    // The error shows while the store is failing; once it works again only the error count remains.
-    return stats.failing && stats.lastError !== undefined ? { gauges, lastError: stats.lastError } : { gauges };
+  stats() {
+    return deviceStats(this.runtime);
   }
 
-  private pieces(offset: number, length: number): Piece[] {
-    const size = this.p.objectSize;
-    const out: Piece[] = [];
-    for (let at = 0; at < length; ) {
-      const position = offset + at;
-      const segment = Math.floor(position / size);
-      const inSegment = position - segment * size;
-      const n = Math.min(length - at, size - inSegment);
-      out.push({ segment, offset: inSegment, length: n, at });
-      at += n;
-    }
-    return out;
+  /** Snapshot `name` of everything written before this call (the control path calls this on a running volume). */
+  createSnapshot(name: string): Promise<SnapshotRecord> {
+    checkOpen(this.closed, this.kind);
+    if (this.settings.readOnly) throw new DeviceError("EPERM", "objstore device: a snapshot cannot be taken of a read-only snapshot");
+    return this.runtime.createSnapshot(name);
+  }
+
+  listSnapshots(): Promise<SnapshotRecord[]> {
+    checkOpen(this.closed, this.kind);
+    return this.runtime.listSnapshots();
+  }
+
+  deleteSnapshot(name: string): Promise<void> {
+    checkOpen(this.closed, this.kind);
+    return this.runtime.deleteSnapshot(name);
   }
 }

@@ -34,20 +34,75 @@ export function manifestKey(storeName: string): string {
   return `${storeName}/manifest.json`;
 }
 
-/** The key of one segment's object: `<storeName>/segments/<index as 16 hex digits>`, so listings sort by index. */
-export function segmentKey(storeName: string, segment: number): string {
-  return `${storeName}/segments/${segment.toString(16).padStart(16, "0")}`;
+const hex = (n: number, digits: number) => n.toString(16).padStart(digits, "0");
+
+/** Prefix of a volume's log objects; a log object is `<volume>/log/<seq as 16 hex>.<epoch as 8 hex>`. */
+export function logPrefix(storeName: string): string {
+  return `${storeName}/log/`;
+}
+export function logKey(storeName: string, seq: number, epoch: number): string {
+  return `${logPrefix(storeName)}${hex(seq, 16)}.${hex(epoch, 8)}`;
 }
 
-/** The prefix every segment key of a volume starts with. */
-export function segmentPrefix(storeName: string): string {
+/** Prefix of a volume's checkpoints, named like log objects by the last sequence number they cover. */
+export function checkpointPrefix(storeName: string): string {
+  return `${storeName}/checkpoints/`;
+}
+export function checkpointKey(storeName: string, seq: number, epoch: number): string {
+  return `${checkpointPrefix(storeName)}${hex(seq, 16)}.${hex(epoch, 8)}`;
+}
+
+/** `<seq>.<epoch>` of a log object or checkpoint key after its prefix, or undefined for any other name. */
+export function parseSequenced(name: string): { readonly seq: number; readonly epoch: number } | undefined {
+  const m = /^([0-9a-f]{16})\.([0-9a-f]{8})$/.exec(name);
+  if (m === null) return undefined;
+  const seq = Number.parseInt(m[1]!, 16);
+  return Number.isSafeInteger(seq) ? { seq, epoch: Number.parseInt(m[2]!, 16) } : undefined;
+}
+
+/** Writer leases: `<volume>/lease/<epoch as 8 hex>`, and `<...>.released` once that writer closed cleanly. */
+export function leasePrefix(storeName: string): string {
+  return `${storeName}/lease/`;
+}
+export function leaseKey(storeName: string, epoch: number): string {
+  return `${leasePrefix(storeName)}${hex(epoch, 8)}`;
+}
+export function releasedKey(storeName: string, epoch: number): string {
+  return `${leaseKey(storeName, epoch)}.released`;
+}
+
+/** Snapshots: `<volume>/snapshots/<name>`; clones made from them: `<volume>/clones/<clone volume>`. */
+export function snapshotPrefix(storeName: string): string {
+  return `${storeName}/snapshots/`;
+}
+export function snapshotKey(storeName: string, name: string): string {
+  return `${snapshotPrefix(storeName)}${name}`;
+}
+export function clonePrefix(storeName: string): string {
+  return `${storeName}/clones/`;
+}
+export function cloneKey(storeName: string, clone: string): string {
+  return `${clonePrefix(storeName)}${clone}`;
+}
+
+/** The key of an object of the old segment format, used only to recognise such a volume. */
+export function oldSegmentPrefix(storeName: string): string {
   return `${storeName}/segments/`;
 }
 
-/** Local files of a volume in --store-dir: the cache (segment slots) and its catalog (bun:sqlite). */
-export function cachePaths(storeDir: string, storeName: string): { readonly cache: string; readonly db: string } {
+/** Snapshot and volume names: what fits in a key component and a file name. */
+export function isValidName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) && !name.endsWith(".released");
+}
+
+/**
+ * Local files of a volume in --store-dir: the cache (one slot per log object with local bytes) and its catalog
+ * (bun:sqlite). A snapshot opened read-only has its own, named `<volume>@<snapshot>`.
+ */
+export function cachePaths(storeDir: string, storeName: string, snapshot?: string): { readonly cache: string; readonly db: string } {
+  const base = snapshot === undefined ? storeName : `${storeName}@${snapshot}`;
   return {
-    cache: path.join(storeDir, `${storeName}.objstore.cache`),
-    db: path.join(storeDir, `${storeName}.objstore.db`),
+    cache: path.join(storeDir, `${base}.objstore.cache`),
+    db: path.join(storeDir, `${base}.objstore.db`),
   };
 }

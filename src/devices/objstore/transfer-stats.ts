@@ -2,8 +2,10 @@
 
 export class TransferStats {
   uploads = 0;
+  /** Bytes stored: log objects and checkpoints (what the write amplification counts). */
   uploadedBytes = 0;
-  /** Plaintext bytes behind `uploadedBytes` (their ratio is the compression ratio). */
+  /** Of those, log objects, and the data they carry (their ratio is the compression ratio). */
+  logBytes = 0;
   uploadedPlainBytes = 0;
   downloads = 0;
   downloadedBytes = 0;

@@ -1,228 +1,284 @@
 /**
- * Write-back: uploads dirty segments to the store, on a timer (--objstore-flushevery) with a bounded number in
- * parallel (--objstore-concurflush), for eviction, and for FLUSH in remote mode. An upload snapshots the segment's
- * bytes in one synchronous read, so it is consistent; a write that lands while it is in flight keeps the segment
- * dirty. A failed upload leaves the segment dirty and the timer backs off, so nothing is dropped while the store is
- * down and uploads resume by themselves when it returns.
+ * Uploads sealed log objects, lowest sequence number first, a bounded number at a time (--objstore-concurflush).
+ * Uploads may finish out of order; what counts is the stored prefix, the highest sequence number up to which every
+ * object is in the store, because that is what a cold open replays (it stops at the first gap). A remote FLUSH
+ * waits for the prefix to pass its objects and for a lease check that started after they were stored, so an
+ * acknowledged flush is never one a takeover had already fenced.
+ *
+ * A failed upload leaves its object sealed and durable locally; the uploader backs off (1 s doubling to 60 s) and
+ * goes on by itself when the store works again. A fenced writer (another daemon took the volume over) stops.
  */
 import { DeviceError, type DeviceNotice } from "../device.ts";
 import { formatSize } from "../../shared/format-size.ts";
-import type { Logger } from "../../shared/log.ts";
-import type { CacheFile } from "./cache-file.ts";
-import type { ObjstoreCatalog } from "./catalog.ts";
-import { segmentKey } from "./layout.ts";
-import type { Segment } from "./segment.ts";
-import { isZero, type SegmentCache } from "./segment-cache.ts";
-import type { ObjectStore } from "./store/types.ts";
-import type { TransferStats } from "./transfer-stats.ts";
+import { FLAG_CONTINUED, KIND_LOG, objectBytes } from "./codec/log-object.ts";
+import type { Committer } from "./committer.ts";
+import type { LogWriter } from "./log-writer.ts";
+import { SEALED, STORED, type LogObject } from "./objects.ts";
+import type { ReadCache } from "./read-cache.ts";
+import type { Volume } from "./volume.ts";
 
-/** Turns a segment's bytes into its object (the codec). */
-export interface SegmentEncoder {
-  encode(plain: Uint8Array, segment: number, generation: number): Promise<Uint8Array>;
-}
-
-export interface UploaderParts {
-  readonly cache: SegmentCache;
-  readonly file: CacheFile;
-  readonly catalog: ObjstoreCatalog;
-  readonly store: ObjectStore;
-  readonly codec: SegmentEncoder;
-  readonly storeName: string;
-  readonly stats: TransferStats;
-  readonly log: Logger;
-  /** Milliseconds between upload rounds. */
-  readonly intervalMs: number;
-  /** Uploads in flight at most. */
-  readonly concurrency: number;
-  /** The highest generation any segment has (new uploads go above it). */
-  readonly lastGeneration: number;
-  /** Told of finished upload rounds, and of the store failing and working again; without it these are logged. */
-  readonly notify?: (notice: DeviceNotice) => void;
-}
-
-/** Backoff after a failed round: doubling from the first value up to the last. */
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
-/** FLUSH in remote mode tries this many rounds before it reports EIO (the data stays dirty and durable locally). */
-const REMOTE_FLUSH_ATTEMPTS = 3;
+/** Failed upload rounds a remote FLUSH waits through before it reports EIO (the data stays durable locally). */
+export const REMOTE_FLUSH_ATTEMPTS = 3;
+
+/** What the uploader needs from the writer lease. */
+export interface LeaseGuard {
+  /** Resolves once the lease is known to be held (after an open while the store was unreachable, on first contact). */
+  ready(): Promise<void>;
+  /** Undefined while this writer holds the volume; the reason when another daemon has taken it over. */
+  check(): Promise<string | undefined>;
+}
+
+interface Waiter {
+  readonly seq: number;
+  readonly failuresAtStart: number;
+  readonly attempts: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
 
 export class Uploader {
-  private readonly parts: UploaderParts;
-  private lastGeneration: number;
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private round: Promise<void> | undefined;
-  private backoffMs = 0;
-  private stopped = false;
-  /** Uploads waiting for a free place among the `concurrency` allowed. */
-  private readonly queue: Array<() => void> = [];
+  /** Every object up to this sequence number is in the store. */
+  storedPrefix: number;
+  /** The stored prefix the last completed lease check covered. */
+  private checkedPrefix: number;
+  private readonly queue: LogObject[] = [];
   private running = 0;
+  private backoffMs = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Failed upload rounds so far, and when the last one failed. */
+  private failures = 0;
+  private lastFailureAt = 0;
+  private waiters: Waiter[] = [];
+  private checking: Promise<void> | undefined;
+  private checkAgain = false;
+  private stopped = false;
+  private readied = false;
+  /** Why this writer is fenced, once it is. */
+  fenced: string | undefined;
+  uploadsInFlight = 0;
+  /** Called after each upload with the object and its stored size. */
+  onStored: (o: LogObject, bytes: number) => void = () => {};
+  /** Called when the stored prefix advanced (checkpoints and GC look then). */
+  onProgress: () => void = () => {};
+  /** Told of uploads finished, of the store failing and working again, of a takeover; without it these are logged. */
+  notify: ((notice: DeviceNotice) => void) | undefined;
+  /** Uploads since the backlog was last empty, for the progress notice. */
+  private batch = { objects: 0, bytes: 0, since: 0 };
 
-  constructor(parts: UploaderParts) {
-    this.parts = parts;
-    this.lastGeneration = parts.lastGeneration;
-    parts.cache.uploadForEviction = (segment) => this.upload(segment);
+  constructor(
+    private readonly v: Volume,
+    private readonly writer: LogWriter,
+    private readonly committer: Committer,
+    private readonly cache: ReadCache,
+    private readonly guard: LeaseGuard,
+    private readonly concurrency: number,
+    storedPrefix: number,
+  ) {
+    this.storedPrefix = storedPrefix;
+    this.checkedPrefix = storedPrefix;
   }
 
-  /** Starts the timer; the first round runs at once when something is dirty (a restart after a crash). */
-  start(): void {
-    this.schedule(this.dirtySegments().length > 0 ? 0 : this.parts.intervalMs);
+  /** Queues a sealed object that is durable locally. */
+  enqueue(o: LogObject): void {
+    if (o.state !== SEALED || this.queue.includes(o) || o.upload !== undefined) return;
+    this.queue.push(o);
+    this.queue.sort((a, b) => a.seq - b.seq);
+    this.pump();
   }
 
-  /** Stops the timer and waits for the round in flight. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.round?.catch(() => {});
+  /** Objects sealed and not yet stored. */
+  get backlog(): number {
+    return this.queue.length + this.uploadsInFlight;
   }
 
-  dirtySegments(): Segment[] {
-    const out: Segment[] = [];
-    for (const s of this.parts.cache.cached()) if (s.dirty) out.push(s);
-    return out;
+  private pump(): void {
+    if (this.stopped || this.fenced !== undefined || this.retryTimer !== undefined) return;
+    if (!this.readied) {
+      this.guard.ready().then(
+        () => {
+          this.readied = true;
+          this.pump();
+        },
+        (e: unknown) => this.failed(e),
+      );
+      return;
+    }
+    while (this.running < this.concurrency && this.queue.length > 0) {
+      const o = this.queue.shift()!;
+      this.running++;
+      o.upload = this.uploadOne(o).finally(() => {
+        o.upload = undefined;
+        this.running--;
+        this.pump();
+      });
+    }
+  }
+
+  private async uploadOne(o: LogObject): Promise<void> {
+    const { file, codec, store, stats } = this.v;
+    const data = new Uint8Array(o.dataLength);
+    if (o.dataLength > 0) file.read(o.slot!, 0, data, 0, o.dataLength);
+    const key = this.v.keyOf(o.seq, o.epoch);
+    this.uploadsInFlight++;
+    try {
+      const { body, layout } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_LOG, seq: o.seq, epoch: o.epoch, flags: o.continued ? FLAG_CONTINUED : 0 }, o.extents ?? [], data);
+      await store.put(key, body);
+      stats.uploads++;
+      stats.uploadedBytes += body.length;
+      stats.logBytes += body.length;
+      stats.uploadedPlainBytes += data.length;
+      o.layout = layout;
+    } catch (e) {
+      this.uploadsInFlight--;
+      this.queue.unshift(o);
+      this.queue.sort((a, b) => a.seq - b.seq);
+      this.failed(e, key);
+      return;
+    }
+    this.uploadsInFlight--;
+    stats.succeeded();
+    if (this.backoffMs > 0) {
+      const message = `the store works again; uploads resumed (${this.backlog} log object${this.backlog === 1 ? "" : "s"} left)`;
+      if (this.notify === undefined) this.v.log.log("info", `objstore: ${message}`, { store: store.description });
+      else this.notify({ kind: "recovered", message });
+    }
+    this.backoffMs = 0;
+    const layout = o.layout!;
+    o.state = STORED;
+    o.extents = undefined;
+    o.present = new Uint8Array(Math.ceil(o.chunkCount / 8)).fill(0xff);
+    o.rowDirty = true;
+    this.cache.adopt(o);
+    this.committer.commit(200).catch(() => {});
+    this.onStored(o, objectBytes(layout));
+    if (this.batch.objects === 0) this.batch.since = Date.now();
+    this.batch.objects++;
+    this.batch.bytes += objectBytes(layout);
+    if (this.backlog === 0) {
+      const { objects, bytes, since } = this.batch;
+      this.notify?.({ kind: "progress", message: `uploaded ${objects} log object${objects === 1 ? "" : "s"}, ${formatSize(bytes)} sent in ${((Date.now() - since) / 1000).toFixed(1)} s` });
+      this.batch = { objects: 0, bytes: 0, since: 0 };
+    }
+    this.advance();
+  }
+
+  private failed(e: unknown, key?: string): void {
+    const message = e instanceof Error ? e.message : String(e);
+    this.v.stats.failed(key === undefined ? message : `upload of ${key} to ${this.v.store.description}: ${message}`);
+    // Uploads in flight together fail together: they count as one failed round.
+    if (this.retryTimer === undefined && !this.stopped) {
+      this.failures++;
+      this.lastFailureAt = Date.now();
+      this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs === 0 ? BACKOFF_MIN_MS : this.backoffMs * 2);
+      if (this.notify === undefined) {
+        this.v.log.log("warn", "objstore: an upload failed; the log objects stay in the local cache and are retried", { retryInSeconds: this.backoffMs / 1000, error: message });
+      } else if (this.backoffMs === BACKOFF_MIN_MS) {
+        this.notify({ kind: "error", message: `uploads failing (${this.backlog} log object${this.backlog === 1 ? "" : "s"} wait in the local cache, retried with backoff): ${message}` });
+      }
+      // A FLUSH waiting for the store tries on its own schedule (1 s, 2 s, ...), not the background backoff's.
+      const waiting = this.waiters.length === 0 ? undefined : Math.min(...this.waiters.map((w) => w.failuresAtStart));
+      const delay = waiting === undefined ? this.backoffMs : Math.min(this.backoffMs, BACKOFF_MIN_MS * 2 ** Math.max(0, this.failures - waiting - 1));
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        this.pump();
+      }, delay);
+    }
+    this.settleWaiters();
+  }
+
+  /** Moves the stored prefix over every stored (or since deleted) object, then checks the lease for the waiters. */
+  private advance(): void {
+    const before = this.storedPrefix;
+    for (;;) {
+      const next = this.storedPrefix + 1;
+      if (next >= this.writer.open.seq) break;
+      const o = this.v.objects.get(next);
+      if (o !== undefined && o.state !== STORED) break;
+      this.storedPrefix = next;
+    }
+    if (this.storedPrefix !== before) this.onProgress();
+    this.startCheck();
+  }
+
+  /** A lease check covering the current stored prefix (one at a time; a request meanwhile runs one more). */
+  private startCheck(): void {
+    if (this.checking !== undefined) {
+      this.checkAgain = true;
+      return;
+    }
+    const covers = this.storedPrefix;
+    this.checking = this.guard
+      .check()
+      .then((fenced) => {
+        if (fenced !== undefined) this.fence(fenced);
+        else this.checkedPrefix = Math.max(this.checkedPrefix, covers);
+      })
+      .catch((e: unknown) => this.failed(e))
+      .finally(() => {
+        this.checking = undefined;
+        this.settleWaiters();
+        if (this.checkAgain) {
+          this.checkAgain = false;
+          this.startCheck();
+        }
+      });
+  }
+
+  private fence(reason: string): void {
+    if (this.fenced !== undefined) return;
+    this.fenced = reason;
+    this.queue.length = 0;
+    this.v.stats.failed(reason);
+    this.v.log.log("error", `objstore: ${reason}`);
+    this.notify?.({ kind: "error", message: reason });
+  }
+
+  private settleWaiters(): void {
+    const keep: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (this.fenced !== undefined) w.reject(new DeviceError("EIO", `objstore device: ${this.fenced}`));
+      else if (w.seq <= this.checkedPrefix) w.resolve();
+      else if (this.failures - w.failuresAtStart >= w.attempts) {
+        w.reject(new DeviceError("EIO", `objstore device: cannot upload to ${this.v.store.description}: ${this.v.stats.lastError ?? "the store keeps failing"}`));
+      } else keep.push(w);
+    }
+    this.waiters = keep;
   }
 
   /**
-   * Uploads everything dirty now and waits until the store has every write made before the call, retrying failed
-   * rounds with backoff; rejects with EIO when the store keeps failing (the writes stay dirty and durable locally).
+   * Resolves once every object up to `seq` is stored and a lease check after that passed; rejects with EIO after
+   * `attempts` failed uploads, or when fenced.
    */
-  async flushAll(attempts = REMOTE_FLUSH_ATTEMPTS): Promise<void> {
-    const targets = this.dirtySegments().map((s) => [s, s.writeSeq] as const);
-    let lastError: unknown;
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      const pending = targets.filter(([s, seq]) => s.uploadedSeq < seq);
-      if (pending.length === 0) return;
-      if (attempt > 0) await sleep(BACKOFF_MIN_MS * 2 ** (attempt - 1));
-      const results = await Promise.allSettled(pending.map(([s, seq]) => this.uploadUntil(s, seq)));
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed === undefined) return;
-      lastError = failed.reason;
-    }
-    const message = lastError instanceof Error ? lastError.message : String(lastError);
-    throw new DeviceError("EIO", `objstore device: cannot upload to ${this.parts.store.description}: ${message}`);
-  }
-
-  private async uploadUntil(segment: Segment, seq: number): Promise<void> {
-    while (segment.uploadedSeq < seq && segment.slot !== undefined) await this.upload(segment);
-  }
-
-  /** One upload of the segment's current bytes (or joins the one in flight). */
-  upload(segment: Segment): Promise<void> {
-    if (segment.upload !== undefined) return segment.upload;
-    const job = this.withPlace(() => this.uploadOnce(segment)).finally(() => {
-      segment.upload = undefined;
-      this.dropIfEmpty(segment);
-      this.parts.cache.wake();
-    });
-    segment.upload = job;
-    return job;
-  }
-
-  private async withPlace<T>(work: () => Promise<T>): Promise<T> {
-    while (this.running >= this.parts.concurrency) await new Promise<void>((resolve) => this.queue.push(resolve));
-    this.running++;
-    try {
-      return await work();
-    } finally {
-      this.running--;
-      this.queue.shift()?.();
-    }
-  }
-
-  private async uploadOnce(segment: Segment): Promise<void> {
-    const { file, store, codec, storeName, stats, cache } = this.parts;
-    if (segment.slot === undefined || !segment.dirty) return;
-    const seq = segment.writeSeq;
-    const snapshot = Buffer.allocUnsafe(segment.length);
-    file.read(segment.slot, 0, snapshot, 0, segment.length);
-    const key = segmentKey(storeName, segment.id);
-    const generation = Math.max(this.lastGeneration + 1, Date.now() * 1000);
-    this.lastGeneration = generation;
-    stats.uploadsInFlight++;
-    let etag: string | undefined;
-    try {
-      if (isZero(snapshot)) {
-        // A segment that is all zeros needs no object: a trimmed or zeroed segment gives its space back in the store.
-        if (segment.etag !== undefined) {
-          await store.delete(key);
-          stats.deletes++;
-        }
-      } else {
-        const body = await codec.encode(snapshot, segment.id, generation);
-        etag = (await store.put(key, body)).etag;
-        stats.uploads++;
-        stats.uploadedBytes += body.length;
-        stats.uploadedPlainBytes += snapshot.length;
+  waitStored(seq: number, attempts = REMOTE_FLUSH_ATTEMPTS): Promise<void> {
+    if (this.fenced !== undefined) return Promise.reject(new DeviceError("EIO", `objstore device: ${this.fenced}`));
+    if (seq <= this.checkedPrefix) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ seq, failuresAtStart: this.failures, attempts, resolve, reject });
+      if (seq <= this.storedPrefix) this.startCheck();
+      // A FLUSH arriving during a long backoff tries again now (at most once a second), not at the timer.
+      if (this.retryTimer !== undefined && Date.now() - this.lastFailureAt >= BACKOFF_MIN_MS) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+        this.pump();
       }
-      // The snapshot's bytes must be on local disk before the row calls them clean (equal to the remote object).
-      await file.sync();
-    } catch (e) {
-      stats.failed(`upload of segment ${segment.id} (${key}) to ${store.description}: ${e instanceof Error ? e.message : String(e)}`);
-      throw e;
-    } finally {
-      stats.uploadsInFlight--;
-    }
-    stats.succeeded();
-    if (etag !== undefined) segment.generation = generation;
-    segment.etag = etag;
-    segment.uploadedSeq = seq;
-    cache.saveRow(segment);
+    });
   }
 
-  /** A clean all-zero segment the store does not have is empty: its slot is wasted, so it leaves the cache. */
-  private dropIfEmpty(segment: Segment): void {
-    if (segment.etag === undefined && !segment.dirty && !segment.busy && segment.slot !== undefined && segment.upload === undefined) {
-      this.parts.cache.evict(segment);
-    }
+  /** Stops uploading; waits for uploads in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const inFlight = [...this.v.objects.values()].map((o) => o.upload).filter((p): p is Promise<void> => p !== undefined);
+    await Promise.allSettled(inFlight);
+    await this.checking?.catch(() => {});
   }
 
-  private schedule(ms: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.round = this.runRound().finally(() => {
-        this.round = undefined;
-      });
-    }, ms);
+  /** Starts again after `stop` (close uploads what it can with the uploader it stopped). */
+  resume(): void {
+    this.stopped = false;
+    this.pump();
   }
-
-  private async runRound(): Promise<void> {
-    const { stats, log, notify } = this.parts;
-    const dirty = this.dirtySegments().filter((s) => s.upload === undefined);
-    const started = Date.now();
-    const bytesBefore = stats.uploadedBytes;
-    stats.roundTotal = dirty.length;
-    stats.roundDone = 0;
-    const results = await Promise.allSettled(
-      dirty.map(async (s) => {
-        await this.upload(s);
-        stats.roundDone++;
-      }),
-    );
-    const failures = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failures.length > 0) {
-      this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs === 0 ? BACKOFF_MIN_MS : this.backoffMs * 2);
-      const reason = failures[0]!.reason;
-      const error = reason instanceof Error ? reason.message : String(reason);
-      if (notify === undefined) log.log("warn", "objstore: uploads failed; the segments stay dirty and are retried", { failed: failures.length, retryInSeconds: this.backoffMs / 1000, error });
-      else if (this.backoffMs === BACKOFF_MIN_MS) notify({ kind: "error", message: `uploads failing (${failures.length} segments stay dirty, retried with backoff): ${error}` });
-      this.schedule(this.backoffMs);
-      return;
-    }
-    const segments = `${dirty.length} segment${dirty.length === 1 ? "" : "s"}`;
-    if (this.backoffMs > 0) {
-      if (notify === undefined) log.log("info", "objstore: the store works again; uploads resumed", { uploaded: dirty.length });
-      else notify({ kind: "recovered", message: `the store works again; uploads resumed (${segments} uploaded)` });
-    } else if (dirty.length > 0) {
-      const sent = formatSize(stats.uploadedBytes - bytesBefore);
-      notify?.({ kind: "progress", message: `upload round: ${segments}, ${sent} sent in ${((Date.now() - started) / 1000).toFixed(1)} s` });
-    }
-    this.backoffMs = 0;
-    if (this.dirtySegments().length === 0) stats.lastCleanAt = Date.now();
-    this.schedule(this.parts.intervalMs);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

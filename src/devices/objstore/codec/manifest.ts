@@ -1,18 +1,44 @@
 /**
- * The volume's manifest object: JSON a person can read with `cat`, holding what every segment object is read by.
- * It is written once when the volume is created. Its `keyCheck` is an HMAC (with a subkey of the volume key) over
- * the fields that decide how segments are read, so opening with a wrong key fails at once with a clear message
- * instead of as an integrity error on the first read, and an edited size or mode is noticed.
+ * The volume's manifest object: JSON a person can read with `cat`, holding what every log object and checkpoint
+ * is read by. It is written once when the volume is created and never changed. Its `keyCheck` is an HMAC (with a
+ * subkey of the volume key) over the fields that decide how objects are read, so opening with a wrong key fails at
+ * once with a clear message instead of as an integrity error on the first read, and an edited field is noticed.
+ *
+ * Format 2 is the log-structured layout (log objects, checkpoints, leases). Format 1 was the segment format of
+ * earlier versions, refused with a message rather than read through a second code path.
  */
 import crypto from "node:crypto";
-import { isAesMode, isObjstoreCompression, type AesMode, type ObjstoreCompression } from "../layout.ts";
+import { isAesMode, isObjstoreCompression, isValidName, type AesMode, type ObjstoreCompression } from "../layout.ts";
 import { KeyError, type VolumeKeys } from "./keys.ts";
-import { VOLUME_ID_BYTES } from "./segment-object.ts";
 
 /** The manifest format this version writes and reads. */
-export const MANIFEST_FORMAT = 1;
+export const MANIFEST_FORMAT = 2;
 export const MIN_OBJECT_SIZE = 4096;
 export const MAX_OBJECT_SIZE = 1 << 30;
+export const VOLUME_ID_BYTES = 16;
+/** Plaintext bytes per chunk of a log object's data area: the unit of a ranged read. */
+export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+
+/** A volume this one was cloned from, and the last of its log objects the clone reads. */
+export interface BaseVolume {
+  readonly volume: string;
+  readonly volumeId: string;
+  /** Log objects of the clone with sequence numbers up to this one are the base's. */
+  readonly upTo: number;
+}
+
+/** Where a clone started: a snapshot's checkpoint in its base volume. */
+export interface CloneOrigin {
+  readonly volume: string;
+  readonly snapshot: string;
+  readonly seq: number;
+  readonly epoch: number;
+}
+
+/** A volume in the old segment format: refused by this version. */
+export class OldFormatError extends Error {
+  override readonly name = "OldFormatError";
+}
 
 export interface Manifest {
   readonly format: typeof MANIFEST_FORMAT;
@@ -28,6 +54,11 @@ export interface Manifest {
   readonly keyCheck: string | null;
   /** When the volume was created, ISO 8601. */
   readonly createdAt: string;
+  readonly chunkSize: number;
+  /** A clone: the volumes whose log objects it reads, oldest first (empty for a volume of its own). */
+  readonly bases: readonly BaseVolume[];
+  /** A clone: the snapshot it was made from; null otherwise. */
+  readonly origin: CloneOrigin | null;
 }
 
 export interface NewManifestOptions {
@@ -40,6 +71,9 @@ export interface NewManifestOptions {
   /** Random when not given. */
   readonly volumeId?: Uint8Array;
   readonly createdAt?: Date;
+  readonly chunkSize?: number;
+  readonly bases?: readonly BaseVolume[];
+  readonly origin?: CloneOrigin | null;
 }
 
 /** A manifest for a new volume, validated as `decodeManifest` would. */
@@ -52,6 +86,9 @@ export function createManifest(options: NewManifestOptions): Manifest {
     objectSize: options.objectSize,
     compression: options.compression,
     encryption: options.encryption,
+    chunkSize: options.chunkSize ?? Math.min(DEFAULT_CHUNK_SIZE, options.objectSize),
+    bases: options.bases ?? [],
+    origin: options.origin ?? null,
   };
   let keyCheck: string | null = null;
   if (options.encryption !== "identity") {
@@ -73,6 +110,9 @@ export function encodeManifest(manifest: Manifest): Uint8Array {
     encryption: manifest.encryption,
     keyCheck: manifest.keyCheck,
     createdAt: manifest.createdAt,
+    chunkSize: manifest.chunkSize,
+    bases: manifest.bases,
+    origin: manifest.origin,
   };
   return new TextEncoder().encode(`${JSON.stringify(ordered, null, 2)}\n`);
 }
@@ -97,13 +137,20 @@ export function decodeManifest(bytes: Uint8Array, where: string): Manifest {
   if (typeof format === "number" && Number.isInteger(format) && format > MANIFEST_FORMAT) {
     throw new Error(`${where}: manifest format ${format} was written by a newer usbd-tui (this version reads format ${MANIFEST_FORMAT}); upgrade usbd-tui to open this volume`);
   }
+  if (format === 1) {
+    throw new OldFormatError(
+      `${where}: this volume is in the segment format (manifest format 1) of an earlier usbd-tui, which this version ` +
+        "does not read (it writes log-structured volumes, format 2). Copy its data to a new volume (another --store-name) " +
+        "with the earlier version serving it, for example with nbdcopy",
+    );
+  }
   return validate(raw, where);
 }
 
 /** Checks every field of `raw`; returns the manifest with exactly the known fields. */
 function validate(raw: Record<string, unknown> | Manifest, where: string): Manifest {
   const bad = (field: string, why: string): Error => new Error(`${where}: manifest field "${field}" ${why}`);
-  const { format, volumeId, size, objectSize, compression, encryption, keyCheck, createdAt } = raw as Record<string, unknown>;
+  const { format, volumeId, size, objectSize, compression, encryption, keyCheck, createdAt, chunkSize, bases, origin } = raw as Record<string, unknown>;
   if (format !== MANIFEST_FORMAT) throw bad("format", `must be ${MANIFEST_FORMAT}, not ${JSON.stringify(format)}`);
   if (typeof volumeId !== "string" || !/^[0-9a-f]{32}$/.test(volumeId)) throw bad("volumeId", "must be 32 lowercase hex digits");
   if (typeof size !== "number" || !Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) {
@@ -124,14 +171,48 @@ function validate(raw: Record<string, unknown> | Manifest, where: string): Manif
     throw bad("keyCheck", `must be 64 lowercase hex digits for an encrypted (${encryption}) volume`);
   }
   if (typeof createdAt !== "string" || Number.isNaN(Date.parse(createdAt))) throw bad("createdAt", "must be an ISO 8601 date");
-  return { format: MANIFEST_FORMAT, volumeId, size, objectSize, compression, encryption, keyCheck: keyCheck as string | null, createdAt };
+  if (typeof chunkSize !== "number" || !Number.isSafeInteger(chunkSize) || chunkSize < 512 || chunkSize > objectSize || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw bad("chunkSize", `must be a power of two from 512 to the object size (got ${JSON.stringify(chunkSize)})`);
+  }
+  if (!Array.isArray(bases)) throw bad("bases", "must be a list");
+  const checkedBases: BaseVolume[] = bases.map((b: unknown, i) => {
+    const o = b as Record<string, unknown> | null;
+    if (typeof o !== "object" || o === null || typeof o.volume !== "string" || !isValidName(o.volume) || typeof o.volumeId !== "string" || !/^[0-9a-f]{32}$/.test(o.volumeId) ||
+      typeof o.upTo !== "number" || !Number.isSafeInteger(o.upTo) || o.upTo < 0 || (i > 0 && o.upTo < (bases[i - 1] as BaseVolume).upTo)) {
+      throw bad("bases", `entry ${i} must be {volume, volumeId, upTo} with upTo not decreasing`);
+    }
+    return { volume: o.volume, volumeId: o.volumeId, upTo: o.upTo };
+  });
+  let checkedOrigin: CloneOrigin | null = null;
+  if (origin !== null) {
+    const o = origin as Record<string, unknown> | undefined;
+    if (typeof o !== "object" || typeof o.volume !== "string" || typeof o.snapshot !== "string" || typeof o.seq !== "number" || typeof o.epoch !== "number" || checkedBases.length === 0) {
+      throw bad("origin", "must be null, or {volume, snapshot, seq, epoch} on a clone");
+    }
+    checkedOrigin = { volume: o.volume, snapshot: o.snapshot, seq: o.seq, epoch: o.epoch };
+  }
+  return {
+    format: MANIFEST_FORMAT,
+    volumeId,
+    size,
+    objectSize,
+    compression,
+    encryption,
+    keyCheck: keyCheck as string | null,
+    createdAt,
+    chunkSize,
+    bases: checkedBases,
+    origin: checkedOrigin,
+  };
 }
 
-type CheckedFields = Pick<Manifest, "volumeId" | "size" | "objectSize" | "compression" | "encryption">;
+type CheckedFields = Pick<Manifest, "volumeId" | "size" | "objectSize" | "compression" | "encryption" | "chunkSize" | "bases" | "origin">;
 
 /** HMAC-SHA256 with the check subkey over the fields a reader depends on, as 64 hex digits. */
 export function manifestKeyCheck(fields: CheckedFields, keys: VolumeKeys): string {
-  const text = `${fields.volumeId}|${fields.size}|${fields.objectSize}|${fields.compression}|${fields.encryption}`;
+  const bases = fields.bases.map((b) => `${b.volume}:${b.volumeId}:${b.upTo}`).join(",");
+  const origin = fields.origin === null ? "-" : `${fields.origin.volume}@${fields.origin.snapshot}:${fields.origin.seq}.${fields.origin.epoch}`;
+  const text = `2|${fields.volumeId}|${fields.size}|${fields.objectSize}|${fields.compression}|${fields.encryption}|${fields.chunkSize}|${bases}|${origin}`;
   return crypto.createHmac("sha256", keys.check).update(text).digest("hex");
 }
 
@@ -148,12 +229,12 @@ export function checkVolumeKey(manifest: Manifest, keys: VolumeKeys | undefined,
   if (stored.length !== expected.length || !crypto.timingSafeEqual(stored, expected)) {
     throw new KeyError(
       `wrong key for volume ${volume}: the key does not match the manifest's keyCheck (or the manifest was altered: ` +
-        "its volumeId, size, objectSize, compression or encryption differ from when the volume was created)",
+        "its volumeId, size, objectSize, compression, encryption or clone origin differ from when the volume was created)",
     );
   }
 }
 
-/** The volume id as the 16 bytes segment headers carry. */
-export function volumeIdBytes(manifest: Manifest): Uint8Array {
-  return new Uint8Array(Buffer.from(manifest.volumeId, "hex"));
+/** A volume id (32 hex digits) as the 16 bytes object preambles carry. */
+export function volumeIdBytes(manifestOrId: Pick<Manifest, "volumeId"> | string): Uint8Array {
+  return new Uint8Array(Buffer.from(typeof manifestOrId === "string" ? manifestOrId : manifestOrId.volumeId, "hex"));
 }
