@@ -40,7 +40,7 @@ export interface SftpObjectStoreOptions {
 /** Temporary files start with this; keys may not, so a listing never shows a put in progress (or one a crash left). */
 const TEMP_PREFIX = ".usbd-tmp-";
 /** Bytes per SFTP read or write request, and how many are in flight at once on the channel. */
-const CHUNK = 64 << 10;
+const CHUNK = 255 << 10;
 const IN_FLIGHT = 16;
 /** SFTP status codes (draft-ietf-secsh-filexfer-02). */
 const NO_SUCH_FILE = 2;
