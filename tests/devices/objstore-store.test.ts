@@ -13,6 +13,7 @@ import {
   type ObjectStoreConfig,
 } from "../../src/devices/objstore/store/config.ts";
 import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
+import { redact } from "../../src/devices/objstore/store/redact.ts";
 import { S3ObjectStore } from "../../src/devices/objstore/store/s3.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 import { bytes, collect, failure, storeConformance, type StoreTarget } from "./store-conformance.ts";
@@ -431,5 +432,19 @@ describe("s3 store: conditional create on servers that cannot", () => {
       await server.restart();
     }
     expect((await store.createIfAbsent("vol/lease", bytes(10))).outcome).toBe("created");
+  });
+});
+
+describe("store error texts: redact", () => {
+  test("configured secrets (also URL-encoded), SAS signatures and tokens go; the text stays on one line", () => {
+    const secret = "abc+def/ghi==";
+    const text = `failed: key ${secret} or ${encodeURIComponent(secret)}\nat https://a.blob.core.windows.net/c/k?sv=1&sig=SIGNATURE123&se=2 X-Auth-Token=tok123 token=t0k`;
+    const out = redact(text, [secret, undefined]);
+    for (const gone of [secret, encodeURIComponent(secret), "SIGNATURE123", "tok123", "t0k"]) expect(out).not.toContain(gone);
+    expect(out).toContain("sig=<REDACTED>");
+    expect(out).toContain("sv=1");
+    expect(out).not.toContain("\n");
+    // Very short "secrets" would blank out ordinary words: they are left alone.
+    expect(redact("put failed", ["put"])).toBe("put failed");
   });
 });

@@ -12,6 +12,7 @@ import {
   type StoragePipelineOptions,
 } from "@azure/storage-blob";
 import { redact } from "./redact.ts";
+import { bareEtag, emptyRange } from "./common.ts";
 import {
   ObjectStoreError,
   checkRange,
@@ -93,11 +94,6 @@ async function readAll(stream: NodeJS.ReadableStream | undefined, expected: numb
   return new Uint8Array(Buffer.concat([out.subarray(0, filled), ...extra]));
 }
 
-/** ETags compared as text, without the quotes Azure puts around them. */
-function bareEtag(etag: string | undefined): string {
-  return (etag ?? "").replace(/^(W\/)?"(.*)"$/, "$2");
-}
-
 export class AzureObjectStore implements ObjectStore {
   readonly description: string;
   private readonly container: ContainerClient;
@@ -176,7 +172,7 @@ export class AzureObjectStore implements ObjectStore {
 
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     checkRange("get", key, range);
-    if (range !== undefined && range.length === 0) return this.emptyRange(key);
+    if (range !== undefined && range.length === 0) return emptyRange(this, key);
     try {
       const blob = this.container.getBlobClient(key);
       const out = range === undefined ? await blob.download() : await blob.download(range.offset, range.length);
@@ -188,14 +184,9 @@ export class AzureObjectStore implements ObjectStore {
       const c = classify(e);
       if (c.code === "BlobNotFound" || (c.status === 404 && c.code !== "ContainerNotFound")) return undefined;
       // A range that starts at or past the end: the interface's answer is an empty body.
-      if (c.status === 416 && range !== undefined) return this.emptyRange(key);
+      if (c.status === 416 && range !== undefined) return emptyRange(this, key);
       throw this.fail("get", key, e);
     }
-  }
-
-  private async emptyRange(key: string): Promise<GetResult | undefined> {
-    const info = await this.head(key);
-    return info === undefined ? undefined : { body: new Uint8Array(0), etag: info.etag, size: info.size };
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import fsp, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { TEMP_PREFIX, keyParts } from "./common.ts";
 import {
   ObjectStoreError,
   checkRange,
@@ -17,9 +18,6 @@ import {
   type ObjectStoreErrorKind,
   type ObjectStoreOperation,
 } from "./types.ts";
-
-/** Temporary files start with this; keys may not, so a listing never shows a put in progress (or one a crash left). */
-const TEMP_PREFIX = ".usbd-tmp-";
 
 /** errno codes of conditions that can go away by themselves (a flaky disk or share, a full descriptor table). */
 const RETRY_CODES = new Set(["EIO", "EAGAIN", "EBUSY", "EINTR", "EMFILE", "ENFILE", "ETIMEDOUT", "ESTALE", "ENOLCK"]);
@@ -83,10 +81,7 @@ export class LocalObjectStore implements ObjectStore {
    * leading or trailing `/`, nothing that looks like a temporary file.
    */
   private fileOf(operation: Operation, key: string, shown = key): string {
-    const parts = key.split("/");
-    const bad = key === "" || key.includes("\0") || parts.some((p) => p === "" || p === "." || p === ".." || p.startsWith(TEMP_PREFIX));
-    if (bad) throw new ObjectStoreError(operation, shown, "other", `object store: ${operation}: key "${shown}" is not allowed in ${this.description} (empty, ".", ".." or "${TEMP_PREFIX}" components, or a leading or trailing "/")`);
-    return path.join(this.directory, ...parts);
+    return path.join(this.directory, ...keyParts(operation, key, this.description, shown));
   }
 
   async prepare(): Promise<void> {

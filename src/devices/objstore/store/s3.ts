@@ -17,6 +17,7 @@ import {
   type BucketLocationConstraint,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
+import { bareEtag, emptyRange } from "./common.ts";
 import {
   ObjectStoreError,
   checkRange,
@@ -105,11 +106,6 @@ function classify(err: unknown): Classified {
 
 /** Where the conditional-create probe writes (and at once deletes) its object; no volume's keys start with it. */
 const PROBE_PREFIX = ".usbd-probe/";
-
-/** ETags compared as text: the quotes S3 puts around them go, so head, get, put and list agree. */
-function bareEtag(etag: string | undefined): string {
-  return (etag ?? "").replace(/^(W\/)?"(.*)"$/, "$2");
-}
 
 /** An ObjectStore in one bucket of an S3(-compatible) service; etags are S3's, without the quotes. */
 export class S3ObjectStore implements ObjectStore {
@@ -255,7 +251,7 @@ export class S3ObjectStore implements ObjectStore {
 
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     checkRange("get", key, range);
-    if (range !== undefined && range.length === 0) return this.emptyRange(key);
+    if (range !== undefined && range.length === 0) return emptyRange(this, key);
     const header = range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`;
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header }));
@@ -276,17 +272,12 @@ export class S3ObjectStore implements ObjectStore {
       const c = classify(e);
       if (c.code === "NoSuchKey" || (c.status === 404 && c.code !== "NoSuchBucket")) return undefined;
       // A range that starts at or past the end: the interface's answer is an empty body, not an error.
-      if (c.status === 416 && range !== undefined) return this.emptyRange(key);
+      if (c.status === 416 && range !== undefined) return emptyRange(this, key);
       throw this.fail("get", key, e);
     }
   }
 
   /** An empty range of `key`: its size and etag from a HEAD, or undefined when it is missing. */
-  private async emptyRange(key: string): Promise<GetResult | undefined> {
-    const info = await this.head(key);
-    return info === undefined ? undefined : { body: new Uint8Array(0), etag: info.etag, size: info.size };
-  }
-
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));

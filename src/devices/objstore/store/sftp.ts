@@ -8,6 +8,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { Client, type ConnectConfig, type FileEntryWithStats, type SFTPWrapper, type Stats } from "ssh2";
 import { redact } from "./redact.ts";
+import { TEMP_PREFIX, keyParts } from "./common.ts";
 import {
   ObjectStoreError,
   checkRange,
@@ -37,8 +38,6 @@ export interface SftpObjectStoreOptions {
   readonly connectTimeoutMs?: number;
 }
 
-/** Temporary files start with this; keys may not, so a listing never shows a put in progress (or one a crash left). */
-const TEMP_PREFIX = ".usbd-tmp-";
 /** Bytes per SFTP read or write request, and how many are in flight at once on the channel. */
 const CHUNK = 255 << 10;
 const IN_FLIGHT = 16;
@@ -239,10 +238,7 @@ export class SftpObjectStore implements ObjectStore {
 
   /** The remote file of `key`, after checking the key names a file inside the directory (as the local store does). */
   private fileOf(operation: ObjectStoreOperation, key: string, shown = key): string {
-    const parts = key.split("/");
-    const bad = key === "" || key.includes("\0") || parts.some((p) => p === "" || p === "." || p === ".." || p.startsWith(TEMP_PREFIX));
-    if (bad) throw new ObjectStoreError(operation, shown, "other", `object store: ${operation}: key "${shown}" is not allowed in ${this.description} (empty, ".", ".." or "${TEMP_PREFIX}" components, or a leading or trailing "/")`);
-    return `${this.root === "/" ? "" : this.root}/${key}`;
+    return `${this.root === "/" ? "" : this.root}/${keyParts(operation, key, this.description, shown).join("/")}`;
   }
 
   private async statOrUndefined(sftp: SFTPWrapper, file: string): Promise<Stats | undefined> {

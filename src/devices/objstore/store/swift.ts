@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { redact } from "./redact.ts";
+import { bareEtag, emptyRange } from "./common.ts";
 import {
   ObjectStoreError,
   checkRange,
@@ -237,7 +238,7 @@ export class SwiftObjectStore implements ObjectStore {
       const response = await this.upload("put", key, body, {});
       if (!response.ok) throw await this.failure("put", key, response);
       await response.body?.cancel();
-      return { etag: response.headers.get("etag")?.replace(/"/g, "") ?? "" };
+      return { etag: bareEtag(response.headers.get("etag")) };
     } catch (e) {
       throw this.fail("put", key, e);
     }
@@ -252,7 +253,7 @@ export class SwiftObjectStore implements ObjectStore {
       }
       if (!response.ok) throw await this.failure("create", key, response);
       await response.body?.cancel();
-      return { outcome: "created", etag: response.headers.get("etag")?.replace(/"/g, "") ?? "" };
+      return { outcome: "created", etag: bareEtag(response.headers.get("etag")) };
     } catch (e) {
       throw this.fail("create", key, e);
     }
@@ -260,7 +261,7 @@ export class SwiftObjectStore implements ObjectStore {
 
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     checkRange("get", key, range);
-    if (range !== undefined && range.length === 0) return this.emptyRange(key);
+    if (range !== undefined && range.length === 0) return emptyRange(this, key);
     try {
       const headers: Record<string, string> = range === undefined ? {} : { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` };
       const response = await this.request("GET", key, { headers });
@@ -272,11 +273,11 @@ export class SwiftObjectStore implements ObjectStore {
       }
       if (response.status === 416 && range !== undefined) {
         await response.body?.cancel();
-        return this.emptyRange(key);
+        return emptyRange(this, key);
       }
       if (!response.ok) throw await this.failure("get", key, response);
       const body = new Uint8Array(await response.arrayBuffer());
-      const etag = response.headers.get("etag")?.replace(/"/g, "") ?? "";
+      const etag = bareEtag(response.headers.get("etag"));
       const total = /\/(\d+)$/.exec(response.headers.get("content-range") ?? "");
       if (total !== null) return { body, etag, size: Number(total[1]) };
       // A 200 to a ranged GET: the whole object came back, so cut the range out here.
@@ -286,11 +287,6 @@ export class SwiftObjectStore implements ObjectStore {
     } catch (e) {
       throw this.fail("get", key, e);
     }
-  }
-
-  private async emptyRange(key: string): Promise<GetResult | undefined> {
-    const info = await this.head(key);
-    return info === undefined ? undefined : { body: new Uint8Array(0), etag: info.etag, size: info.size };
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -303,7 +299,7 @@ export class SwiftObjectStore implements ObjectStore {
         return undefined;
       }
       if (!response.ok) throw this.fail("head", key, new SwiftHttpError(response.status, ""));
-      return { key, size: Number(response.headers.get("content-length") ?? 0), etag: response.headers.get("etag")?.replace(/"/g, "") ?? "" };
+      return { key, size: Number(response.headers.get("content-length") ?? 0), etag: bareEtag(response.headers.get("etag")) };
     } catch (e) {
       throw this.fail("head", key, e);
     }
