@@ -136,16 +136,20 @@ async function claim(store: ObjectStore, volume: string, record: LeaseRecord, lo
   const key = leaseKey(volume, record.epoch);
   const body = new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`);
   const result = await store.createIfAbsent(key, body);
-  if (result.outcome === "created") return { record, fresh: true, weak: false };
+  if (result.outcome === "created" && store.createCaveat === undefined) return { record, fresh: true, weak: false };
   if (result.outcome === "exists") return undefined;
-  // No conditional create here: put, then make sure ours is the record that stayed.
-  if ((await store.head(key)) !== undefined) return undefined;
-  await store.put(key, body);
+  if (result.outcome === "unsupported") {
+    // No conditional create here: put, then make sure ours is the record that stayed.
+    if ((await store.head(key)) !== undefined) return undefined;
+    await store.put(key, body);
+  }
+  // Unsupported, or a create that overlapping creates can also win (Swift, createCaveat): ours must be what stayed.
   await Bun.sleep(50);
   const back = asRecord(await readJson(store, key), record.epoch);
   if (back.nonce !== record.nonce) return undefined;
   log.log("warn", "objstore: the store cannot create objects conditionally, so the writer lease is advisory: two daemons started at the same moment could both write", {
     store: store.description,
+    why: result.outcome === "unsupported" ? result.reason : (store.createCaveat ?? ""),
   });
   return { record, fresh: true, weak: true };
 }
