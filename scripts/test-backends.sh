@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The objstore device on every remote backend through the real daemon and real clients (tests/clients/
 # objstore-backends.slow.ts: fio verify, cold reopen, the store stopped mid-upload, wrong credentials, for azure on
-# azurite, swift and s3 on Debian's Swift, sftp on openssh-server). About two minutes, so it is not part of
+# azurite, swift and s3 on Debian's Swift, sftp on openssh-server). 2 to 5 minutes here (1.7 quiet, 4.5 on a busy box), so not part of
 # `bun test`; .ci/run calls it. Output teed to BACKENDS_TEST_LOG (default .artifacts/test-backends.log).
 set -uo pipefail
 
