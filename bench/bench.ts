@@ -19,6 +19,7 @@ import {
   type ServerName,
   startServer,
 } from "./lib/servers.ts";
+import { makePki } from "../tests/helpers/tls-certs.ts";
 import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
 
 const HELP = `usage: bench/run.sh [options]
@@ -54,6 +55,8 @@ ${JOBS.map((j) => `                       ${j.name.padEnd(18)} ${j.kinds ? j.kin
                      store are deleted at the end of every round regardless)
   --live             run usbd-tui from the working tree itself; by default it runs from a copy of bin/, src/ and
                      package.json taken at start, so edits made by others during a long run cannot mix versions
+  --tls              every server with TLS required (usbd-tui --tls require, nbdkit --tls=require) and the same
+                     certificates, made with openssl in the scratch directory; clients connect with nbds+unix://
   --aa               A/A check of the harness: nbdkit stands in for usbd-tui, so every ratio should be ~1.0
                      and the spread shows the noise floor
 `;
@@ -78,6 +81,7 @@ interface Options {
   keep: boolean;
   aa: boolean;
   live: boolean;
+  tls: boolean;
 }
 
 function parseSize(s: string): number {
@@ -103,6 +107,7 @@ function parseArgs(argv: string[], repo: string): Options {
     keep: false,
     aa: false,
     live: false,
+    tls: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -171,6 +176,7 @@ function parseArgs(argv: string[], repo: string): Options {
       case "--keep": o.keep = true; break;
       case "--aa": o.aa = true; break;
       case "--live": o.live = true; break;
+      case "--tls": o.tls = true; break;
       default:
         throw new Error(`unknown option ${arg}\n\n${HELP}`);
     }
@@ -181,6 +187,12 @@ function parseArgs(argv: string[], repo: string): Options {
   }
   if (o.pin === "split" && o.serverCpu === o.clientCpu) throw new Error("--pin split needs different server and client CPUs");
   return o;
+}
+
+function mkdirScratch(dir: string): string {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 function log(msg: string): void {
@@ -280,6 +292,8 @@ async function main(): Promise<void> {
   log(`results -> ${resultsPath}`);
   if (o.aa) log("A/A mode: nbdkit stands in for usbd-tui");
 
+  const tlsDir = o.tls ? makePki(mkdirScratch(join(o.scratch, "pki"))).server : undefined;
+  if (tlsDir !== undefined) log(`TLS required on every server, certificates in ${tlsDir}`);
   for (let round = 1; round <= o.rounds; round++) {
     for (const group of o.devices) {
       const { usbd, peers } = GROUPS[group];
@@ -304,7 +318,7 @@ async function main(): Promise<void> {
         try {
           const s = await startServer(name, { repo: serverRoot, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
             standIn: o.aa, dedupCompress: o.dedupCompress, objstoreCfg: s3?.cfgJson(),
-            objstoreArgs: o.objstoreObjsize ? [`--objstore-objsize=${o.objstoreObjsize}`] : [] });
+            objstoreArgs: o.objstoreObjsize ? [`--objstore-objsize=${o.objstoreObjsize}`] : [], tls: tlsDir });
           running.add(s);
           up.set(name, s);
           servers[name] ??= { command: s.command, uri: s.uri, nbdinfo: await describe(s.uri) };

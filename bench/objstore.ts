@@ -1,4 +1,5 @@
 /**
+ * azurite is only ever started by tests/helpers/azurite-server.ts, always with --disableTelemetry (no traffic off the machine).
  * The objstore device in-process (openObjstoreDevice), against an s3rver on loopback (a process of its own,
  * bench/lib/s3rver-child.ts) and against the local-directory backend: cold reads, upload throughput, write
  * amplification of small random writes per object size, and what small objects cost a sequential write. Prints
@@ -877,6 +878,12 @@ function markdown(o: Options, r: Results, header: string[]): string {
     for (const s of r.sustained) {
       row([s.backend, s.pattern, sizeName(s.objsize), s.threshold, `**${fx(s.amplification, 2)}x**`, `${fx(s.gcBytes / MiB, 0)} MiB`, `${fx(s.checkpointBytes / MiB, 1)} MiB`,
         `${fx(s.downloaded / MiB, 0)} MiB`, `${fx(s.spaceOverhead, 2)}x`, fx(s.liveRatio, 2), s.puts, fx(mb(s.written, s.seconds), 0)]);
+    }
+    L.push("", "The map at the end of each run, and a cold open of the result (an empty cache directory):", "");
+    row(["pattern", "object size", "GC threshold", "extents", "map in memory", "catalog file", "checkpoint", "cold open", "GETs"]);
+    L.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (const s of r.sustained) {
+      row([s.pattern, sizeName(s.objsize), s.threshold, s.extents, `${fx(s.mapMemory / MiB, 1)} MiB`, `${fx(s.catalogBytes / MiB, 1)} MiB`, `${fx(s.checkpointSize / MiB, 1)} MiB`, `${fx(s.coldOpenS, 2)} s`, s.coldOpenGets]);
     }
     L.push("");
   }

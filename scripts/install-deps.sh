@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 # package:command it provides. A package counts as present when dpkg has it installed or its command is on the
 # PATH (on bookworm `nbdfuse` is a virtual package that libnbd-bin provides, so dpkg never lists it).
 PACKAGES=(libnbd-bin:nbdinfo nbdfuse:nbdfuse qemu-utils:qemu-img fio:fio fuse3:fusermount3 e2fsprogs:mkfs.ext4
-  nbdkit:nbdkit tmux:tmux util-linux:losetup)
+  nbdkit:nbdkit tmux:tmux util-linux:losetup python3-libnbd:nbdsh prometheus:promtool jq:jq systemd:systemd-analyze)
 # The object-store test servers (tests/helpers/swift-server.ts, sshd-server.ts): OpenStack Swift all in one (with its
 # s3api middleware, the strict S3 the suites also run against), memcached for tempauth, and openssh-server for sftp.
 PACKAGES+=(swift:swift-ring-builder swift-proxy:swift-proxy-server swift-account:swift-account-server
   swift-container:swift-container-server swift-object:swift-object-server python3-swift:swift-init
   memcached:memcached openssh-server:sshd)
+# The TLS suites and bench make their CA and certificates with openssl (tests/helpers/tls-certs.ts).
+PACKAGES+=(openssl:openssl)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 installed() {

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# azurite is only ever started by tests/helpers/azurite-server.ts, always with --disableTelemetry (no traffic off the machine).
 # The objstore device on every remote backend through the real daemon and real clients (tests/clients/
 # objstore-backends.slow.ts: fio verify, cold reopen, the store stopped mid-upload, wrong credentials, for azure on
 # azurite, swift and s3 on Debian's Swift, sftp on openssh-server). 2 to 5 minutes here (1.7 quiet, 4.5 on a busy box), so not part of

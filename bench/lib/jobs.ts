@@ -20,6 +20,8 @@ export interface JobSpec {
    * device already stores. Run as whole passes over the export rather than time based (see runRewrite).
    */
   readonly rewrite?: true;
+  /** Runs on an emptied export: one trim of all of it first (a dedup store then holds nothing, as a fresh one). */
+  readonly fresh?: true;
   /** The device kinds that run this job when --jobs does not choose (default: all). */
   readonly kinds?: readonly DeviceKind[];
 }
@@ -54,6 +56,15 @@ export const JOBS: readonly JobSpec[] = [
     metric: "bw",
     fio: { rw: "write", bs: "1M", qd: 8 },
     kinds: ["mem", "file", "dedup"],
+  },
+  // Last: its trim of the whole export would change what the jobs after it write into.
+  {
+    name: "write-1k-seq-fresh-qd32",
+    title: "1K sequential write into an emptied export, QD32",
+    metric: "bw",
+    fio: { rw: "write", bs: "1k", qd: 32 },
+    fresh: true,
+    kinds: ["dedup"],
   },
 ];
 
@@ -144,6 +155,10 @@ function p99Us(d: FioDirection): number | null {
 
 export async function runFio(job: JobSpec, c: JobContext): Promise<Measurement> {
   if (job.rewrite) return runRewrite(job, c);
+  if (job.fresh) {
+    const trim = await run([...c.pin, "fio", "--name=empty", "--ioengine=nbd", `--uri=${c.uri}`, "--rw=trim", "--bs=64M", `--size=${c.sizeBytes}`, "--output=/dev/null"]);
+    if (trim.code !== 0) throw new Error(`fio trim before ${job.name} failed (${trim.code}): ${(trim.stderr || trim.stdout).trim().slice(0, 500)}`);
+  }
   const { job: j, d, r } = await fio(job, c, [
     "--time_based", `--runtime=${c.runtimeS}`, `--ramp_time=${c.rampS}`, "--norandommap", "--randrepeat=0",
   ]);

@@ -4,8 +4,10 @@
  * sequential passes), with local FLUSHes every 64 MiB, the disk cache bounded so that writes wait for uploads as on
  * a real link, and the GC running as it would. Then the log is uploaded and the GC left to finish. Counted from the
  * store's side: every byte PUT (log objects, GC copies, checkpoints, leases), the bytes downloaded (GC reads), and
- * what the bucket holds at the end against the volume's size.
+ * what the bucket holds at the end against the volume's size; then the size of the map (in memory, in the catalog, as
+ * a checkpoint) and how long a cold open of the result takes.
  */
+import { existsSync, statSync } from "node:fs";
 import type { ObjstoreDevice, ObjstoreDeviceOptions } from "../../src/devices/objstore/index.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 
@@ -41,6 +43,14 @@ export interface SustainedRow {
   spaceOverhead: number;
   liveRatio: number;
   deletes: number;
+  /** The map at the end: extents, bytes of memory its pages take, the catalog file, the newest checkpoint. */
+  extents: number;
+  mapMemory: number;
+  catalogBytes: number;
+  checkpointSize: number;
+  /** A cold open of the result on an empty cache directory: seconds, and the GETs it made. */
+  coldOpenS: number;
+  coldOpenGets: number;
 }
 
 function prng(seed: number): () => number {
@@ -70,6 +80,7 @@ export async function sustained(
 ): Promise<SustainedRow> {
   const { pattern, volume, data } = spec;
   const v = await open({ size: volume, objectSize: spec.objsize, gcThreshold: spec.threshold, flushMode: "local", flushEvery: 5, diskCache: 256 * MiB });
+  let closed = false;
   try {
     const write = async (offset: number, bytes: Uint8Array) => {
       const r = v.dev.write(offset, bytes);
@@ -111,6 +122,11 @@ export async function sustained(
     let storeBytes = 0;
     for await (const info of v.store.list(`${v.dev.runtime.v.name}/`)) storeBytes += info.size;
     const uploaded = after.putBytes - before.putBytes;
+    const runtime = v.dev.runtime;
+    const extents = runtime.v.map.cachedExtents;
+    const mapMemory = runtime.v.map.memoryBytes;
+    const catalogBytes = statSync(runtime.v.catalog.path).size + (existsSync(`${runtime.v.catalog.path}-wal`) ? statSync(`${runtime.v.catalog.path}-wal`).size : 0);
+    const checkpointSize = runtime.checkpointer?.newest?.bytes ?? 0;
     const row: SustainedRow = {
       backend: spec.backend,
       pattern,
@@ -129,14 +145,28 @@ export async function sustained(
       spaceOverhead: storeBytes / volume,
       liveRatio: gauge(v.dev, "live ratio"),
       deletes: after.deletes - before.deletes,
+      extents,
+      mapMemory,
+      catalogBytes,
+      checkpointSize,
+      coldOpenS: 0,
+      coldOpenGets: 0,
     };
+    await v.close();
+    closed = true;
+    const t0 = performance.now();
+    const cold = await open({});
+    row.coldOpenS = (performance.now() - t0) / 1000;
+    row.coldOpenGets = cold.store.snapshot().gets;
+    await cold.close();
     spec.log(
       `sustained ${spec.backend} ${pattern} ${spec.objsize / MiB} MiB objects, GC ${spec.threshold}: amplification ${row.amplification.toFixed(2)}x ` +
         `(GC ${(row.gcBytes / MiB).toFixed(0)} MiB, checkpoints ${(row.checkpointBytes / MiB).toFixed(1)} MiB), store ${row.spaceOverhead.toFixed(2)}x the volume, ` +
-        `${(total / seconds / 1e6).toFixed(0)} MB/s, ${row.puts} PUTs`,
+        `${(total / seconds / 1e6).toFixed(0)} MB/s, ${row.puts} PUTs; ${extents} extents (${(mapMemory / MiB).toFixed(1)} MiB in memory, catalog ` +
+        `${(catalogBytes / MiB).toFixed(1)} MiB, checkpoint ${(checkpointSize / MiB).toFixed(1)} MiB), cold open ${row.coldOpenS.toFixed(2)} s with ${row.coldOpenGets} GETs`,
     );
     return row;
   } finally {
-    await v.close();
+    if (!closed) await v.close();
   }
 }

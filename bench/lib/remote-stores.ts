@@ -1,4 +1,5 @@
 /**
+ * azurite is only ever started by tests/helpers/azurite-server.ts, always with --disableTelemetry (no traffic off the machine).
  * The remote stores bench/objstore.ts can measure besides s3rver and the local directory: azure on azurite, swift
  * and s3 on Debian's Swift (auth v1, and its s3api middleware with SigV4), sftp on openssh-server. Each is started
  * on loopback by the same helpers the tests use, data in the bench's scratch directory, once per run.

@@ -58,14 +58,17 @@ export const TARGETS: Record<DeviceKind, Record<string, Target>> = {
   }),
   file: vs("nbdkit-file", Object.fromEntries(JOBS.map((j) => [j.name, 1.0]))),
   // Dedup: absolute throughput on this 2-core machine, or 0.7x usbd-tui's mem device in the same run; unique-data
-  // writes (write-1m-qd8) are reported without a target.
+  // writes (write-1m-qd8) at 0.3x of it and 1K writes into an emptied store at 50 MB/s (issue 19).
   dedup: {
+    "write-1m-qd8": { ratio: 0.3, against: "usbd-mem" },
+    "write-1k-seq-fresh-qd32": { absolute: 50e6, ratio: Number.POSITIVE_INFINITY, against: "usbd-mem" },
     "write-1m-dup-qd8": { absolute: 2.1e9, ratio: 0.7, against: "usbd-mem" },
     "read-1m-qd8": { absolute: 3.2e9, ratio: 0.7, against: "usbd-mem" },
     "randread-4k-qd32": { ratio: 0.7, against: "usbd-mem" },
   },
-  // Objstore: warm-cache reads at >= 0.8x usbd-tui's own file device in the same run (the issue's target).
-  objstore: vs("usbd-file", { "randread-4k-qd1": 0.8, "randread-4k-qd32": 0.8, "read-1m-qd8": 0.8, nbdcopy: 0.8 }),
+  // Objstore: warm-cache reads at >= 0.9x usbd-tui's own file device in the same run (issue 15's target; the
+  // segment design's issue asked 0.8x).
+  objstore: vs("usbd-file", { "randread-4k-qd1": 0.9, "randread-4k-qd32": 0.9, "read-1m-qd8": 0.9, nbdcopy: 0.9 }),
 };
 
 export function median(xs: readonly number[]): number {
@@ -266,6 +269,7 @@ const f = (v: number | null | undefined, digits: number, suffix = ""): string =>
 
 function fmtTarget(t: Target | null, metric: Metric, peers: readonly ServerName[]): string {
   if (t === null) return "-";
+  if (t.absolute !== undefined && !Number.isFinite(t.ratio)) return `>= ${fmtMetric(metric, t.absolute)}`;
   const ratio = `>= ${t.ratio.toFixed(1)}x${peers.length > 1 || peers[0] !== t.against ? ` ${t.against}` : ""}`;
   return t.absolute === undefined ? ratio : `>= ${fmtMetric(metric, t.absolute)} or ${ratio}`;
 }

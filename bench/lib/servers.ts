@@ -44,6 +44,21 @@ export interface StartOptions {
   readonly objstoreCfg?: string;
   /** Extra --objstore-* flags for usbd-objstore (e.g. --objstore-objsize=1MiB). */
   readonly objstoreArgs?: readonly string[];
+  /**
+   * TLS for every server: this --tls-certificates directory, with --tls require (usbd-tui) or --tls=require
+   * (nbdkit). Clients use nbds+unix:// URIs with tls-verify-peer=false: fio's nbd engine refuses tls-certificates=
+   * in a URI (libnbd's local-file rule), so no client checks the certificate, alike for every server; the
+   * encryption is the same.
+   */
+  readonly tls?: string;
+}
+
+/** `launch` with TLS required, as each server spells it. */
+function withTls(launch: Launch, dir: string, sock: string): Launch {
+  if (launch.cmd[0] === "nbdkit") {
+    return { ...launch, cmd: ["nbdkit", "--tls=require", `--tls-certificates=${dir}`, ...launch.cmd.slice(1)], tlsUri: `nbds+unix:///?socket=${sock}&tls-verify-peer=false` };
+  }
+  return { ...launch, cmd: [...launch.cmd, "--tls", "require", "--tls-certificates", dir] };
 }
 
 /** A device's gauges by name (e.g. "unique blocks", "dedup ratio"), from one JSON stats line of usbd-tui. */
@@ -79,6 +94,8 @@ interface Launch {
   readonly store?: string;
   /** Prints a JSON stats line every second (--json --stats-interval=1), read back by RunningServer.gauges. */
   readonly stats?: true;
+  /** The URI of a server that prints none, when it differs from the plain-text one (TLS). */
+  readonly tlsUri?: string;
 }
 
 /** Seconds between usbd-dedup's and usbd-objstore's JSON stats lines: how stale the gauges after a job can be. */
@@ -159,6 +176,8 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
 }
 
 const URI_LINE = /^\s*URI:\s+(\S+)/m;
+/** Under --json (issue 16) usbd-tui prints no URI line; its JSON stats lines carry the URI as servedAt. */
+const SERVED_AT = /"servedAt":"([^"]+)"/;
 
 /** Starts a server and resolves once an NBD client can read its size. */
 export async function startServer(name: ServerName, o: StartOptions, readyTimeoutMs = 30_000): Promise<RunningServer> {
@@ -166,7 +185,8 @@ export async function startServer(name: ServerName, o: StartOptions, readyTimeou
   const sock = join(o.dir, `${name}.sock`);
   rmSync(sock, { force: true });
   const log = join(o.dir, `${name}.log`);
-  const { cmd, uriFromStdout, store, stats } = commandFor(name, o, sock);
+  const plain = commandFor(name, o, sock);
+  const { cmd, uriFromStdout, store, stats, tlsUri } = o.tls === undefined ? plain : withTls(plain, o.tls, sock);
   const command = [...o.pin, ...cmd];
   // Output goes to a file, not a pipe: the harness must stay idle while jobs run, and a full pipe would stall
   // the server.
@@ -182,7 +202,7 @@ export async function startServer(name: ServerName, o: StartOptions, readyTimeou
   });
 
   const deadline = performance.now() + readyTimeoutMs;
-  let uri = uriFromStdout ? "" : `nbd+unix:///?socket=${sock}`;
+  let uri = uriFromStdout ? "" : (tlsUri ?? `nbd+unix:///?socket=${sock}`);
   const failure = (why: string): Error => {
     try {
       proc.kill("SIGKILL");
@@ -194,7 +214,7 @@ export async function startServer(name: ServerName, o: StartOptions, readyTimeou
     if (exited) throw failure(`exited (code ${exited.code}, signal ${exited.signal}) before printing its URI line`);
     if (performance.now() > deadline) throw failure(`no "URI: ..." line on stdout within ${readyTimeoutMs} ms`);
     const out = existsSync(log) ? readFileSync(log, "utf8") : "";
-    uri = URI_LINE.exec(out)?.[1] ?? "";
+    uri = (URI_LINE.exec(out)?.[1] ?? SERVED_AT.exec(out)?.[1] ?? "").replace(/tls-certificates=[^&]*/, "tls-verify-peer=false");
     if (uri === "") await Bun.sleep(50);
   }
   for (;;) {

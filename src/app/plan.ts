@@ -5,6 +5,8 @@
 import type { DeviceOptions } from "../devices/index.ts";
 import type { ListenAddress } from "../engine/address.ts";
 import type { KernelAttachOptions } from "../engine/kernel/attach.ts";
+import type { ListenOptions } from "../engine/listen.ts";
+import type { TlsServerConfig } from "../engine/tls.ts";
 
 export interface DeviceSpec {
   /** The export name, the name in logs, events and stats. Unique in a plan. */
@@ -25,4 +27,16 @@ export interface DaemonPlan {
   readonly listen: ListenAddress | undefined;
   /** Detach at shutdown even while a kernel device is mounted. */
   readonly force: boolean;
+  /** The process-wide memory budget for client data, in bytes (--max-buffer). */
+  readonly maxBuffer: number;
+  /** The listener's limits (--max-connections, --handshake-timeout, --socket-group). */
+  readonly listenLimits: Pick<ListenOptions, "maxConnections" | "handshakeTimeoutMs" | "socketGroup">;
+  /** TLS on the listener (--tls on|require with its credentials); absent: plain text only. */
+  readonly tls?: TlsServerConfig;
+  /** The control socket's path (`usbd-tui ctl`, `usbd-tui top`); undefined for none (`--control none`). */
+  readonly control: string | undefined;
+  /** `--metrics tcp:HOST:PORT`: where /metrics is served; undefined for nowhere. */
+  readonly metrics: string | undefined;
+  /** `--pid-file`: where the daemon's pid is written once it serves. */
+  readonly pidFile: string | undefined;
 }

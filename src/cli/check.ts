@@ -3,14 +3,17 @@
  * store and optionally repairs it. Exit codes: 0 consistent (or repaired), 1 the store could not be read,
  * 2 usage error, 3 inconsistencies found and left as they are (run again with --repair).
  */
+import { EXIT_INCONSISTENT } from "../app/exit-codes.ts";
 import { checkDedupStore, type CheckReport } from "../devices/dedup/check.ts";
+import { type ProgressOutput, checkProgress } from "./check-progress.ts";
 import type { CliOptions } from "./flags.ts";
 
-export const EXIT_INCONSISTENT = 3;
 
 export interface CheckIo {
   readonly out: (line: string) => void;
   readonly err: (line: string) => void;
+  /** Where progress goes while the check runs (stderr); none when absent. */
+  readonly progress?: ProgressOutput;
 }
 
 /** Why these options cannot run a check, or undefined when they can. */
@@ -22,12 +25,15 @@ export function checkUsageProblem(options: CliOptions): string | undefined {
 
 export function runCheck(options: CliOptions, io: CheckIo): number {
   let report: CheckReport;
+  const progress = io.progress === undefined ? undefined : checkProgress(io.progress);
   try {
-    report = checkDedupStore({ storeDir: options.storeDir, storeName: options.storeName, repair: options.repair });
+    report = checkDedupStore({ storeDir: options.storeDir, storeName: options.storeName, repair: options.repair, ...(progress ? { onProgress: progress.onProgress } : {}) });
   } catch (error) {
+    progress?.done();
     io.err(`usbd-tui check: ${error instanceof Error ? error.message : String(error)}`);
     return 1;
   }
+  progress?.done();
   const where = `${options.storeDir}/${options.storeName}`;
   if (options.json) {
     io.out(JSON.stringify({ type: "check", store: where, ...report }));

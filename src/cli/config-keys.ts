@@ -5,7 +5,28 @@
 import { FLAGS, type FlagName } from "./flags.ts";
 
 /** Keys that mean one thing for the whole process: top level (or the command line) only. */
-export const GLOBAL_ONLY: ReadonlySet<string> = new Set(["listen", "headless", "json", "log-level", "log-file", "stats-interval", "nbd-max-devs", "force"]);
+export const GLOBAL_ONLY: ReadonlySet<string> = new Set([
+  "listen",
+  "headless",
+  "json",
+  "log-level",
+  "log-file",
+  "stats-interval",
+  "nbd-max-devs",
+  "force",
+  "max-buffer",
+  "max-connections",
+  "handshake-timeout",
+  "socket-group",
+  "tls",
+  "tls-certificates",
+  "tls-verify-peer",
+  "tls-psk",
+  "control",
+  "metrics",
+  "pid-file",
+  "run",
+]);
 
 /**
  * Keys that name one device's store or kernel device: inside a [[device]] table only. `name` (or its spelling
@@ -83,10 +104,11 @@ export function valueText(key: string, value: unknown): string {
       if (!Number.isSafeInteger(value)) throw wrong(spec.type === "size" ? 'a size: an integer number of bytes or a string like "1GiB"' : "an integer");
       return String(value);
     }
-    if (spec.type === "seconds" || spec.value === "SECONDS") return String(value);
+    if (spec.type === "seconds" || spec.value === "SECONDS" || spec.value === "DURATION") return String(value);
   }
   if (spec.type === "size") throw wrong('a size: an integer number of bytes or a string like "1GiB"');
   if (spec.type === "integer") throw wrong("an integer");
   if (spec.type === "seconds" || spec.value === "SECONDS") throw wrong("a number of seconds");
+  if (spec.value === "DURATION") throw wrong('a number of seconds or a duration string like "1m"');
   throw wrong(key === "objstore-cfg" ? "a string (inline JSON or a file path) or a table" : "a string");
 }

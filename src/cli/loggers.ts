@@ -1,9 +1,10 @@
 /**
- * Where the CLI's log lines go: stderr in headless mode (text or JSON lines), the dashboard's event pane while the
- * dashboard owns the terminal, and with --log-file also appended to a file in either mode.
+ * Where the CLI's log lines go: stderr in headless mode (logfmt, JSON lines with --json, or journald's form when
+ * stderr is the journal), only --log-file while the dashboard owns the terminal, and with --log-file also appended
+ * to that file in either mode.
  */
-import { appendFileSync } from "node:fs";
-import { type Logger, jsonLogger, textLogger } from "../shared/log.ts";
+import { appendFileSync, fstatSync } from "node:fs";
+import { type Logger, journalLogger, jsonLogger, textLogger } from "../shared/log.ts";
 import { DashboardLog } from "../ui/log-sink.ts";
 import type { CliOptions } from "./flags.ts";
 
@@ -29,9 +30,24 @@ function fileLogger(options: CliOptions, path: string): Logger {
   return options.json ? jsonLogger(options.logLevel, write) : textLogger(options.logLevel, write);
 }
 
-/** The headless logger: stderr, plus the file. */
+/**
+ * Whether stderr is connected to the journal: systemd sets JOURNAL_STREAM to the stream's `device:inode`, and a
+ * stderr that is still that stream (not redirected by a wrapper) is what it describes.
+ */
+export function stderrIsJournal(env: Readonly<Record<string, string | undefined>> = process.env, fd = 2): boolean {
+  const match = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? "");
+  if (match === null) return false;
+  try {
+    const stat = fstatSync(fd, { bigint: true });
+    return stat.dev === BigInt(match[1]!) && stat.ino === BigInt(match[2]!);
+  } catch {
+    return false;
+  }
+}
+
+/** The headless logger: stderr (JSON lines with --json; the journal's form under journald; logfmt), plus the file. */
 export function headlessLogger(options: CliOptions): Logger {
-  const stderr = options.json ? jsonLogger(options.logLevel) : textLogger(options.logLevel);
+  const stderr = options.json ? jsonLogger(options.logLevel) : stderrIsJournal() ? journalLogger(options.logLevel) : textLogger(options.logLevel);
   return tee(stderr, options.logFile === undefined ? undefined : fileLogger(options, options.logFile));
 }
 

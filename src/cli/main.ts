@@ -3,13 +3,22 @@
  * Daemon, then hand it to a face: the dashboard in a terminal, headless otherwise. Maps every failure to the
  * documented exit codes: 0 clean, 1 runtime failure, 2 usage error.
  */
+import { mkdtempSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { DEVICE_KINDS, deviceKinds, isDeviceKind } from "../devices/index.ts";
 import { KeyError } from "../devices/objstore/codec/keys.ts";
 import { LeaseHeldError, SnapshotError } from "../devices/objstore/index.ts";
 import { ObjectStoreConfigError } from "../devices/objstore/store/config.ts";
 import { findObjectStoreError } from "../devices/objstore/store/types.ts";
 import { Daemon } from "../app/daemon.ts";
-import { OpenDeviceError } from "../app/open-devices.ts";
+import { OpenDeviceError, StoreDirError } from "../app/open-devices.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "../app/exit-codes.ts";
+import { ControlSocketError } from "../app/control/server.ts";
+import { MetricsAddressError } from "../app/metrics/endpoint.ts";
+import { PidFileError } from "../app/pid-file.ts";
+import { runCommand } from "../app/run-command.ts";
+import { systemdNotifier } from "../app/systemd.ts";
 import { AddressError, parseListenAddress } from "../engine/address.ts";
 import { prepareKernel } from "../engine/kernel/attach.ts";
 import { KernelUsageError } from "../engine/kernel/module.ts";
@@ -19,15 +28,15 @@ import { canRunDashboard, runDashboard } from "../ui/run.tsx";
 import { type CliOptions, UsageError, helpText, parseFlags } from "./flags.ts";
 import { checkUsageProblem, runCheck } from "./check.ts";
 import { loadConfig } from "./config.ts";
+import { soleDaemon } from "../app/control/paths.ts";
+import { runViewer } from "../ui/run-viewer.tsx";
+import { runCtl } from "./ctl.ts";
 import { runHeadless } from "./headless.ts";
 import { runSnapshot } from "./snapshot.ts";
 import { dashboardLogger, headlessLogger } from "./loggers.ts";
 import { daemonPlan } from "./plan.ts";
 import { VERSION } from "./version.ts";
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
 
 function usage(message: string): number {
   process.stderr.write(`usbd-tui: ${message}\n`);
@@ -64,8 +73,29 @@ function planDevices(options: CliOptions, argv: readonly string[]): { global: Cl
   return run;
 }
 
+/** `usbd-tui top [--control PATH]`: the dashboard attached to a running daemon. */
+async function top(argv: readonly string[]): Promise<number> {
+  let control: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--control") control = argv[++i];
+    else if (arg.startsWith("--control=")) control = arg.slice("--control=".length);
+    else return usage(`top takes only --control PATH, not ${arg}`);
+  }
+  if (!canRunDashboard(process.stdin, process.stdout)) return usage("top needs a terminal; in scripts use usbd-tui ctl status, stats or events");
+  let path: string;
+  try {
+    path = control ?? soleDaemon();
+    return await runViewer(path, (line) => process.stderr.write(`${line}\n`));
+  } catch (error) {
+    return usage(error instanceof Error ? error.message : String(error));
+  }
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === "snapshot") return runSnapshot(argv.slice(1), { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
+  if (argv[0] === "ctl") return runCtl(argv.slice(1), { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
+  if (argv[0] === "top") return top(argv.slice(1));
   const checking = argv[0] === "check";
   let options: CliOptions;
   let devices: readonly CliOptions[];
@@ -82,7 +112,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (checking) {
       const problem = options.config !== undefined ? "usbd-tui check takes one store from flags, not --config" : checkUsageProblem(options);
       if (problem !== undefined) return usage(problem);
-      return runCheck(options, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) });
+      return runCheck(options, {
+        out: (line) => process.stdout.write(`${line}\n`),
+        err: (line) => process.stderr.write(`${line}\n`),
+        progress: { isTTY: process.stderr.isTTY === true, columns: process.stderr.columns ?? 80, write: (text) => writeSync(2, text) },
+      });
     }
     ({ global: options, devices } = planDevices(options, argv));
   } catch (error) {
@@ -90,6 +124,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     throw error;
   }
   if (options.repair) return usage("--repair only applies to usbd-tui check");
+  // --run without --listen or a /dev/nbdN serves on a private socket, as nbdkit does: the command gets its $uri.
+  let privateDir: string | undefined;
+  if (options.run !== undefined && options.listen === undefined && devices.every((d) => d.nbdDevice === undefined && d.reattach === undefined)) {
+    privateDir = mkdtempSync(path.join(tmpdir(), "usbd-tui-run-"));
+    options = { ...options, listen: `unix:${path.join(privateDir, "nbd.sock")}` };
+  }
 
   if (options.listen === undefined) {
     // Before any device is created: a store must not be made for a kernel that cannot take it.
@@ -102,15 +142,19 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 
   // The dashboard when both ends are a terminal; --headless, --json or a pipe choose the headless mode.
-  const dashboard = !options.headless && !options.json && canRunDashboard(process.stdin, process.stdout);
+  const dashboard = !options.headless && !options.json && options.run === undefined && canRunDashboard(process.stdin, process.stdout);
   const dashboardLog = dashboard ? dashboardLogger(options) : undefined;
   const headlessLog = headlessLogger(options);
   const log: Logger = dashboardLog ?? headlessLog;
-  const daemon = new Daemon(daemonPlan(options, devices, VERSION), log, { endWhenNothingServed: dashboardLog === undefined });
+  const daemon = new Daemon(daemonPlan(options, devices, VERSION), log, {
+    endWhenNothingServed: dashboardLog === undefined && options.run === undefined,
+    notifier: systemdNotifier(process.env, log),
+  });
   // Before the devices open: a signal during the start is kept, not lost to the default action.
   daemon.handleSignals();
   try {
     await daemon.open();
+    if (options.run !== undefined) return await runCommand(daemon, options.run);
     if (dashboardLog !== undefined) return await runDashboard(daemon);
     return await runHeadless(daemon, { json: options.json, statsInterval: options.statsInterval }, { out: (line) => process.stdout.write(`${line}\n`) });
   } catch (error) {
@@ -126,8 +170,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     const refused = findObjectStoreError(cause, "unauthorised") !== undefined;
     if (
       cause instanceof ListenError ||
+      cause instanceof ControlSocketError ||
+      cause instanceof MetricsAddressError ||
+      cause instanceof PidFileError ||
       cause instanceof KernelUsageError ||
       cause instanceof ObjectStoreConfigError ||
+      cause instanceof StoreDirError ||
       cause instanceof KeyError ||
       cause instanceof LeaseHeldError ||
       cause instanceof SnapshotError ||
@@ -135,10 +183,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     ) {
       return usage(message);
     }
-    // On stderr even after the dashboard: it has given the terminal back by now.
-    headlessLog.log("error", message);
+    // On stderr even after the dashboard (it has given the terminal back by now): one plain line, as usage errors
+    // are, or a JSON log line with --json.
+    if (options.json) headlessLog.log("error", message);
+    else process.stderr.write(`usbd-tui: ${message}\n`);
     return EXIT_FAILURE;
   } finally {
     daemon.dispose();
+    if (privateDir !== undefined) rmSync(privateDir, { recursive: true, force: true });
   }
 }

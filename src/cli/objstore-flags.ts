@@ -13,7 +13,17 @@ import {
   type FlushMode,
   type ObjstoreCompression,
 } from "../devices/objstore/layout.ts";
+import { availableParallelism } from "node:os";
+import { parseDuration } from "./durations.ts";
 import { parseSize } from "./sizes.ts";
+
+/**
+ * --objstore-concurflush=0, which the Go original read as "pick one for me": 4 uploads per CPU core, at least 4, at
+ * most 32 (an upload mostly waits on the network, so several per core keep the link busy).
+ */
+export function concurrencyHeuristic(cores: number): number {
+  return Math.min(32, Math.max(4, 4 * cores));
+}
 
 export const OBJSTORE_FLAGS = {
   "objstore-kind": { type: "string", value: "KIND", help: "objstore: s3 (default), local, or the S3 presets b2, google, oracle" },
@@ -21,11 +31,11 @@ export const OBJSTORE_FLAGS = {
   "objstore-objsize": { type: "size", value: "SIZE", help: "objstore: bytes per object of a new volume, a power of two (default 4MiB)" },
   "objstore-diskcache": { type: "size", value: "SIZE", help: "objstore: local cache bound; least recently used objects go first (default 0: whole volume)" },
   "objstore-persistcache": { type: "boolean", help: "objstore: keep the cache across restarts, revalidated against the store" },
-  "objstore-aeskey": { type: "string", value: "SPEC", help: "objstore: key:<hex|base64>, file:<path> or env:<VAR> (default <store-dir>/key.aes, made 0600)" },
+  "objstore-aeskey": { type: "string", value: "SPEC", help: "objstore: key:<64 hex|base64|32 raw characters>, file:<path> or env:<VAR> (default <store-dir>/key.aes, made 0600)" },
   "objstore-aesmode": { type: "string", value: "MODE", help: "objstore: aes-gcm (default), aes-ctr (with HMAC) or identity, for a new volume" },
   "objstore-compress": { type: "string", value: "ALG", help: "objstore: lz4 (default), gzip or identity, for a new volume" },
-  "objstore-concurflush": { type: "integer", value: "N", help: "objstore: uploads in parallel (default 8)" },
-  "objstore-flushevery": { type: "string", value: "SECONDS", help: "objstore: upload dirty objects every SECONDS, like 10 or 2.5s (default 10)" },
+  "objstore-concurflush": { type: "integer", value: "N", help: "objstore: uploads in parallel (default 8; 0: 4 per CPU core, from 4 to 32)" },
+  "objstore-flushevery": { type: "string", value: "DURATION", help: "objstore: upload dirty objects every DURATION: 10 (seconds), 2.5s, 500ms, 1m, 1h30m (default 10s; 0: no timed uploads)" },
   "objstore-flush-mode": { type: "string", value: "MODE", help: "objstore: local (default: FLUSH is durable on local disk) or remote (FLUSH waits for the upload)" },
   "objstore-takeover": { type: "boolean", help: "objstore: take the volume from the daemon holding its writer lease (that one is fenced)" },
   "objstore-snapshot": { type: "string", value: "NAME", help: "objstore: serve snapshot NAME of the volume, read-only" },
@@ -79,11 +89,14 @@ export function parseObjstoreFlags(value: (name: keyof typeof OBJSTORE_FLAGS) =>
   const flushMode = text("objstore-flush-mode") ?? "local";
   if (!isFlushMode(flushMode)) fail(`--objstore-flush-mode takes local or remote, not "${flushMode}"`);
   const concurrencyText = text("objstore-concurflush") ?? "8";
-  const concurrency = Number(concurrencyText);
-  if (!/^\d+$/.test(concurrencyText) || concurrency < 1 || concurrency > 256) fail(`--objstore-concurflush must be from 1 to 256, got "${concurrencyText}"`);
+  const asked = Number(concurrencyText);
+  if (!/^\d+$/.test(concurrencyText) || asked > 256) fail(`--objstore-concurflush must be from 0 (a heuristic) to 256, got "${concurrencyText}"`);
+  const concurrency = asked === 0 ? concurrencyHeuristic(availableParallelism()) : asked;
   const everyText = text("objstore-flushevery") ?? "10";
-  const every = /^(\d+(?:\.\d+)?)s?$/.exec(everyText);
-  if (every === null || Number(every[1]) < 0.05) fail(`--objstore-flushevery takes seconds (at least 0.05), like 10 or 2.5s, not "${everyText}"`);
+  const every = parseDuration(everyText);
+  if (every === undefined || (every !== 0 && every < 0.05)) {
+    fail(`--objstore-flushevery takes a duration like 10 (seconds), 2.5s, 500ms, 1m or 1h30m (at least 50ms), or 0 for no timed uploads; not "${everyText}"`);
+  }
   const aesKey = text("objstore-aeskey");
   if (aesKey !== undefined && !/^(key|file|env):./s.test(aesKey)) fail("--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>");
   const name = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -112,7 +125,7 @@ export function parseObjstoreFlags(value: (name: keyof typeof OBJSTORE_FLAGS) =>
     aesMode: aesMode as AesMode | undefined,
     compression: compression as ObjstoreCompression | undefined,
     concurrency,
-    flushEvery: Number(every![1]),
+    flushEvery: every!,
     flushMode: flushMode as FlushMode,
     takeover,
     snapshot,

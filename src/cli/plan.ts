@@ -4,6 +4,8 @@
  */
 import { deviceKinds, isDeviceKind, type DeviceOptions } from "../devices/index.ts";
 import { parseListenAddress } from "../engine/address.ts";
+import path from "node:path";
+import { defaultControlPath } from "../app/control/paths.ts";
 import type { DaemonPlan, DeviceSpec } from "../app/plan.ts";
 import type { CliOptions } from "./flags.ts";
 import { kernelAttachOptions } from "./kernel.ts";
@@ -44,6 +46,7 @@ export function deviceSpec(options: CliOptions, kernel: boolean): DeviceSpec {
       storeName: options.storeName,
       dedup: { blockSize: options.dedupBlockSize, compression: options.dedupCompress, memoryCache: options.dedupMemcache },
       objstore: objstoreOptions(options.objstore),
+      readOnly: options.access.readOnly,
     },
     kernel: kernel ? kernelAttachOptions(options, persistent) : undefined,
   };
@@ -57,5 +60,19 @@ export function daemonPlan(global: CliOptions, devices: readonly CliOptions[], v
     devices: devices.map((d) => deviceSpec(d, listen === undefined)),
     listen,
     force: global.force,
+    maxBuffer: global.maxBuffer,
+    listenLimits: { maxConnections: global.maxConnections, handshakeTimeoutMs: global.handshakeTimeout * 1000, socketGroup: global.socketGroup },
+    ...(global.access.tls === undefined ? {} : { tls: global.access.tls }),
+    control: controlPath(global, devices),
+    metrics: global.metrics,
+    pidFile: global.pidFile === undefined ? undefined : path.resolve(global.pidFile),
   };
+}
+
+/** --control, or the default named after the --config file (or the only device): `/run/usbd-tui/vm1.4242.sock`. */
+function controlPath(global: CliOptions, devices: readonly CliOptions[]): string | undefined {
+  if (global.control === "none") return undefined;
+  if (global.control !== undefined) return path.resolve(global.control);
+  const name = global.config !== undefined ? path.basename(global.config).replace(/\.toml$/, "") : (devices[0]?.exportName ?? "usbd");
+  return defaultControlPath(name.replace(/[^A-Za-z0-9._-]/g, "-"));
 }

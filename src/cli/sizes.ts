@@ -1,7 +1,8 @@
 /**
- * Human sizes on the command line (`20GiB`, `100 MiB`, `1.5G`, `4096`); src/engine/format-size.ts writes them back.
- * Single letters and IEC suffixes are powers of 1024 (as in qemu-img and the Go original); KB/MB/GB/TB are
- * powers of 1000.
+ * Human sizes on the command line (`20GiB`, `100 MiB`, `1.5G`, `4096`); src/shared/format-size.ts writes them back.
+ * Single letters and IEC suffixes are powers of 1024, as in qemu-img (`20G` is 20 GiB); KB/MB/GB/TB are powers of
+ * 1000. The Go original read single letters as powers of 1000 too, so a seed command line's `20G` is 7.4% larger
+ * here; both spell 20 GiB as `20GiB`.
  */
 
 const UNITS: Readonly<Record<string, number>> = {

@@ -1,7 +1,7 @@
 /**
  * `usbd-tui snapshot create|list|delete [NAME] --store-dir DIR --store-name VOL --objstore-kind ... --objstore-cfg ...`:
  * snapshots of a stopped objstore volume. `create` opens the volume as its writer (so it is refused, exit 2, while
- * a daemon serves it: a running daemon takes snapshots through its control path), records a checkpoint of
+ * a daemon serves it: there is no control path into a running daemon yet), records a checkpoint of
  * everything written and names it; `list` and `delete` need only the store. A snapshot is opened read-only with
  * `--objstore-snapshot NAME`, or cloned into a new volume with `--objstore-clone-of VOL@NAME`.
  * Exit codes: 0 done, 1 the store or volume failed, 2 a usage error (a bad name, a name in use, a snapshot a clone
@@ -79,7 +79,7 @@ export async function runSnapshot(argv: readonly string[], io: SnapshotIo): Prom
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     if (e instanceof LeaseHeldError || e instanceof StoreLockedError) {
-      io.err(`usbd-tui: ${message}. A running daemon takes snapshots through its control path`);
+      io.err(`usbd-tui: ${message}. Stop the daemon first: this version has no control path to snapshot a running volume`);
       return 2;
     }
     io.err(`usbd-tui: ${message}`);

@@ -88,6 +88,16 @@ export interface DeviceNotice {
   readonly message: string;
 }
 
+/** Accepted writes that are not yet in the device's final store (an object store that was unreachable). */
+export interface UnsettledData {
+  /** How much is waiting. */
+  readonly bytes: number;
+  /** Where it is kept meanwhile, durably: `/var/lib/usbd-tui/vm1.objstore.cache`. */
+  readonly keptIn: string;
+  /** Where it goes and when: `goes up to s3 bucket "usbd" at the next start`. */
+  readonly destination: string;
+}
+
 /** What `reclaim` gave back. */
 export interface ReclaimResult {
   /** Bytes of storage released: to the file system (a smaller file), to memory, or in the remote store. 0 if none. */
@@ -148,6 +158,13 @@ export interface BlockDevice {
    * reports that there was nothing to reclaim.
    */
   reclaim?(): MaybePromise<ReclaimResult>;
+
+  /**
+   * Accepted data not yet in the device's final store, if any (undefined or 0 bytes: everything is there). Also
+   * called after `close`, which must keep answering it: then it says what the close could not deliver, so a
+   * shutdown that leaves data behind says how much and where, instead of exiting as if all were done.
+   */
+  unsettled?(): UnsettledData | undefined;
 }
 
 /** NBD error names a device may raise; the engine maps them to NBD error codes. */

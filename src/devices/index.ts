@@ -7,7 +7,7 @@ import path from "node:path";
 import type { BlockDevice, DeviceNotice, MaybePromise } from "./device.ts";
 import { openFileDevice } from "./file/index.ts";
 import { createMemDevice } from "./mem/index.ts";
-import { openDedupDevice, type DedupCompression } from "./dedup/index.ts";
+import { offThreadHashingPays, openDedupDevice, type DedupCompression } from "./dedup/index.ts";
 import { openObjstoreDevice, type ObjstoreDeviceOptions } from "./objstore/index.ts";
 import type { Logger } from "../shared/log.ts";
 
@@ -36,6 +36,8 @@ export interface DeviceOptions {
   };
   /** The objstore kind's --objstore-* flags; absent ones take the volume's or the defaults. */
   readonly objstore?: Omit<ObjstoreDeviceOptions, "storeDir" | "storeName" | "size" | "defaultSize" | "blockSize" | "log">;
+  /** Open the store for reading only (--read-only): advertised read-only, writes refused, the store never changed. */
+  readonly readOnly?: boolean;
   /** Where kinds that work in the background (objstore uploads) report what happens. */
   readonly log?: Logger;
   /** Told what a device has to say about itself: created or reopened, upload rounds, the store failing and back. */
@@ -70,7 +72,7 @@ export const deviceKinds = {
     description: "in memory, sparse; contents are lost when the daemon stops",
     persistent: false,
     create: (o: DeviceOptions) =>
-      createMemDevice({ size: need(o.size, "mem", "--store-size"), blockSize: o.blockSize }),
+      createMemDevice({ size: need(o.size, "mem", "--store-size"), blockSize: o.blockSize, readOnly: o.readOnly }),
   },
   file: {
     description: "a sparse image file <store-dir>/<store-name>.img; trim punches holes",
@@ -78,7 +80,7 @@ export const deviceKinds = {
     create: (o: DeviceOptions) => {
       const path = storeImagePath(o, "file");
       const exists = existsSync(path);
-      const device = openFileDevice({ path, size: o.size ?? (exists ? undefined : o.defaultSize), blockSize: o.blockSize });
+      const device = openFileDevice({ path, size: o.size ?? (exists ? undefined : o.defaultSize), blockSize: o.blockSize, readOnly: o.readOnly });
       o.notify?.(openedNotice(exists, `image ${path}`, device.size));
       return device;
     },
@@ -90,7 +92,9 @@ export const deviceKinds = {
       const storeDir = need(o.storeDir, "dedup", "--store-dir");
       const storeName = need(o.storeName, "dedup", "--store-name");
       const exists = existsSync(path.join(storeDir, `${storeName}.dedup.db`));
-      const device = openDedupDevice({ storeDir, storeName, size: o.size ?? (exists ? undefined : o.defaultSize), ...o.dedup });
+      const device = openDedupDevice({
+        storeDir, storeName, size: o.size ?? (exists ? undefined : o.defaultSize), ...o.dedup, readOnly: o.readOnly, hashOffThread: offThreadHashingPays(),
+      });
       o.notify?.(openedNotice(exists, `dedup store ${path.join(storeDir, storeName)}.dedup.{db,blocks}`, device.size));
       return device;
     },
@@ -106,6 +110,8 @@ export const deviceKinds = {
         defaultSize: o.defaultSize,
         blockSize: o.blockSize,
         ...o.objstore,
+        // A snapshot is read-only already; otherwise --read-only opens the latest state without a lease.
+        ...(o.readOnly === true && o.objstore?.snapshot === undefined ? { readOnly: true } : {}),
         ...(o.log === undefined ? {} : { log: o.log }),
         ...(o.notify === undefined ? {} : { notify: o.notify }),
       }),

@@ -1,6 +1,6 @@
 /** Opening a store file with an exclusive lock, shared by the store-backed kinds (dedup, objstore). */
 import fs from "node:fs";
-import { LOCK_EX, LOCK_NB, LibcError, flock } from "../ffi/libc.ts";
+import { LOCK_EX, LOCK_NB, LOCK_SH, LibcError, flock } from "../ffi/libc.ts";
 
 /** Another process holds the store's lock (a daemon serving it, or `check`). */
 export class StoreLockedError extends Error {
@@ -9,12 +9,13 @@ export class StoreLockedError extends Error {
 
 /**
  * Opens (or creates, mode 0600) `path` and takes an exclusive lock on it, so that two daemons, or a daemon and
- * `check`, never work on one store. `kind` names the device in the error a second opener gets.
+ * `check`, never work on one store. `kind` names the device in the error a second opener gets. `readOnly` opens an
+ * existing file for reading under a shared lock: read-only opens share it, a writer is refused (and refuses it).
  */
-export function openLocked(path: string, create: boolean, kind: string): number {
-  const fd = fs.openSync(path, create ? "wx+" : "r+", 0o600);
+export function openLocked(path: string, create: boolean, kind: string, readOnly = false): number {
+  const fd = fs.openSync(path, create ? "wx+" : readOnly ? "r" : "r+", 0o600);
   try {
-    flock(fd, LOCK_EX | LOCK_NB);
+    flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB);
   } catch (e) {
     fs.closeSync(fd);
     if (e instanceof LibcError && e.code === "EAGAIN") {

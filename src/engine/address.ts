@@ -25,12 +25,13 @@ export function parseListenAddress(spec: string): ListenAddress {
   );
 }
 
-/** The URI a libnbd or qemu client uses for `exportName` at `address`. */
-export function exportUri(address: ListenAddress, exportName: string): string {
+/** The URI a libnbd or qemu client uses for `exportName` at `address`; `tls` gives the nbds:// forms. */
+export function exportUri(address: ListenAddress, exportName: string, tls = false): string {
   const name = encodeURIComponent(exportName);
-  if (address.kind === "unix") return `nbd+unix:///${name}?socket=${address.path}`;
+  const scheme = tls ? "nbds" : "nbd";
+  if (address.kind === "unix") return `${scheme}+unix:///${name}?socket=${address.path}`;
   const host = address.host.includes(":") ? `[${address.host}]` : address.host;
-  return `nbd://${host}:${address.port}/${name}`;
+  return `${scheme}://${host}:${address.port}/${name}`;
 }
 
 export function describeAddress(address: ListenAddress): string {

@@ -49,9 +49,9 @@ export class CommandRunner {
         case CMD.FLUSH:
           return this.track(req, this.flushAfterWrites());
         case CMD.TRIM:
-          return this.track(req, this.withFua(req, device.trim(req.offset, req.length, this.fuaOption(req))));
+          return this.track(req, this.withFua(req, device.trim(req.offset, req.length, this.fuaOption(req))), true);
         case CMD.WRITE_ZEROES:
-          return this.track(req, this.zeroes(req));
+          return this.track(req, this.zeroes(req), true);
         case CMD.CACHE:
           // A hint: devices that keep their data local have nothing to prefetch; the range was validated.
           if (device.cache === undefined) return this.outcome.completed(req, 0);
@@ -100,7 +100,7 @@ export class CommandRunner {
     return settled;
   }
 
-  /** Makes a later FLUSH wait for a write that is still running (one handed over in pieces, for instance). */
+  /** Makes a later FLUSH wait for a write-like request that is still running (one handed over in pieces, say). */
   trackWrite(settled: Promise<void>): void {
     this.writesInFlight.add(settled);
     void settled.finally(() => this.writesInFlight.delete(settled));
@@ -128,18 +128,20 @@ export class CommandRunner {
     return this.withFua(req, emulateWriteZeroes(this.device, req.offset, req.length, fua));
   }
 
-  /** FLUSH covers every write received before it on this connection, even those still running. */
+  /** FLUSH covers every write-like request (WRITE, TRIM, WRITE_ZEROES) received before it, even those still running. */
   private async flushAfterWrites(): Promise<void> {
     if (this.writesInFlight.size > 0) await Promise.allSettled([...this.writesInFlight]);
     await this.device.flush();
   }
 
-  private track(req: Request, result: unknown): void {
+  /** Answers `req` when `result` settles; a write-like request still running holds back later FLUSHes. */
+  private track(req: Request, result: unknown, writeLike = false): void {
     if (result instanceof Promise) {
-      result.then(
+      const settled = result.then(
         () => this.outcome.completed(req, req.length),
         (error: unknown) => this.outcome.failed(req, error),
       );
+      if (writeLike) this.trackWrite(settled);
     } else {
       this.outcome.completed(req, req.length);
     }

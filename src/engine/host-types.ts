@@ -2,7 +2,7 @@
  * What the Host tells its faces: each device's state and snapshot, and the events it emits. Plain data (every field
  * survives JSON), so the control socket carries them unchanged to `usbd-tui ctl` and `usbd-tui top`.
  */
-import type { DeviceStats } from "../devices/device.ts";
+import type { DeviceStats, UnsettledData } from "../devices/device.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
 
 export type DeviceState = "starting" | "serving" | "flushing" | "trimming" | "detaching" | "detached" | "error";
@@ -129,4 +129,6 @@ export interface DeviceSnapshot {
   readonly lastError: string | undefined;
   /** Clients connected to it as a network export, oldest first. */
   readonly clients: readonly ClientSnapshot[];
+  /** Accepted writes not yet in the device's store (an object store's dirty data), or undefined when none. */
+  readonly unsettled: UnsettledData | undefined;
 }

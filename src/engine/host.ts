@@ -3,7 +3,7 @@
  * stop) and watches (snapshots with state, running action, last error and clients; numbered events). Shutdown
  * always goes in the safe order: stop serving and finish in-flight requests, flush, then close.
  */
-import type { BlockDevice, DeviceNotice, DeviceStats } from "../devices/device.ts";
+import type { BlockDevice, DeviceNotice, DeviceStats, UnsettledData } from "../devices/device.ts";
 import { formatSize } from "../shared/format-size.ts";
 import type { Logger } from "../shared/log.ts";
 import type { ListenAddress } from "./address.ts";
@@ -12,7 +12,7 @@ import { HostEvents } from "./host-events.ts";
 import { type Activity, type ClientSnapshot, type DeviceSnapshot, type DeviceState, type HostEvent, type HostEventKind, type TrimResult, describeClient } from "./host-types.ts";
 import { type KernelAttachOptions, attachKernel } from "./kernel/attach.ts";
 import { DetachRefusedError, type KernelAttachment, describeAttachment } from "./kernel/attachment.ts";
-import { type Export, type NbdServer, listen } from "./listen.ts";
+import { type Export, type ListenOptions, type NbdServer, listen } from "./listen.ts";
 import { DeviceMetrics } from "./metrics.ts";
 import { peerProcess } from "./peer-process.ts";
 import { CMD } from "./protocol/constants.ts";
@@ -36,6 +36,8 @@ interface DeviceRecord {
   /** The last error event, until a later event says something went well. */
   lastError: string | undefined;
   readonly clients: ClientSnapshot[];
+  /** What the device could not deliver to its store by the time it closed (see BlockDevice.unsettled). */
+  unsettled: UnsettledData | undefined;
 }
 
 /** A device's gauges; a device whose stats() throws shows the error instead of taking the dashboard down. */
@@ -44,6 +46,16 @@ function safeStats(device: BlockDevice): DeviceStats | undefined {
     return device.stats?.();
   } catch (error) {
     return { gauges: [], lastError: `stats failed: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}
+
+/** What a device has not delivered to its store yet; a device whose unsettled() throws is treated as having nothing. */
+function safeUnsettled(device: BlockDevice): UnsettledData | undefined {
+  try {
+    const u = device.unsettled?.();
+    return u !== undefined && u.bytes > 0 ? u : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -85,7 +97,7 @@ export class Host {
     if (this.devices.some((d) => d.name === name)) throw new Error(`a device named "${name}" already exists`);
     const hosted: HostedDevice = { name, device, metrics: new DeviceMetrics(), state: "starting", servedAt: undefined, kernel: undefined };
     this.devices.push(hosted);
-    this.records.set(name, { activity: undefined, lastError: undefined, clients: [] });
+    this.records.set(name, { activity: undefined, lastError: undefined, clients: [], unsettled: undefined });
     return hosted;
   }
 
@@ -95,10 +107,10 @@ export class Host {
     this.events.emit(name, kind, notice.message);
   }
 
-  /** Serves the given devices over NBD at `address`, each as an export named after it. */
-  async serve(address: ListenAddress, hosted: readonly HostedDevice[]): Promise<NbdServer> {
+  /** Serves the given devices over NBD at `address`, each as an export named after it, with the listener's `limits`. */
+  async serve(address: ListenAddress, hosted: readonly HostedDevice[], limits: Omit<ListenOptions, "log" | "onClient"> = {}): Promise<NbdServer> {
     const exports: Export[] = hosted.map((h) => ({ name: h.name, device: h.device, metrics: h.metrics, description: h.device.kind }));
-    const server = await listen(address, exports, { log: this.engineLog, onClient: (event) => this.clientEvent(event) });
+    const server = await listen(address, exports, { ...limits, log: this.engineLog, onClient: (event) => this.clientEvent(event) });
     this.servers.push(server);
     for (const h of hosted) {
       this.exportedBy.set(h, server);
@@ -229,8 +241,14 @@ export class Host {
         activity,
         lastError: stats?.lastError ?? record.lastError,
         clients: [...record.clients],
+        unsettled: d.state === "detached" ? record.unsettled : safeUnsettled(d.device),
       };
     });
+  }
+
+  /** Devices that closed with accepted data their store did not take yet, and how much and where. */
+  unsettled(): Array<{ readonly device: string; readonly data: UnsettledData }> {
+    return [...this.records].flatMap(([device, r]) => (r.unsettled === undefined ? [] : [{ device, data: r.unsettled }]));
   }
 
   /** The kept events after `afterSeq` (the most recent few hundred), oldest first. */
@@ -327,6 +345,11 @@ export class Host {
   private async closeDevice(d: HostedDevice, message: string): Promise<void> {
     await d.device.close();
     d.state = "detached";
+    const unsettled = d.device.unsettled?.();
+    if (unsettled !== undefined && unsettled.bytes > 0) {
+      this.records.get(d.name)!.unsettled = unsettled;
+      this.emit(d.name, "warning", unsettledLine(unsettled));
+    }
     // A device that was never served (its attach failed) ends without an event: the failure is the news.
     if (d.servedAt !== undefined) this.emit(d.name, "detached", message);
   }
@@ -391,6 +414,11 @@ export class Host {
   private emit(device: string, kind: HostEventKind, message: string): void {
     this.events.emit(device, kind, message);
   }
+}
+
+/** `32 MiB written but not uploaded: kept in /var/lib/usbd-tui/vm1.objstore.cache; it goes up to ... at the next start`. */
+export function unsettledLine(u: UnsettledData): string {
+  return `${formatSize(u.bytes)} written but not in the store yet: kept in ${u.keptIn}; it ${u.destination}`;
 }
 
 function errorMessage(error: unknown): string {

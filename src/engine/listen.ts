@@ -2,17 +2,20 @@
  * Serves exports over a Unix or TCP socket for qemu, nbdfuse, nbd-client and libnbd tools: each connection runs
  * the handshake, then hands the same socket to a Session for the transmission phase.
  */
-import { existsSync, lstatSync, unlinkSync } from "node:fs";
-import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
+import { chmodSync, chownSync, existsSync, lstatSync, unlinkSync } from "node:fs";
+import type { TCPSocketListener, UnixSocketListener } from "bun";
 import { type BlockDevice, resolveCapabilities } from "../devices/device.ts";
-import { type ListenAddress, describeAddress, exportUri } from "./address.ts";
+import { setListenBacklog } from "../ffi/sockets.ts";
 import type { Logger } from "../shared/log.ts";
+import { AcceptGuard, DEFAULT_MAX_CONNECTIONS, ThrottledLog } from "./accept-guard.ts";
+import { type ListenAddress, describeAddress, exportUri } from "./address.ts";
+import { type ClientEvent, type ConnectionContext, NetworkConnection } from "./connection.ts";
+import { type MemoryBudget, sharedMemoryBudget } from "./memory-budget.ts";
 import type { DeviceMetrics } from "./metrics.ts";
-import { type ExportInfo, Handshake } from "./protocol/handshake.ts";
-import { ReplyWriter } from "./reply-writer.ts";
-import { Session } from "./session.ts";
+import type { ExportInfo } from "./protocol/handshake.ts";
 import { enlargeSocketBuffers } from "./socket-buffers.ts";
-import { socketFd, socketTransport } from "./socket-transport.ts";
+import { socketFd } from "./socket-transport.ts";
+import { isLoopbackHost, type TlsServerConfig } from "./tls.ts";
 
 /** A device offered under a name. */
 export interface Export {
@@ -33,10 +36,26 @@ export interface ListenOptions {
    * Told when a client has chosen an export (its session starts; `fd` is the connection's descriptor, for
    * SO_PEERCRED) and when such a client's connection closes. For the Host's client list and events.
    */
-  readonly onClient?: (event: { readonly kind: "connected" | "disconnected"; readonly peer: string; readonly export: string; readonly fd?: number }) => void;
+  readonly onClient?: (event: ClientEvent) => void;
+  /** Milliseconds a client has to finish the handshake before it is disconnected (default 10 s; 0: no limit). */
+  readonly handshakeTimeoutMs?: number;
+  /** Connections served at once; more are refused with a log line (default 128). */
+  readonly maxConnections?: number;
+  /** The memory budget connections share (default: the process-wide one). */
+  readonly budget?: MemoryBudget;
+  /**
+   * Unix sockets only: the group (gid) that may connect as well as the owner; the socket is then 0660 instead of
+   * 0600. Either way the mode is set before anything can connect, whatever the umask.
+   */
+  readonly socketGroup?: number;
+  /** TLS offered (mode "on") or required ("require") with these credentials (--tls, --tls-certificates); default off. */
+  readonly tls?: TlsServerConfig;
 }
 
 const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Connection bursts wait in the accept queue up to this deep (capped by net.core.somaxconn; Bun's own is 512). */
+const ACCEPT_BACKLOG = 4096;
 
 export interface NbdServer {
   /** Where the server listens (for TCP port 0, the port the OS picked). */
@@ -58,18 +77,6 @@ export interface NbdServer {
   withdraw(exportName: string): Promise<void>;
   /** Stops accepting, lets every connection finish the requests it already sent, closes them, removes the socket. */
   stop(): Promise<void>;
-}
-
-interface Connection {
-  readonly id: number;
-  readonly peer: string;
-  readonly out: ReplyWriter;
-  readonly socket: Socket<Connection>;
-  handshake: Handshake | undefined;
-  session: Session | undefined;
-  /** The export the session serves, once the handshake chose one. */
-  exportName: string | undefined;
-  closed: boolean;
 }
 
 export class ListenError extends Error {}
@@ -100,6 +107,35 @@ async function prepareUnixPath(path: string): Promise<void> {
   unlinkSync(path);
 }
 
+type Listener = UnixSocketListener<NetworkConnection> | TCPSocketListener<NetworkConnection>;
+type Handlers = Parameters<typeof Bun.listen<NetworkConnection>>[0]["socket"];
+
+/**
+ * Binds the listening socket. A Unix socket is created under a umask that leaves it 0600 (then 0660 for
+ * `socketGroup`), so no other user can connect between bind() and a chmod. The umask is process-wide, but nothing
+ * else runs on this thread during the synchronous bind.
+ */
+function bind(address: ListenAddress, handlers: Handlers, socketGroup: number | undefined): Listener {
+  let listener: Listener;
+  if (address.kind === "unix") {
+    const previous = process.umask(0o177);
+    try {
+      listener = Bun.listen<NetworkConnection>({ unix: address.path, socket: handlers });
+    } finally {
+      process.umask(previous);
+    }
+    if (socketGroup !== undefined) {
+      chownSync(address.path, -1, socketGroup);
+      chmodSync(address.path, 0o660);
+    }
+  } else {
+    listener = Bun.listen<NetworkConnection>({ hostname: address.host, port: address.port, socket: handlers });
+  }
+  const fd = (listener as unknown as { fd?: number }).fd;
+  if (typeof fd === "number" && fd >= 0) setListenBacklog(fd, ACCEPT_BACKLOG);
+  return listener;
+}
+
 export async function listen(address: ListenAddress, exports: readonly Export[], options: ListenOptions): Promise<NbdServer> {
   if (exports.length === 0) throw new ListenError("nothing to serve: no exports given");
   const { log } = options;
@@ -107,109 +143,108 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
   const offered = [...exports];
   const byName = new Map(exports.map((e) => [e.name, e] as const));
   const infos = new Map(exports.map((e) => [e.name, exportInfo(e)] as const));
-  const connections = new Set<Connection>();
+  const connections = new Set<NetworkConnection>();
   let nextId = 1;
+  const timeouts = new ThrottledLog(log);
 
-  const findExport = (name: string): ExportInfo | undefined => {
-    const chosen = name === "" ? offered[0]?.name : name;
-    return chosen === undefined ? undefined : infos.get(chosen);
+  const context: ConnectionContext = {
+    log,
+    budget: options.budget ?? sharedMemoryBudget(),
+    handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    tls: options.tls,
+    findExport(name) {
+      const chosen = name === "" ? offered[0]?.name : name;
+      return chosen === undefined ? undefined : infos.get(chosen);
+    },
+    listExports: () => [...infos.values()],
+    served: (name) => byName.get(name)!,
+    onClient: options.onClient,
+    timedOut: (peer) =>
+      timeouts.note(`closed a connection that did not finish the handshake within ${context.handshakeTimeoutMs / 1000} s (--handshake-timeout)`, { peer }),
+    closed: (conn) => connections.delete(conn),
   };
 
-  function startSession(conn: Connection, socket: Socket<Connection>, exportName: string, structured: boolean, baseAllocation: boolean, rest: Uint8Array): void {
-    const chosen = byName.get(exportName)!;
-    conn.handshake = undefined;
-    conn.exportName = exportName;
-    conn.session = new Session({
-      device: chosen.device,
-      metrics: chosen.metrics,
-      transport: socketTransport(socket),
-      out: conn.out,
-      structuredReplies: structured,
-      baseAllocation,
-      log,
-      peer: conn.peer,
-      onEnd: () => log.log("debug", "session ended", { peer: conn.peer }),
-    });
-    log.log("debug", "client selected export", { peer: conn.peer, export: exportName, structured });
-    options.onClient?.({ kind: "connected", peer: conn.peer, export: exportName, fd: socketFd(socket) });
-    if (rest.length > 0) conn.session.receive(rest);
-  }
-
-  const handlers = {
-    open(socket: Socket<Connection>) {
+  let bound: ListenAddress = address;
+  let guard: AcceptGuard | undefined;
+  const handlers: Handlers = {
+    open(socket) {
       const fd = socketFd(socket);
+      const refusal = guard?.refusal(fd, connections.size);
+      if (refusal !== undefined) {
+        guard?.refused(refusal);
+        socket.terminate();
+        return;
+      }
       if (fd !== undefined) enlargeSocketBuffers(fd);
       const id = nextId++;
       const peer = address.kind === "unix" ? `unix client #${id}` : `${socket.remoteAddress} #${id}`;
-      const conn: Connection = { id, peer, socket, out: new ReplyWriter(socketTransport(socket)), handshake: undefined, session: undefined, exportName: undefined, closed: false };
+      const conn = new NetworkConnection(id, peer, socket, context);
       socket.data = conn;
       connections.add(conn);
-      conn.handshake = new Handshake({
-        findExport,
-        listExports: () => [...infos.values()],
-        send: (bytes) => {
-          conn.out.payload(bytes);
-          conn.out.flush();
-        },
-        close: (reason) => {
-          if (reason !== undefined) log.log("warn", `handshake failed: ${reason}`, { peer });
-          socket.end();
-        },
-        done: (result) => startSession(conn, socket, result.exportName, result.structuredReplies, result.baseAllocation, result.rest),
-      });
-      conn.handshake.start();
+      conn.start();
     },
-    data(socket: Socket<Connection>, chunk: Buffer) {
+    data(socket, chunk) {
       const conn = socket.data;
+      if (conn === undefined) return;
       try {
-        if (conn.session) conn.session.receive(chunk);
-        else conn.handshake?.receive(chunk);
+        conn.onData(chunk);
       } catch (error) {
         // A bug must cost this one connection, never the server.
         log.log("error", `internal error, closing the connection: ${error instanceof Error ? error.stack : String(error)}`, { peer: conn.peer });
         socket.end();
       }
     },
-    drain(socket: Socket<Connection>) {
-      socket.data.out.drain();
+    drain(socket) {
+      socket.data?.onDrain();
     },
-    close(socket: Socket<Connection>) {
-      const conn = socket.data;
-      if (conn.closed) return;
-      conn.closed = true;
-      connections.delete(conn);
-      conn.out.markClosed();
-      conn.session?.transportClosed();
-      if (conn.exportName !== undefined) options.onClient?.({ kind: "disconnected", peer: conn.peer, export: conn.exportName });
+    close(socket) {
+      socket.data?.onClose();
     },
-    error(socket: Socket<Connection>, error: Error) {
+    error(socket, error) {
       log.log("warn", `socket error: ${error.message}`, { peer: socket.data?.peer });
     },
   };
 
-  let listener: UnixSocketListener<Connection> | TCPSocketListener<Connection>;
-  let bound: ListenAddress = address;
+  let listener: Listener;
   try {
-    if (address.kind === "unix") {
-      await prepareUnixPath(address.path);
-      listener = Bun.listen<Connection>({ unix: address.path, socket: handlers });
-    } else {
-      const tcp = Bun.listen<Connection>({ hostname: address.host, port: address.port, socket: handlers });
-      listener = tcp;
-      bound = { kind: "tcp", host: address.host, port: tcp.port };
-    }
+    if (address.kind === "unix") await prepareUnixPath(address.path);
+    listener = bind(address, handlers, options.socketGroup);
+    if (address.kind === "tcp") bound = { kind: "tcp", host: address.host, port: (listener as TCPSocketListener<NetworkConnection>).port };
   } catch (error) {
     if (error instanceof ListenError) throw error;
     const message = error instanceof Error ? error.message : String(error);
     throw new ListenError(`cannot listen on ${describeAddress(address)}: ${message}`);
   }
-  log.log("info", "listening", { address: describeAddress(bound), exports: exports.map((e) => e.name).join(",") });
+  let accepting = true;
+  guard = new AcceptGuard({
+    log,
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    where: describeAddress(bound),
+    stopAccepting() {
+      // Bun would retry a failing accept() at once, forever; without the listening socket it has nothing to retry.
+      listener.stop(false);
+      accepting = false;
+    },
+    startAccepting() {
+      listener = bind(bound, handlers, options.socketGroup);
+      accepting = true;
+    },
+  });
+  log.log("info", "listening", { address: describeAddress(bound), exports: exports.map((e) => e.name).join(","), tls: options.tls?.mode ?? "off" });
+  if (bound.kind === "tcp" && !isLoopbackHost(bound.host) && options.tls?.mode !== "require") {
+    log.log(
+      "warn",
+      `${describeAddress(bound)} is reachable from the network and clients need no TLS: the disk is exposed unauthenticated ` +
+        "and unencrypted; use --tls require --tls-certificates DIR --tls-verify-peer, or bind to 127.0.0.1",
+      { address: describeAddress(bound) },
+    );
+  }
 
   /**
    * Lets each of `closing` finish the requests it already sent and take their replies, then closes it; one still
    * busy after the grace period (a client that stopped reading, a device request that never returns) is cut off.
    */
-  async function closeGracefully(closing: readonly Connection[]): Promise<void> {
+  async function closeGracefully(closing: readonly NetworkConnection[]): Promise<void> {
     const graceful = Promise.all(
       closing.map(async (conn) => {
         if (conn.session) await conn.session.shutdown();
@@ -237,7 +272,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
   let stopping: Promise<void> | undefined;
   return {
     address: bound,
-    uri: (name) => exportUri(bound, name ?? offered[0]?.name ?? ""),
+    uri: (name) => exportUri(bound, name ?? offered[0]?.name ?? "", options.tls !== undefined),
     get connectionCount() {
       return connections.size;
     },
@@ -256,10 +291,12 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
     },
     stop() {
       stopping ??= (async () => {
-        listener.stop(false);
+        guard?.stop();
+        timeouts.stop();
+        if (accepting) listener.stop(false);
         await closeGracefully([...connections]);
-        listener.stop(true);
-        if (bound.kind === "unix" && existsSync(bound.path)) unlinkSync(bound.path);
+        if (accepting) listener.stop(true);
+        if (bound.kind === "unix" && existsSync(bound.path) && lstatSync(bound.path).isSocket()) unlinkSync(bound.path);
       })();
       return stopping;
     },

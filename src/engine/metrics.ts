@@ -44,6 +44,22 @@ function percentile(histogram: Float64Array, fraction: number): number {
   return bucketCeiling(histogram.length - 1);
 }
 
+/** Latency buckets since the start, by kind of request, for Prometheus histograms: `counts[i]` requests fell in bucket i. */
+export interface LatencyHistogram {
+  readonly counts: readonly number[];
+  /** Seconds, summed over every request counted. */
+  readonly sumSeconds: number;
+}
+
+/** The upper bound, in microseconds, of latency bucket `i` of a LatencyHistogram. */
+export function latencyBucketCeiling(i: number): number {
+  return bucketCeiling(i);
+}
+
+/** The kinds of request a histogram keeps apart. */
+export type LatencyGroup = "read" | "write" | "other";
+const GROUPS: readonly LatencyGroup[] = ["read", "write", "other"];
+
 export interface CommandTotals {
   readonly ops: number;
   readonly bytes: number;
@@ -97,6 +113,9 @@ export class DeviceMetrics {
   private readonly errors = new Float64Array(SLOTS);
   private readonly ring: Second[] = [];
   private current: Second;
+  /** Since the start: one row of BUCKETS per latency group, and the latency sum per group (seconds). */
+  private readonly cumulative = new Float64Array(GROUPS.length * BUCKETS);
+  private readonly latencySums = new Float64Array(GROUPS.length);
   inFlight = 0;
   connections = 0;
 
@@ -124,7 +143,11 @@ export class DeviceMetrics {
     else this.errors[slot]!++;
     const now = performance.now();
     const second = this.secondFor(this.clock ? this.clock() : performance.timeOrigin + now);
-    second.latency[bucketOf((now - started) * 1000)]!++;
+    const bucket = bucketOf((now - started) * 1000);
+    second.latency[bucket]!++;
+    const group = command === CMD.READ ? 0 : command === CMD.WRITE ? 1 : 2;
+    this.cumulative[group * BUCKETS + bucket]!++;
+    this.latencySums[group]! += (now - started) / 1000;
     if (!ok) return;
     if (command === CMD.READ) {
       second.readOps++;
@@ -144,6 +167,15 @@ export class DeviceMetrics {
     slot.latency.fill(0);
     this.current = slot;
     return slot;
+  }
+
+  /** Every request's latency since the start, by group (what a Prometheus histogram exports). */
+  latencyHistograms(): Readonly<Record<LatencyGroup, LatencyHistogram>> {
+    const out = {} as Record<LatencyGroup, LatencyHistogram>;
+    GROUPS.forEach((group, g) => {
+      out[group] = { counts: Array.from(this.cumulative.subarray(g * BUCKETS, (g + 1) * BUCKETS)), sumSeconds: this.latencySums[g]! };
+    });
+    return out;
   }
 
   snapshot(windowSeconds = 5): MetricsSnapshot {

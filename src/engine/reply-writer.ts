@@ -11,12 +11,22 @@ export interface Transport {
   write(data: Uint8Array, byteOffset: number, byteLength: number): number;
   /** Closes the stream after everything written so far. */
   end(): void;
+  /** Optional: closes the stream at once, dropping whatever is unsent (the peer is gone). Default: `end`. */
+  destroy?(): void;
   /**
    * Optional: reads bytes that are already waiting on the stream straight into `dest` (no more than its length),
    * returning how many; 0 when none are waiting or the stream has ended (its close is reported separately). It
    * must only return bytes that come after every chunk already handed to the session, in order.
    */
   receiveInto?(dest: Uint8Array): number;
+  /** Optional: stops reading the stream (the peer then meets backpressure) until `resume`. */
+  pause?(): void;
+  resume?(): void;
+  /**
+   * Optional: whether the peer has gone, checked without reading. A paused stream is not watched for its close,
+   * so a session that paused asks this now and then.
+   */
+  peerGone?(): boolean;
 }
 
 const STAGING_SIZE = 256 * 1024;
@@ -42,6 +52,16 @@ export class ReplyWriter {
     this.transport.write(data, offset, length);
 
   constructor(private readonly transport: Transport) {}
+
+  /** The transport refused a write (the peer is gone): nothing more will be sent. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Reply bytes queued and not yet taken by the transport (staged, or held back by backpressure). */
+  get pendingBytes(): number {
+    return this.used + this.backlog.size;
+  }
 
   /** Makes room for `n` bytes in the staging buffer and returns the offset to write them at. */
   reserve(n: number): number {

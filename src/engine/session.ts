@@ -3,20 +3,15 @@
  * the kernel's socket with no handshake at all). It parses requests in place as bytes arrive, runs them against
  * the device concurrently, and writes replies as each finishes, in whatever order that is.
  */
-import { type BlockDevice, DeviceError, type Extent, resolveCapabilities } from "../devices/device.ts";
-import { CommandRunner } from "./commands.ts";
+import { type BlockDevice, resolveCapabilities } from "../devices/device.ts";
 import type { Logger } from "../shared/log.ts";
+import { Answers } from "./answers.ts";
+import { CommandRunner } from "./commands.ts";
+import { InputGate } from "./input-gate.ts";
+import { BudgetAccount, sharedMemoryBudget } from "./memory-budget.ts";
 import type { DeviceMetrics } from "./metrics.ts";
-import {
-  CMD,
-  CMD_FLAG_FUA,
-  CMD_NAMES,
-  NBD_ERR,
-  REQUEST_HEADER_SIZE,
-  REQUEST_MAGIC,
-} from "./protocol/constants.ts";
-import { blockStatusReply, errorReply, readReply, simpleReply } from "./protocol/replies.ts";
-import { type Request, type RequestPolicy, checkRequest, joinOffset } from "./protocol/requests.ts";
+import { CMD, CMD_FLAG_FUA, REQUEST_HEADER_SIZE, REQUEST_MAGIC } from "./protocol/constants.ts";
+import { type Request, type RequestPolicy, checkRequest, joinOffset, maxRequestSize, requestCharge } from "./protocol/requests.ts";
 import { PayloadPool } from "./payload-pool.ts";
 import {
   PAYLOAD_PIECE_SIZE,
@@ -41,6 +36,11 @@ export interface SessionOptions {
   readonly peer: string;
   /** Called once when the session has ended (client gone, DISC, shutdown or protocol error). */
   readonly onEnd?: () => void;
+  /**
+   * The connection's share of the memory budget (the handshake's, on a network connection). Default: a new account
+   * in the process-wide budget.
+   */
+  readonly account?: BudgetAccount;
 }
 
 /** Payload remainders at least this large are read from the socket directly when the transport allows it. */
@@ -55,6 +55,7 @@ export class Session {
   private readonly policy: RequestPolicy;
   private readonly splitWrites: boolean;
   private readonly runner: CommandRunner;
+  private readonly answers: Answers;
   private readonly pool = new PayloadPool();
   private readonly requestBuffers = new ReceiveBuffers(REQUEST_READ_SIZE);
   private readonly pieceBuffers = new ReceiveBuffers(PAYLOAD_PIECE_SIZE);
@@ -77,15 +78,34 @@ export class Session {
   private discardError = 0;
 
   private outstanding = 0;
+  /** Bytes charged to requests received and not yet answered (payloads, data being read, reply overhead). */
+  private charged = 0;
+  private readonly account: BudgetAccount;
+  /** Closed while the account is over budget: the socket stops being read until replies drain. */
+  private readonly gate: InputGate;
+  /** Inside parse(): a request finishing synchronously must not reopen the gate and parse re-entrantly. */
+  private parsing = false;
   private stopping = false;
   private ended = false;
-  private readonly warned = new Set<string>();
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly options: SessionOptions) {
     this.device = options.device;
     this.metrics = options.metrics;
     this.out = options.out ?? new ReplyWriter(options.transport);
+    this.account = options.account ?? new BudgetAccount(sharedMemoryBudget());
+    this.gate = new InputGate(
+      this.account,
+      options.transport,
+      () => this.charged + this.out.pendingBytes,
+      () => this.reopen(),
+      () => {
+        // Its paused socket never reported the close: let go of what it holds, as a close would.
+        this.options.log.log("debug", "client gone while its socket was paused; closing", { peer: this.options.peer });
+        this.transportClosed();
+        this.options.transport.destroy?.();
+      },
+    );
     const caps = resolveCapabilities(options.device);
     this.splitWrites = caps.splitWrites;
     this.policy = {
@@ -95,14 +115,11 @@ export class Session {
       fastZero: caps.fastZero,
       structuredReplies: options.structuredReplies,
       baseAllocation: options.baseAllocation,
+      maxRequest: maxRequestSize(this.account.budget.limit),
     };
     this.metrics.connections++;
-    this.runner = new CommandRunner(options.device, {
-      completed: (req, bytes) => this.complete(req, 0, bytes),
-      failed: (req, error) => this.failWith(req, error),
-      read: (req, data) => this.readDone(req, data),
-      blockStatus: (req, extents, onlyOne) => this.blockStatusDone(req, extents, onlyOne),
-    });
+    this.answers = new Answers(this.out, this.metrics, options.structuredReplies, options.log, options.peer, (req) => this.replied(req));
+    this.runner = new CommandRunner(options.device, this.answers);
   }
 
   /**
@@ -110,10 +127,17 @@ export class Session {
    * is waiting directly.
    */
   receive(chunk: Uint8Array): void {
+    if (this.gate.closed) {
+      // Read before the transport paused: kept, in order, for when the budget has room.
+      this.gate.keep(chunk);
+      this.settle();
+      return;
+    }
     this.parse(chunk);
     // Replies go out before reading on, so the client can refill its queue while we parse.
     this.out.flush();
     if (chunk.length >= TRANSPORT_READ_SIZE) this.readWaiting();
+    this.settle();
   }
 
   /**
@@ -123,7 +147,7 @@ export class Session {
   private readWaiting(): void {
     const receiveInto = this.options.transport.receiveInto;
     if (receiveInto === undefined) return;
-    while (!this.stopping) {
+    while (!this.stopping && !this.gate.closed) {
       const target = this.requestBuffers.free();
       const n = receiveInto(target.bytes);
       if (n <= 0) return;
@@ -140,13 +164,24 @@ export class Session {
 
   private parse(chunk: Uint8Array): void {
     if (this.stopping) return;
+    this.parsing = true;
+    try {
+      this.parseChunk(chunk);
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private parseChunk(chunk: Uint8Array): void {
     this.receivedAt = performance.now();
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let pos = 0;
     const end = buf.length;
-    while (pos < end && !this.stopping) {
+    // A header completed earlier may be waiting for budget (headerFill full), even with no new bytes.
+    while ((pos < end || this.headerFill === REQUEST_HEADER_SIZE) && !this.stopping) {
       if (this.phase === "header") {
         if (this.headerFill === 0 && end - pos >= REQUEST_HEADER_SIZE) {
+          if (!this.admit(buf, pos, buf.subarray(pos))) return;
           this.parseHeader(buf, pos);
           pos += REQUEST_HEADER_SIZE;
         } else {
@@ -155,6 +190,7 @@ export class Session {
           this.headerFill += take;
           pos += take;
           if (this.headerFill < REQUEST_HEADER_SIZE) break;
+          if (!this.admit(this.header, 0, buf.subarray(pos))) return;
           this.headerFill = 0;
           this.parseHeader(this.header, 0);
         }
@@ -169,9 +205,46 @@ export class Session {
     }
   }
 
+  /**
+   * Whether the request whose header is at `at` fits the memory budget; if not, closes the gate with `rest` (the
+   * bytes after what was consumed so far) held for later. A header already assembled in `this.header` stays there.
+   */
+  private admit(b: Buffer, at: number, rest: Uint8Array): boolean {
+    const charge = requestCharge(b.readUInt16BE(at + 6), b.readUInt32BE(at + 24), this.policy.maxRequest);
+    if (this.gate.admits(charge)) return true;
+    this.gate.close(rest, this.borrowed !== undefined, charge);
+    this.settle();
+    return false;
+  }
+
+  /** The budget has room for the held request: parse what was held, then read the socket again. */
+  private reopen(): void {
+    if (!this.gate.closed || this.parsing || this.stopping || !this.gate.fits()) return;
+    const held = this.gate.reopen();
+    for (let i = 0; i < held.length; i++) {
+      if (this.gate.closed) {
+        for (let j = i; j < held.length; j++) this.gate.keep(held[j]!);
+        break;
+      }
+      this.parse(held[i]!);
+    }
+    // An assembled header waiting with no bytes after it is parsed by an empty chunk.
+    if (!this.gate.closed && this.headerFill === REQUEST_HEADER_SIZE) this.parse(Buffer.alloc(0));
+    this.out.flush();
+    this.settle();
+    this.gate.resumeReading();
+  }
+
+  /** Reports what this connection holds to its account, and reopens the gate when that made room. */
+  private settle(): void {
+    this.account.hold(this.charged + this.out.pendingBytes + this.gate.heldBytes);
+    if (this.gate.closed && !this.parsing && this.gate.fits()) queueMicrotask(() => this.reopen());
+  }
+
   /** The transport can take more bytes. */
   drain(): void {
     this.out.drain();
+    this.settle();
   }
 
   /** The transport closed underneath us: requests still running finish against the device, replies are dropped. */
@@ -198,6 +271,8 @@ export class Session {
     this.ended = true;
     this.metrics.connections--;
     this.releaseAssembly();
+    this.gate.dispose();
+    this.account.close();
     this.options.transport.end();
     this.options.onEnd?.();
   }
@@ -206,7 +281,7 @@ export class Session {
     const magic = b.readUInt32BE(at);
     if (magic !== REQUEST_MAGIC) {
       // Without a valid magic the stream cannot be resynchronised; the protocol's answer is to hang up.
-      this.warnOnce("magic", `bad request magic 0x${magic.toString(16)}; closing the connection`);
+      this.answers.warnOnce("magic", `bad request magic 0x${magic.toString(16)}; closing the connection`);
       this.stopping = true;
       this.out.flush();
       this.end();
@@ -218,19 +293,22 @@ export class Session {
       void this.shutdown();
       return;
     }
+    const length = b.readUInt32BE(at + 24);
     const req: Request = {
       flags: b.readUInt16BE(at + 4),
       type,
       handleHi: b.readUInt32BE(at + 8),
       handleLo: b.readUInt32BE(at + 12),
       offset: joinOffset(b.readUInt32BE(at + 16), b.readUInt32BE(at + 20)),
-      length: b.readUInt32BE(at + 24),
+      length,
       started: this.metrics.begin(this.receivedAt),
+      charge: requestCharge(type, length, this.policy.maxRequest),
     };
     this.outstanding++;
+    this.charged += req.charge;
     const rejection = checkRequest(req, this.policy);
     if (rejection !== undefined) {
-      this.warnOnce(`reject:${rejection.reason.split(" ")[0]}:${req.type}`, `rejected request: ${rejection.reason}`);
+      this.answers.warnOnce(`reject:${rejection.reason.split(" ")[0]}:${req.type}`, `rejected request: ${rejection.reason}`);
       if (req.type === CMD.WRITE) {
         this.phase = "discard";
         this.discardLeft = req.length;
@@ -239,7 +317,7 @@ export class Session {
         if (req.length === 0) this.finishDiscard();
         return;
       }
-      this.fail(req, rejection.error, rejection.reason);
+      this.answers.refuse(req, rejection.error, rejection.reason);
       return;
     }
     if (req.type === CMD.WRITE) {
@@ -306,7 +384,7 @@ export class Session {
       this.split = undefined;
       this.current = undefined;
       this.phase = "header";
-      const waited = split.finish((failed, error) => (failed ? this.failWith(req, error) : this.complete(req, 0, req.length)));
+      const waited = split.finish((failed, error) => (failed ? this.answers.failed(req, error) : this.answers.completed(req, req.length)));
       if (waited !== undefined) this.runner.trackWrite(waited);
     }
     return pos + take;
@@ -316,7 +394,7 @@ export class Session {
     const req = this.current!;
     this.current = undefined;
     this.phase = "header";
-    this.fail(req, this.discardError, "rejected write");
+    this.answers.refuse(req, this.discardError, "rejected write");
   }
 
   /** Runs a WRITE; `pooled` (the buffer `data` was assembled in) goes back to the pool once the device is done. */
@@ -335,51 +413,13 @@ export class Session {
     });
   }
 
-  private readDone(req: Request, data: Uint8Array): void {
-    if (data.length !== req.length) {
-      this.failWith(req, new Error(`device returned ${data.length} bytes for a ${req.length}-byte read`));
-      return;
-    }
-    this.metrics.end(CMD.READ, req.length, req.started, true);
-    readReply(this.out, req, data, this.policy.structuredReplies);
-    this.replied();
-  }
-
-  private blockStatusDone(req: Request, extents: readonly Extent[], onlyOne: boolean): void {
-    this.metrics.end(CMD.BLOCK_STATUS, req.length, req.started, true);
-    blockStatusReply(this.out, req, extents, onlyOne);
-    this.replied();
-  }
-
-  private complete(req: Request, error: number, bytes: number): void {
-    this.metrics.end(req.type, bytes, req.started, error === 0);
-    simpleReply(this.out, req, error);
-    this.replied();
-  }
-
-  private fail(req: Request, error: number, message: string): void {
-    this.metrics.end(req.type, 0, req.started, false);
-    // READ and BLOCK_STATUS answer in structured chunks once negotiated; other commands may use simple replies.
-    const chunked = this.policy.structuredReplies && (req.type === CMD.READ || req.type === CMD.BLOCK_STATUS);
-    errorReply(this.out, req, error, chunked, message);
-    this.replied();
-  }
-
-  private failWith(req: Request, error: unknown): void {
-    const name = CMD_NAMES[req.type] ?? `command ${req.type}`;
-    if (error instanceof DeviceError) {
-      this.warnOnce(`device:${error.code}:${req.type}`, `${name} failed: ${error.message}`);
-      this.fail(req, NBD_ERR[error.code], error.message);
-      return;
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    this.warnOnce(`error:${req.type}:${message}`, `${name} at ${req.offset}+${req.length} failed: ${message}`);
-    this.fail(req, NBD_ERR.EIO, message);
-  }
-
-  private replied(): void {
+  private replied(req: Request): void {
     this.outstanding--;
+    this.charged -= req.charge;
+    // A write to the socket failed: the client is gone, so run nothing more that it sent (the close may come later).
+    if (this.out.isClosed && !this.stopping) this.transportClosed();
     this.out.scheduleFlush();
+    this.settle();
     if (this.outstanding === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -391,12 +431,5 @@ export class Session {
     if (this.assembly) this.pool.give(this.assembly);
     this.assembly = undefined;
     this.split = undefined;
-  }
-
-  /** Logs the first occurrence of each kind of problem on this connection; a misbehaving client cannot flood the log. */
-  private warnOnce(key: string, message: string): void {
-    if (this.warned.has(key)) return;
-    this.warned.add(key);
-    this.options.log.log("warn", message, { peer: this.options.peer });
   }
 }

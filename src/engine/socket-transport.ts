@@ -4,7 +4,7 @@
  * path, whose server ends are Bun sockets too.
  */
 import type { Socket } from "bun";
-import { recvNonBlocking } from "../ffi/sockets.ts";
+import { peerClosed, recvNonBlocking } from "../ffi/sockets.ts";
 import type { Transport } from "./reply-writer.ts";
 
 /** The OS descriptor of a Bun socket: present at run time, though Bun's type declarations omit it. */
@@ -27,6 +27,10 @@ export function socketTransport(socket: Socket<unknown>): Transport {
   return {
     write: (data, offset, length) => socket.write(data, offset, length),
     end: () => socket.end(),
+    destroy: () => socket.terminate(),
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+    peerGone: fd !== undefined ? () => peerClosed(fd) : undefined,
     // Bun hands each recv() to `data` before it reads again, so bytes read here are the ones that follow.
     receiveInto: fd !== undefined ? (dest) => receiveWaiting(fd, dest) : undefined,
   };

@@ -3,7 +3,7 @@
  * the file calls Node's fs module lacks (fallocate, SEEK_DATA/SEEK_HOLE, flock, ioctl). Every call returns a value
  * or throws a LibcError naming the call, its argument and the errno.
  */
-import { dlopen, FFIType, read, type Pointer } from "bun:ffi";
+import { dlopen, FFIType, ptr as pointerOf, read, type Pointer } from "bun:ffi";
 import { describeErrno, errnoName } from "./errno.ts";
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
@@ -57,15 +57,31 @@ function load() {
     ioctl: { args: [i32, u64, ptr], returns: i32 },
     socket: { args: [i32, i32, i32], returns: i32 },
     connect: { args: [i32, ptr, u32], returns: i32 },
+    bind: { args: [i32, ptr, u32], returns: i32 },
     socketpair: { args: [i32, i32, i32, ptr], returns: i32 },
     send: { args: [i32, ptr, u64, i32], returns: i64_fast },
     recv: { args: [i32, ptr, u64, i32], returns: i64_fast },
     setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
     getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+    listen: { args: [i32, i32], returns: i32 },
+    poll: { args: [ptr, u64, i32], returns: i32 },
+    getrlimit: { args: [i32, ptr], returns: i32 },
+    execve: { args: [cstring, ptr, ptr], returns: i32 },
   });
 }
 
 let lib: ReturnType<typeof load> | undefined;
+
+const RLIMIT_NOFILE = 7;
+
+/** The soft limit on open descriptors (RLIMIT_NOFILE): how many this process may hold at once. */
+export function descriptorLimit(): number {
+  // struct rlimit { rlim_t rlim_cur; rlim_t rlim_max; }: two unsigned 64-bit fields.
+  const limits = new BigUint64Array(2);
+  if (libc().getrlimit(RLIMIT_NOFILE, limits) !== 0) throw failure("getrlimit", "RLIMIT_NOFILE");
+  const soft = limits[0] ?? 0n;
+  return soft > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(soft);
+}
 
 /** libc, opened on first use so that importing this module costs nothing for code paths that never call it. */
 export function libc(): ReturnType<typeof load>["symbols"] {
@@ -82,6 +98,22 @@ export function lastErrno(): number {
 /** The LibcError for the call that just failed (reads errno now). */
 export function failure(call: string, detail: string): LibcError {
   return new LibcError(call, lastErrno(), detail);
+}
+
+/**
+ * execve(2): replaces this process's program (same pid, descriptors, signal dispositions reset) with `path` run with
+ * `argv` and `env`. Returns only on failure, with the errno.
+ */
+export function execProgram(path: string, argv: readonly string[], env: Readonly<Record<string, string>>): number {
+  const strings = [...argv.map(cString), ...Object.entries(env).map(([k, v]) => cString(`${k}=${v}`))];
+  // Two NULL-terminated arrays of pointers into `strings`, which stay referenced until the call returns.
+  const table = new BigUint64Array(strings.length + 2);
+  strings.forEach((s, i) => {
+    table[i < argv.length ? i : i + 1] = BigInt(pointerOf(s));
+  });
+  const envAt = (argv.length + 1) * 8;
+  libc().execve(cString(path), table, pointerOf(table, envAt));
+  return lastErrno();
 }
 
 /** A NUL-terminated copy of `text` for `const char *` arguments. */

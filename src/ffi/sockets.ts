@@ -8,6 +8,7 @@ import { LibcError, failure, lastErrno, libc } from "./libc.ts";
 export const AF_UNIX = 1;
 export const AF_NETLINK = 16;
 export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const SOCK_RAW = 3;
 export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
@@ -33,17 +34,36 @@ export function openSocket(domain: number, type: number, protocol = 0): number {
   return fd;
 }
 
+/** A sockaddr_un for a path, or for an abstract name written with a leading "\0"; with its length. */
+function unixAddress(name: string): { address: Uint8Array; length: number } {
+  const path = Buffer.from(name, "utf8");
+  // A filesystem path is NUL-terminated; an abstract name is exactly its bytes.
+  const length = 2 + path.length + (name.startsWith("\0") ? 0 : 1);
+  if (length > SOCKADDR_UN_SIZE) throw new RangeError(`Unix socket name too long (${path.length} bytes): ${name}`);
+  return { address: new ByteWriter(SOCKADDR_UN_SIZE).u16(AF_UNIX).bytes(path).zeros(SOCKADDR_UN_SIZE - 2 - path.length).finish(), length };
+}
+
+/** bind(2) to a Unix socket path or abstract name (leading "\0"). */
+export function bindUnix(fd: number, name: string): void {
+  const { address, length } = unixAddress(name);
+  if (libc().bind(fd, address, length) !== 0) throw failure("bind", name.replace("\0", "@"));
+}
+
 /**
  * connect(2) to a Unix socket: a path, or an abstract name written with a leading "\0" (the form Bun.listen takes
  * too). Connecting to a listening socket completes at once; the listener accepts later.
  */
 export function connectUnix(fd: number, name: string): void {
-  const path = Buffer.from(name, "utf8");
-  // A filesystem path is NUL-terminated; an abstract name is exactly its bytes.
-  const length = 2 + path.length + (name.startsWith("\0") ? 0 : 1);
-  if (length > SOCKADDR_UN_SIZE) throw new RangeError(`Unix socket name too long (${path.length} bytes): ${name}`);
-  const address = new ByteWriter(SOCKADDR_UN_SIZE).u16(AF_UNIX).bytes(path).zeros(SOCKADDR_UN_SIZE - 2 - path.length).finish();
+  const { address, length } = unixAddress(name);
   if (libc().connect(fd, address, length) !== 0) throw failure("connect", name.replace("\0", "@"));
+}
+
+/**
+ * listen(2) again on a socket that is already listening: Linux then takes the new accept backlog (capped at
+ * net.core.somaxconn), which is how a listener made by Bun (backlog 512) gets a deeper queue for connection bursts.
+ */
+export function setListenBacklog(fd: number, backlog: number): void {
+  if (libc().listen(fd, backlog) !== 0) throw failure("listen", `fd ${fd}, backlog ${backlog}`);
 }
 
 /** socketpair(2): two connected sockets, close-on-exec. */
@@ -87,6 +107,23 @@ export function receive(fd: number, dest: Uint8Array, flags = 0): number {
  */
 export function recvNonBlocking(fd: number, dest: Uint8Array): number {
   return receive(fd, dest, MSG_DONTWAIT);
+}
+
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+
+/**
+ * Whether the connection is gone in both directions (the peer closed its socket or reset the connection), asked
+ * with poll(2) and no wait, so bytes still waiting to be read do not hide it. A peer that only stopped sending
+ * (a half-close) is not gone: it may still read its replies.
+ */
+export function peerClosed(fd: number): boolean {
+  // struct pollfd { int fd; short events; short revents; }: POLLHUP and POLLERR are reported whatever is asked.
+  const pollfd = new ByteWriter(8).u32(fd).u16(0).u16(0).finish();
+  const ready = libc().poll(pollfd, 1, 0);
+  if (ready < 0) throw failure("poll", `fd ${fd}`);
+  const revents = new ByteReader(pollfd.subarray(6)).u16();
+  return (revents & (POLLHUP | POLLERR)) !== 0;
 }
 
 /** setsockopt(2) for an int-valued option. */

@@ -3,6 +3,7 @@
  * knows what will happen (which clients lose their device, which mount point, which order) before pressing y.
  */
 import { type DeviceSnapshot, describeClient } from "../engine/host-types.ts";
+import { formatSize } from "../shared/format-size.ts";
 
 export interface Question {
   /** `quit-clients` is the second question a quit asks while clients are connected. */
@@ -49,7 +50,12 @@ export function question(action: Question["action"], device: DeviceSnapshot | un
       };
     }
     const connected = clients.count === 0 ? "No clients are connected." : `${plural(clients.count, "client")} connected: ${clients.text}.`;
-    return { action, device: "", text: `Quit? ${plural(live.length, "device")} will be flushed, disconnected and closed. ${connected}`, yes: "quit" };
+    // An object store that is down keeps writes in the local cache: say so before, not only after.
+    const waiting = live
+      .filter((d) => d.unsettled !== undefined && d.lastError !== undefined)
+      .map((d) => ` ${d.name} has ${formatSize(d.unsettled!.bytes)} not yet in its store (${d.lastError}); it stays in ${d.unsettled!.keptIn} and ${d.unsettled!.destination}.`)
+      .join("");
+    return { action, device: "", text: `Quit? ${plural(live.length, "device")} will be flushed, disconnected and closed. ${connected}${waiting}`, yes: "quit" };
   }
   const d = device!;
   if (action === "trim") {

@@ -77,7 +77,9 @@ export async function runDashboard(daemon: Daemon): Promise<number> {
   );
   // The shutdown started by q or by a signal: its progress in the footer, its outcome as the exit code.
   const unwatch = daemon.watchStops((change) => ink.rerender(app(change.kind === "refused" && change.reason === "quit" ? undefined : statusText(change))));
-  void daemon.finished.then((outcome) => finish(outcome.code, outcome.kind === "failed" ? outcome.message : undefined));
+  void daemon.finished.then((outcome) =>
+    finish(outcome.code, outcome.kind === "failed" ? outcome.message : outcome.notes.length > 0 ? outcome.notes.join("\nusbd-tui: ") : undefined),
+  );
 
   try {
     await daemon.serve();

@@ -59,3 +59,55 @@ describe("usbd-tui check", () => {
     expect(stray.stderr).toContain("--repair only applies to usbd-tui check");
   });
 });
+
+describe("usbd-tui check shows how far it is", () => {
+  test("a bar redrawn in place on a terminal; lines every few seconds, and at each phase's end, otherwise", async () => {
+    const { checkProgress, progressText } = await import("../../src/cli/check-progress.ts");
+    expect(progressText({ phase: "blocks", done: 1_200_000, total: 2_400_000 }, 80)).toBe(`reading and hashing blocks ${"█".repeat(12)}${"░".repeat(12)} 50% (1,200,000 of 2,400,000)`);
+    let clock = 0;
+    const written: string[] = [];
+    const tty = checkProgress({ isTTY: true, columns: 100, write: (t) => written.push(t) }, () => clock);
+    for (let done = 0; done <= 10_000; done += 1000) {
+      clock += 50;
+      tty.onProgress({ phase: "blocks", done, total: 10_000 });
+    }
+    tty.done();
+    expect(written.every((w) => w.startsWith("\r\u001B[K"))).toBe(true);
+    expect(written.length).toBeLessThan(11);
+    expect(written.at(-2)).toContain("100% (10,000 of 10,000)");
+    const lines: string[] = [];
+    clock = 0;
+    const log = checkProgress({ isTTY: false, columns: 80, write: (t) => lines.push(t) }, () => clock);
+    for (let done = 0; done <= 100; done++) {
+      clock += 1000;
+      log.onProgress({ phase: "blocks", done, total: 100 });
+    }
+    log.onProgress({ phase: "map", done: 3, total: 3 });
+    // Every 5 s (20 lines over 100 s), then each phase's end.
+    expect(lines.length).toBe(22);
+    expect(lines.every((l) => l.startsWith("usbd-tui check: ") && l.endsWith("\n"))).toBe(true);
+    expect(lines.at(-1)).toContain("checking the map");
+    // A quick check says nothing.
+    const quiet: string[] = [];
+    const fast = checkProgress({ isTTY: false, columns: 80, write: (t) => quiet.push(t) }, () => 0);
+    fast.onProgress({ phase: "blocks", done: 5, total: 5 });
+    fast.onProgress({ phase: "map", done: 1, total: 1 });
+    expect(quiet).toEqual([]);
+  });
+
+  test("a store of more than 4096 blocks reports progress on its way (the real check, its output on stderr)", async () => {
+    const { checkDedupStore } = await import("../../src/devices/dedup/check.ts");
+    const dev = openDedupDevice({ storeDir: dir, storeName: "big", size: 64 * 1024 * 1024, compression: "none" });
+    const data = new Uint8Array(20 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+    dev.write(0, data);
+    dev.flush();
+    dev.close();
+    const seen: string[] = [];
+    const report = checkDedupStore({ storeDir: dir, storeName: "big", onProgress: (p) => seen.push(`${p.phase} ${p.done}/${p.total}`) });
+    expect(report.blocks).toBe(5120);
+    expect(seen).toContain("blocks 4096/5120");
+    expect(seen).toContain("blocks 5120/5120");
+    expect(seen.at(-1)).toMatch(/^map (\d+)\/\1$/);
+  });
+});

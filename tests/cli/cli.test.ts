@@ -40,6 +40,52 @@ describe("usage errors exit 2 with a message that names the fix", () => {
     }
   });
 
+  test("an unusable --store-dir is one line naming the flag and the fix (exit 2): empty, a file in the way, not writable", async () => {
+    const dir = tempDir("storedir");
+    try {
+      const file = join(dir, "a-file");
+      writeFileSync(file, "x");
+      const readOnly = join(dir, "read-only");
+      mkdirSync(readOnly, { mode: 0o500 });
+      const cases: Array<[string[], string]> = [
+        [["--store-dir="], "--store-dir is empty"],
+        [[`--store-dir=${join(file, "sub")}`], "cannot be created (a file is in the way)"],
+        [[`--store-dir=${file}`], "is not a directory"],
+      ];
+      // Root writes anywhere: the permission case only means something for another user.
+      const asNobody = process.getuid?.() === 0 && Bun.which("setpriv") !== null ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [];
+      for (const [args, message] of cases) {
+        const r = await runResult([...CLI, "--headless", "--dev-type=file", "--listen", `unix:${join(dir, "s.sock")}`, ...args]);
+        expect({ args, exit: r.exitCode }).toEqual({ args, exit: 2 });
+        expect(r.stderr).toContain(message);
+        expect(r.stderr).toContain("give --store-dir a directory this user can write");
+        expect(r.stderr.trim().split("\n").length).toBe(1);
+      }
+      if (asNobody.length > 0) {
+        const r = await runResult([...asNobody, ...CLI, "--headless", "--dev-type=file", "--listen", `unix:/tmp/usbd-nobody-${process.pid}.sock`, `--store-dir=${readOnly}`]);
+        expect(r.exitCode).toBe(2);
+        expect(r.stderr).toMatch(/--store-dir .* (is not writable by this user|cannot be created \(permission denied\))/);
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test("engine limits: --max-buffer below 32MiB, --max-connections 0, --socket-group on TCP or unknown, an export name over 4096 bytes", async () => {
+    const cases: Array<[string[], string]> = [
+      [["--max-buffer=16MiB"], "--max-buffer must be at least 32MiB"],
+      [["--max-connections=0"], "--max-connections must be at least 1"],
+      [["--socket-group=daemon", "--listen", "tcp:127.0.0.1:0"], "--socket-group only applies to a Unix socket"],
+      [["--socket-group=no-such-group-here", "--listen", "unix:/tmp/x.sock"], 'no group named "no-such-group-here"'],
+      [[`--export-name=${"n".repeat(4097)}`, "--listen", "unix:/tmp/x.sock"], "NBD allows at most 4096"],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runResult([...CLI, "--headless", ...args]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toContain(message);
+    }
+  });
+
   test("--help lists the seed flags and exits 0", async () => {
     const out = await run([...CLI, "--help"]);
     for (const flag of ["--dev-type", "--store-dir", "--store-name", "--store-size", "--listen", "--stats-interval", "--json"]) {
@@ -209,7 +255,7 @@ describe("objstore: exit codes, and secrets kept out of every message", () => {
       for (const [spec, problem] of [
         [key, "--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>"],
         [`key:${key.slice(1)}`, "a hex key must be 64 digits (32 bytes); got 63 digits"],
-        [`key:${key.slice(0, 60)}:-)`, "not a key: expected 64 hex digits or base64 of 32 bytes"],
+        [`key:${key.slice(0, 60)}:-)`, "not a key: expected 64 hex digits, base64 of 32 bytes, or 32 characters taken as they are"],
       ] as const) {
         const r = await objstoreRun(dir, ["--objstore-kind=local", "--store-size=64MiB", "--objstore-aeskey", spec]);
         expect(r.exitCode, spec).toBe(2);

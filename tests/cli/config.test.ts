@@ -156,7 +156,7 @@ describe("mistakes are usage errors that name the file and the key or device", (
 
   test("a value the flag refuses gets the flag's own message, under the device's name", () => {
     expect(problem('[[device]]\nname = "a"\nstore-size = "lots"')).toMatch(/^usbd\.toml: device "a": --store-size: cannot read "lots" as a size/);
-    expect(problem('[[device]]\nname = "a"\nstore-size = 1000')).toBe('usbd.toml: device "a": --store-size must be a positive multiple of 512 bytes, got 1000');
+    expect(problem('[[device]]\nname = "a"\nstore-size = 1000')).toBe('usbd.toml: device "a": --store-size 1000 is 1,000 bytes, not a multiple of the block size (4 KiB); the nearest valid size is 4,096 bytes (4 KiB)');
     expect(problem('listen = "unix:/tmp/s"\n[[device]]\nname = "a"\nconnections = 2')).toBe('usbd.toml: device "a": --connections only applies when attaching to the kernel, not with --listen');
     expect(problem('log-level = "loud"\n[[device]]\nname = "a"')).toBe('usbd.toml: --log-level takes debug, info, warn or error, not "loud"');
     expect(problem('[[device]]\nname = "a"\nnbd-device = "/dev/sda"')).toBe('usbd.toml: device "a": nbd-device takes an NBD device path like /dev/nbd0, not "/dev/sda"');

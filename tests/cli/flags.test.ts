@@ -57,7 +57,7 @@ describe("flags", () => {
   test("usage errors name the flag and the fix", () => {
     expect(() => parseFlags(["--nope"])).toThrow(/unknown flag --nope; run usbd-tui --help/);
     expect(() => parseFlags(["--store-size"])).toThrow(/--store-size needs a value/);
-    expect(() => parseFlags(["--store-size=1000"])).toThrow(/multiple of 512/);
+    expect(() => parseFlags(["--store-size=1000"])).toThrow(/--store-size 1000 is 1,000 bytes, not a multiple of the block size \(4 KiB\); the nearest valid size is 4,096 bytes/);
     expect(() => parseFlags(["--block-size=3000"])).toThrow(/power of two/);
     expect(() => parseFlags(["--stats-interval=soon"])).toThrow(/number of seconds/);
     expect(() => parseFlags(["--headless=maybe"])).toThrow(/true or false/);
@@ -178,12 +178,12 @@ describe("objstore flags", () => {
       ["--objstore-aesmode=rot13", /--objstore-aesmode takes aes-gcm, aes-ctr or identity, not "rot13"/],
       ["--objstore-compress=zstd", /--objstore-compress takes lz4, gzip or identity, not "zstd"/],
       ["--objstore-flush-mode=eventually", /--objstore-flush-mode takes local or remote, not "eventually"/],
-      ["--objstore-concurflush=0", /--objstore-concurflush must be from 1 to 256, got "0"/],
-      ["--objstore-concurflush=1000", /from 1 to 256/],
-      ["--objstore-concurflush=two", /from 1 to 256, got "two"/],
-      ["--objstore-flushevery=soon", /--objstore-flushevery takes seconds \(at least 0.05\), like 10 or 2.5s, not "soon"/],
-      ["--objstore-flushevery=0", /at least 0.05/],
-      ["--objstore-flushevery=-1", /--objstore-flushevery takes seconds/],
+      ["--objstore-concurflush=-1", /--objstore-concurflush must be from 0 \(a heuristic\) to 256, got "-1"/],
+      ["--objstore-concurflush=1000", /from 0 \(a heuristic\) to 256/],
+      ["--objstore-concurflush=two", /to 256, got "two"/],
+      ["--objstore-flushevery=soon", /--objstore-flushevery takes a duration like 10 \(seconds\), 2.5s, 500ms, 1m or 1h30m \(at least 50ms\), or 0 for no timed uploads; not "soon"/],
+      ["--objstore-flushevery=0.01", /at least 50ms/],
+      ["--objstore-flushevery=-1", /--objstore-flushevery takes a duration/],
       ["--objstore-persistcache=maybe", /true or false/],
       ["--objstore-cfg", /--objstore-cfg needs a value/],
       ["--objstore-snapshot=../x", /--objstore-snapshot takes a snapshot name/],

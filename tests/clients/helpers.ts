@@ -32,6 +32,11 @@ export interface DaemonOptions {
   readonly statsIntervalS?: number;
   /** Further daemon flags, e.g. the dedup device's `--dedup-compress=none` (nbdkit, the control, ignores them). */
   readonly extraArgs?: readonly string[];
+  /**
+   * A command the daemon runs under, which must exec it (so the pid stays the daemon's): `prlimit --nofile=N:N`, or
+   * `sh -c 'umask 000; exec "$@"' sh`.
+   */
+  readonly prefix?: readonly string[];
 }
 
 export interface Daemon {
@@ -193,6 +198,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
 function usbdCommand(opts: DaemonOptions, storeDir: string, storeName: string, size: string, socket: string): string[] {
   const cmd = [
+    ...(opts.prefix ?? []),
     BUN,
     CLI,
     "--headless",
@@ -237,6 +243,9 @@ function readyUri(stdout: string, socket: string, exportName: string): string | 
   if (!existsSync(socket)) return undefined;
   const m = /^\s*URI:\s+(\S+)/m.exec(stdout);
   if (m) return m[1]!;
+  // With --json the banner is a JSON line of its own.
+  const json = /^\{"type":"serving".*"uri":"([^"]+)"/m.exec(stdout);
+  if (json) return json[1]!;
   return SERVER === "nbdkit" ? `nbd+unix:///${encodeURIComponent(exportName)}?socket=${socket}` : undefined;
 }
 

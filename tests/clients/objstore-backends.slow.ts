@@ -1,4 +1,5 @@
 /**
+ * azurite is only ever started by tests/helpers/azurite-server.ts, always with --disableTelemetry (no traffic off the machine).
  * The objstore device on each remote backend besides s3rver, through the real daemon and real clients: azure on
  * azurite, swift on Debian's Swift (auth v1), s3 on that Swift's s3api (SigV4 checked), sftp on openssh-server;
  * every server on loopback, started once for this file. For each: fio's NBD engine with crc32c verify, then SIGTERM

@@ -1,6 +1,7 @@
 /**
  * The objstore device through real clients, its objects in an s3rver on loopback: fio's NBD engine with crc32c
- * verify on an lz4 + aes-gcm volume of 1 MiB objects, writes that SIGTERM uploads on the way out, and an ext4
+ * verify on an lz4 + aes-gcm volume of 1 MiB objects, writes that SIGTERM uploads on the way out, NBD_CMD_CACHE
+ * from libnbd prefetching a cold range, and an ext4
  * filesystem through nbdfuse and a loop device. After each, a daemon with an empty --store-dir (a new machine with
  * only the key) must find everything again: what it reads can only come from S3.
  *
@@ -9,7 +10,7 @@
  * AES key ever shows in the daemon's output.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type S3Server, s3ServerConfigJson, startS3Server } from "../helpers/s3-server.ts";
 import { type StatsLine, finalStats, gauge, gaugeSuiteSkipReason, nextStats, statsWhere, stopForStats } from "./daemon-stats.ts";
@@ -25,6 +26,9 @@ const MiB = 1024 * 1024;
 const SETTLE_MS = 20_000;
 
 const fioSkip = gaugeSuiteSkipReason("objstore fio suite", "objstore", ["fio"]);
+// nbdsh is a wrapper around `python3 -m nbd`: Debian's python, whatever python3 comes first on the PATH.
+const PYTHON = "/usr/bin/python3";
+const nbdshSkip = existsSync(PYTHON) && Bun.spawnSync([PYTHON, "-c", "import nbd"]).exitCode === 0 ? undefined : "python3-libnbd (nbdsh) is not installed";
 const ext4Skip = gaugeSuiteSkipReason("objstore ext4 suite", "objstore", ["nbdfuse", "losetup", "mkfs.ext4", "fsck.ext4", "mount", "umount", "fusermount3"]);
 
 /** s3rver checks the access key id but not the signature, so any secret works; a random one must never be printed. */
@@ -59,6 +63,11 @@ function objstoreDaemon(storeDir: string, volume: string, opts: { readonly creat
       ...(opts.create ? ["--objstore-objsize=1MiB", "--objstore-compress=lz4", "--objstore-aesmode=aes-gcm"] : []),
     ],
   };
+}
+
+/** Runs a libnbd (nbdsh) script connected to `uri` as `h`. */
+function nbdsh(uri: string, script: string): Promise<string> {
+  return run([PYTHON, "-c", `import nbd\nh = nbd.NBD()\nh.connect_uri(${JSON.stringify(uri)})\n${script}\nh.shutdown()`], { timeoutMs: 60_000 });
 }
 
 /** Neither secret in anything the daemon printed (its log, its stats, its hints). */
@@ -165,6 +174,23 @@ describe.skipIf(fioSkip !== undefined)("fio with crc32c verify on an objstore vo
     expect(unwritten.exitCode).not.toBe(0);
     expect(unwritten.stderr).toContain("verify:");
     expectNoSecrets(daemon!);
+  });
+
+  test.skipIf(nbdshSkip !== undefined)("NBD_CMD_CACHE (nbdsh) fetches a range from S3 before it is read: the read after it makes no GET, a read elsewhere does", async () => {
+    const reader = daemon!;
+    daemon = undefined;
+    await reader.stop();
+    mkdirSync(join(work, "cold-cache"));
+    daemon = await startDaemon(objstoreDaemon(join(work, "cold-cache"), volume, { create: false }));
+    const gets = async () => gauge(await nextStats(daemon!), "store GETs");
+    const opened = await gets();
+    await nbdsh(daemon.uri, `h.cache(${16 * MiB}, 0)`);
+    const cached = await gets();
+    expect(cached).toBeGreaterThan(opened);
+    await nbdsh(daemon.uri, `assert len(h.pread(${16 * MiB}, 0)) == ${16 * MiB}`);
+    expect(await gets()).toBe(cached);
+    await nbdsh(daemon.uri, `assert len(h.pread(${4 * MiB}, ${64 * MiB})) == ${4 * MiB}`);
+    expect(await gets()).toBeGreaterThan(cached);
   });
 });
 

@@ -3,14 +3,48 @@
  * accepts both thrown errors and rejected promises, and extents gathered across partial answers.
  */
 import { expect } from "bun:test";
-import { DeviceError, type BlockDevice, type DeviceErrorCode, type Extent } from "../../src/devices/device.ts";
+import {
+  DeviceError,
+  type BlockDevice,
+  type DeviceCapabilities,
+  type DeviceErrorCode,
+  type Extent,
+  resolveCapabilities,
+} from "../../src/devices/device.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 
-/** The device under test; replaced before every test. */
+/** What a device claims and which optional calls it has: decides which checks run and which are skipped. */
+export interface DeviceTraits {
+  readonly capabilities: Required<DeviceCapabilities>;
+  readonly writeZeroes: boolean;
+  readonly extents: boolean;
+  readonly reclaim: boolean;
+  readonly cache: boolean;
+}
+
+export function traitsOf(dev: BlockDevice): DeviceTraits {
+  return {
+    capabilities: resolveCapabilities(dev),
+    writeZeroes: dev.writeZeroes !== undefined,
+    extents: dev.extents !== undefined,
+    reclaim: dev.reclaim !== undefined,
+    cache: dev.cache !== undefined,
+  };
+}
+
+/** The device under test (replaced before every test) and the traits of its kind (fixed at registration). */
 export interface SuiteContext {
   dev: BlockDevice;
+  readonly traits: DeviceTraits;
+}
+
+/** Whether `data` holds one byte value throughout (a write that landed whole), and which. */
+export function uniformValue(data: Uint8Array): number | undefined {
+  const first = data[0];
+  for (let i = 1; i < data.length; i++) if (data[i] !== first) return undefined;
+  return first;
 }
 
 /** `length` bytes that are never zero and differ per seed, so a lost or misplaced write always shows. */

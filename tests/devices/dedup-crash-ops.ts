@@ -41,6 +41,34 @@ export function opsFor(seed: number, epoch: number, deviceSize = CRASH_DEVICE_SI
   return ops;
 }
 
+/**
+ * A sub-block epoch: 512 B and 1 KiB writes, mostly sequential from a point that moves each epoch (so blocks are
+ * rewritten piecewise and held for coalescing when a kill lands), some at random sectors, a few 512 B zeroes, and
+ * the odd FUA write (which commits everything held).
+ */
+export function subBlockOpsFor(seed: number, epoch: number, deviceSize = CRASH_DEVICE_SIZE): CrashOp[] {
+  const next = random(seed * 1_000_033 + epoch * 7907 + 29);
+  const sectors = deviceSize / 512;
+  let cursor = Math.floor(next() * (sectors - 4 * OPS_PER_EPOCH)) * 512;
+  const ops: CrashOp[] = [];
+  for (let i = 0; i < OPS_PER_EPOCH; i++) {
+    const roll = next();
+    const length = next() < 0.5 ? 512 : 1024;
+    let offset = cursor;
+    if (roll < 0.15) offset = Math.floor(next() * (sectors - 2)) * 512;
+    else cursor += length;
+    if (roll > 0.95) ops.push({ kind: "zero", offset, length: 512 });
+    else ops.push({ kind: "write", offset, length, content: Math.floor(next() * 2 ** 31), fua: next() < 0.03 });
+  }
+  return ops;
+}
+
+export type CrashWorkload = "mixed" | "sub-block";
+
+export function workloadOps(workload: CrashWorkload): (seed: number, epoch: number) => CrashOp[] {
+  return workload === "mixed" ? opsFor : subBlockOpsFor;
+}
+
 const POOL = Array.from({ length: 16 }, (_, i) => pattern(BLOCK, 1000 + i));
 
 /** Content of logical block `block` in a write with content seed `content`: duplicates, compressible or unique. */

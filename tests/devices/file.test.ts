@@ -12,7 +12,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 let count = 0;
 let current = "";
-runConformance("file", {
+await runConformance("file", {
   create() {
     current = path.join(dir, `conformance-${count++}.img`);
     return openFileDevice({ path: current, size: 64 * MiB });

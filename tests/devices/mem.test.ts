@@ -4,7 +4,7 @@ import type { BlockDevice } from "../../src/devices/device.ts";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
 import { MiB, runConformance } from "../conformance/index.ts";
 
-runConformance("mem", { create: () => createMemDevice({ size: 64 * MiB }) });
+await runConformance("mem", { create: () => createMemDevice({ size: 64 * MiB }) });
 
 function allocated(dev: BlockDevice): number {
   const gauge = dev.stats?.().gauges.find((g) => g.name === "allocated");

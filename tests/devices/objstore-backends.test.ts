@@ -1,3 +1,4 @@
+// azurite is only ever started by tests/helpers/azurite-server.ts, always with --disableTelemetry (no traffic off the machine).
 // The device conformance suite on an objstore volume in each remote store besides s3rver: azure on azurite, swift
 // and s3 on Debian's Swift (auth v1 and its s3api), sftp on openssh-server, all on loopback and started once for this
 // file. Every reopen is cold: a new, empty cache directory with only the key, so what it reads comes from the store.
@@ -8,7 +9,7 @@ import { MiB, runConformance } from "../conformance/index.ts";
 import { azuriteConfigJson, startAzurite, type AzuriteServer } from "../helpers/azurite-server.ts";
 import { sftpConfig, startSshd, type SshServer } from "../helpers/sshd-server.ts";
 import { SWIFT_KEY, SWIFT_USER, startSwift, type SwiftServer } from "../helpers/swift-server.ts";
-import { openObjstoreDevice, tempDir } from "./objstore-helpers.ts";
+import { objstoreTraits, openObjstoreDevice, tempDir } from "./objstore-helpers.ts";
 
 const dir = tempDir("objstore-backends");
 let azurite: AzuriteServer | undefined;
@@ -42,6 +43,7 @@ const backends: { readonly kind: string; readonly label: string; config(volume: 
   },
 ];
 
+const traits = await objstoreTraits();
 let count = 0;
 for (const b of backends) {
   let volume = "";
@@ -52,7 +54,8 @@ for (const b of backends) {
     cacheDirs.push(d);
     return d;
   };
-  runConformance(`objstore in ${b.label} (cold reopen)`, {
+  await runConformance(`objstore in ${b.label} (cold reopen)`, {
+    traits,
     create() {
       volume = `conf-${b.kind}-${count}`;
       return openObjstoreDevice({ storeDir: cacheDir(), storeName: volume, size: 16 * MiB, kind: b.kind, config: b.config(volume), aesKey: AES_KEY, objectSize: 256 * 1024, flushMode: "remote" });

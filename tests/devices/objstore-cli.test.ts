@@ -81,7 +81,7 @@ describe.skipIf(missing.length > 0)("objstore volumes from the command line", ()
     // A daemon serves the volume: a snapshot of it from the CLI is refused.
     const busy = await snap(["create", "tuesday"]);
     expect(busy.exitCode).toBe(2);
-    expect(busy.stderr).toContain("control path");
+    expect(busy.stderr).toContain("Stop the daemon first");
     await d.stop();
 
     const ro = await daemon("snapvol", machine("snap-ro"), ["--objstore-snapshot=monday"]);

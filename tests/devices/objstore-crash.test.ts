@@ -216,5 +216,5 @@ describe("objstore: crash consistency under SIGKILL", () => {
     );
     expect(counts.epochs).toBeGreaterThanOrEqual(ITERATIONS / 4);
     expect(counts.uploadAll).toBeGreaterThan(0);
-  }, 300_000);
+  }, Math.max(300_000, ITERATIONS * 6_000));
 });

@@ -3,7 +3,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { openObjstoreDevice, type ObjstoreDevice, type ObjstoreDeviceOptions } from "../../src/devices/objstore/index.ts";
+import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
+import { type DeviceTraits, traitsOf } from "../conformance/index.ts";
 import { s3ServerConfigJson, type S3Server } from "../helpers/s3-server.ts";
 
 export type Backend = "local" | "s3";
@@ -32,6 +34,23 @@ export function randomBytes(length: number): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(length, i + 65536)));
   return out;
+}
+
+/**
+ * What an objstore volume can do, for conformance suites whose stores start in a beforeAll (after the suite must
+ * know which checks to run): read off a volume in a local directory, the same for every backend (the suite checks
+ * each device against it).
+ */
+export async function objstoreTraits(): Promise<DeviceTraits> {
+  const dir = tempDir("objstore-traits");
+  try {
+    const dev = await openObjstoreDevice({ storeDir: dir, storeName: "traits", size: 16 * 1024 * 1024, ...backendOptions("local", path.join(dir, "objects"), undefined) });
+    const traits = traitsOf(dev);
+    await dev.close();
+    return traits;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export { openObjstoreDevice };
@@ -88,4 +107,30 @@ export async function keys(store: ObjectStore, prefix: string): Promise<string[]
   const out: string[] = [];
   for await (const info of store.list(prefix)) out.push(info.key);
   return out;
+}
+
+/**
+ * Makes test volumes under `dir`, each on the directory backend (or the s3rver `server()`), with the key `aesKey` and
+ * 256 KiB objects unless `base` says otherwise, openable from any number of "machines" (store dirs).
+ */
+export function volumeMaker(dir: string, aesKey: string, server: () => S3Server | undefined) {
+  let made = 0;
+  return (base: Partial<ObjstoreDeviceOptions> = {}, backend: Backend = "local") => {
+    const name = `vol-${made++}`;
+    const objects = path.join(dir, `${name}-objects`);
+    const store = new LocalObjectStore(objects);
+    const machine = (label: string) => {
+      const storeDir = path.join(dir, `${name}-${label}`);
+      fs.mkdirSync(storeDir, { recursive: true });
+      return storeDir;
+    };
+    const open = (storeDir: string, more: Partial<ObjstoreDeviceOptions> = {}): Promise<ObjstoreDevice> =>
+      openObjstoreDevice({ storeDir, storeName: name, ...backendOptions(backend, objects, server()), aesKey, objectSize: 256 * 1024, ...base, ...more });
+    return { name, objects, store, machine, open };
+  };
+}
+
+/** A read's bytes, copied (a device may return a view it reuses). */
+export async function readCopy(dev: ObjstoreDevice, offset: number, length: number): Promise<Uint8Array> {
+  return (await dev.read(offset, length)).slice();
 }

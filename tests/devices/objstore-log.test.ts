@@ -6,13 +6,12 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import fs from "node:fs";
 import path from "node:path";
 import { DeviceError } from "../../src/devices/device.ts";
-import { LeaseHeldError, SnapshotError, type ObjstoreDeviceOptions } from "../../src/devices/objstore/index.ts";
+import { LeaseHeldError, SnapshotError } from "../../src/devices/objstore/index.ts";
 import { checkpointPrefix, leasePrefix, logPrefix, manifestKey, snapshotKey } from "../../src/devices/objstore/layout.ts";
-import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
 import { expectSameBytes, isAllZero } from "../conformance/helpers.ts";
 import { MiB, pattern } from "../conformance/index.ts";
 import { startS3Server, type S3Server } from "../helpers/s3-server.ts";
-import { backendOptions, countingStore, gauge, keys, openObjstoreDevice, randomBytes, tempDir } from "./objstore-helpers.ts";
+import { backendOptions, gauge, keys, openObjstoreDevice, randomBytes, readCopy, tempDir, volumeMaker } from "./objstore-helpers.ts";
 import type { ObjstoreDevice } from "../../src/devices/objstore/index.ts";
 
 setDefaultTimeout(60_000);
@@ -27,24 +26,9 @@ afterAll(async () => {
 });
 
 const KEY = `key:${"cd".repeat(32)}`;
-let volumes = 0;
-
 /** A new volume on the directory backend (or s3), openable from any number of "machines" (store dirs). */
-function volume(base: Partial<ObjstoreDeviceOptions> = {}, backend: "local" | "s3" = "local") {
-  const name = `vol-${volumes++}`;
-  const objects = path.join(dir, `${name}-objects`);
-  const store = new LocalObjectStore(objects);
-  const machine = (label: string) => {
-    const storeDir = path.join(dir, `${name}-${label}`);
-    fs.mkdirSync(storeDir, { recursive: true });
-    return storeDir;
-  };
-  const open = (storeDir: string, more: Partial<ObjstoreDeviceOptions> = {}) =>
-    openObjstoreDevice({ storeDir, storeName: name, ...backendOptions(backend, objects, server), aesKey: KEY, objectSize: 256 * 1024, ...base, ...more });
-  return { name, objects, store, machine, open };
-}
-
-const read = async (dev: ObjstoreDevice, offset: number, length: number) => (await dev.read(offset, length)).slice();
+const volume = volumeMaker(dir, KEY, () => server);
+const read = readCopy;
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(
@@ -217,33 +201,6 @@ describe("objstore: garbage collection", () => {
     await dev.close();
     const cold = await v.open(v.machine("b"));
     expectSameBytes(await read(cold, 0, size), model, "after GC, from the store alone");
-    await cold.close();
-  });
-});
-
-describe("objstore: reads from the store", () => {
-  test("cold random 4 KiB reads cost one ranged GET each; sequential reads are prefetched", async () => {
-    const v = volume({ objectSize: MiB }, "s3");
-    const size = 16 * MiB;
-    const data = randomBytes(size);
-    const dev = await v.open(v.machine("a"), { size });
-    await dev.write(0, data);
-    await dev.close();
-    const real = (await import("../../src/devices/objstore/store/config.ts")).openObjectStore("s3", (await import("../../src/devices/objstore/store/config.ts")).parseObjectStoreConfig(backendOptions("s3", "", server).config), { localPath: "/nonexistent" });
-    const { store, counts } = countingStore(real);
-    const cold = await v.open(v.machine("b"), { store });
-    const before = counts.ranged;
-    const offsets = [3, 900, 1777, 2500, 3100, 3999].map((block) => block * 4096 + 128);
-    for (const offset of offsets) expectSameBytes(await read(cold, offset, 4096 - 256), data.subarray(offset, offset + 4096 - 256), `block at ${offset}`);
-    expect(counts.ranged - before).toBe(offsets.length);
-    // The same blocks again: from the cache, no GET.
-    for (const offset of offsets) await read(cold, offset, 100);
-    expect(counts.ranged - before).toBe(offsets.length);
-    // NBD_CMD_CACHE fetches a range ahead of reads.
-    await cold.cache(8 * MiB, MiB);
-    const afterCache = counts.ranged;
-    expectSameBytes(await read(cold, 8 * MiB, MiB), data.subarray(8 * MiB, 9 * MiB), "prefetched");
-    expect(counts.ranged).toBe(afterCache);
     await cold.close();
   });
 });

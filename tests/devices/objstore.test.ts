@@ -7,7 +7,7 @@ import path from "node:path";
 import type { AesMode, FlushMode, ObjstoreCompression } from "../../src/devices/objstore/layout.ts";
 import { MiB, runConformance } from "../conformance/index.ts";
 import { startS3Server, type S3Server } from "../helpers/s3-server.ts";
-import { backendOptions, openObjstoreDevice, tempDir, type Backend } from "./objstore-helpers.ts";
+import { backendOptions, objstoreTraits, openObjstoreDevice, tempDir, type Backend } from "./objstore-helpers.ts";
 
 const dir = tempDir("objstore");
 let server: S3Server | undefined;
@@ -36,12 +36,14 @@ const combinations: Combination[] = [
   { backend: "s3", compression: "identity", aesMode: "aes-ctr", objectSize: MiB, flushMode: "local" },
 ];
 
+const traits = await objstoreTraits();
 let count = 0;
 for (const c of combinations) {
   let name = "";
   let storeDir = "";
   const label = `objstore (${c.backend}, ${c.compression}, ${c.aesMode}, ${c.objectSize / 1024} KiB objects, ${c.flushMode} flush)`;
-  runConformance(label, {
+  await runConformance(label, {
+    traits,
     create() {
       name = `conformance-${count++}`;
       storeDir = path.join(dir, name);

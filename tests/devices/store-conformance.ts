@@ -1,4 +1,5 @@
 /**
+ * azurite is only ever started by tests/helpers/azurite-server.ts, always with --disableTelemetry (no traffic off the machine).
  * The store conformance suite: what every ObjectStore backend must do, run by each backend's test file against a
  * real server (local directory, s3rver, Swift's s3api, azurite, Swift, sshd). A backend that cannot do something
  * says so in its target (conditional create), and the suite then checks that it says so honestly.

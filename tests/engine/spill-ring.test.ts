@@ -1,6 +1,6 @@
 // The ring that holds reply bytes behind backpressure: order kept across wrap-around, growth and partial writes.
 import { describe, expect, test } from "bun:test";
-import { SpillRing } from "../../src/engine/spill-ring.ts";
+import { SPARE_POOL_BYTES, SpillRing } from "../../src/engine/spill-ring.ts";
 
 /** A socket that takes at most `limit` bytes per call and records what it took. */
 function stingySocket(limit: number) {
@@ -42,5 +42,26 @@ describe("spill ring", () => {
     expect(ring.size).toBe(10);
     ring.clear();
     expect(ring.size).toBe(0);
+  });
+
+  test("drained blocks go to one pool for the whole process, reused by any connection and bounded", () => {
+    const all = (ring: SpillRing) => {
+      while (ring.size > 0) ring.writeTo((_d, _o, length) => length);
+    };
+    const first = new SpillRing();
+    first.push(new Uint8Array(16 * 1024 * 1024));
+    all(first);
+    const pooled = SpillRing.spareBlocks;
+    expect(pooled).toBeGreaterThanOrEqual(64);
+    // Another connection's backlog takes its blocks from the pool instead of fresh memory.
+    const second = new SpillRing();
+    second.push(new Uint8Array(8 * 1024 * 1024));
+    expect(SpillRing.spareBlocks).toBe(pooled - 32);
+    all(second);
+    // However large the bursts, the pool keeps at most SPARE_POOL_BYTES.
+    const big = new SpillRing();
+    big.push(new Uint8Array(3 * SPARE_POOL_BYTES));
+    all(big);
+    expect(SpillRing.spareBlocks * 256 * 1024).toBe(SPARE_POOL_BYTES);
   });
 });

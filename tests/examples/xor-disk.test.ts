@@ -6,7 +6,7 @@ import path from "node:path";
 import { createXorDisk } from "../../examples/xor-disk.ts";
 import { MiB, runConformance } from "../conformance/index.ts";
 
-runConformance("examples/xor-disk", { create: () => createXorDisk(16 * MiB) });
+await runConformance("examples/xor-disk", { create: () => createXorDisk(16 * MiB) });
 
 describe("examples/xor-disk served to real clients", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "usbd-example-"));

@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { closeSync, openSync, writeSync } from "node:fs";
 import { closeFd } from "../../src/ffi/libc.ts";
 import {
+  peerClosed,
   AF_UNIX,
   SOCK_STREAM,
   SOL_SOCKET,
@@ -119,5 +120,18 @@ describe("socket options", () => {
       closeFd(a);
       closeFd(b);
     }
+  });
+});
+
+describe("peerClosed", () => {
+  test("is false while the peer is there, true once it closed its socket, even with bytes still unread", () => {
+    const [a, b] = socketpair();
+    expect(peerClosed(a)).toBe(false);
+    sendAll(b, new Uint8Array([1, 2, 3]));
+    expect(peerClosed(a)).toBe(false);
+    closeFd(b);
+    // Three bytes are still waiting to be read: a peek would find them, poll sees the hang-up.
+    expect(peerClosed(a)).toBe(true);
+    closeFd(a);
   });
 });

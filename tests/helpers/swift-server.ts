@@ -70,6 +70,10 @@ pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_forma
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
+# With one replica a storage server has no peer to fail over to, and the proxy's default (a node with more than 10
+# errors is skipped until 60 s pass without one) turned every restart into a minute of 503s: the requests that met
+# the servers still starting were enough. CI saw exactly that twice ("container PUT answered 503" for 60 s).
+error_suppression_interval = 1
 
 [filter:tempauth]
 use = egg:swift#tempauth

@@ -81,6 +81,54 @@ describe("FLUSH after pipelined WRITEs", () => {
   });
 });
 
+describe("FLUSH after a slow TRIM and a slow WRITE_ZEROES", () => {
+  test("is answered only after both, and the device flush came after both had completed", async () => {
+    const inner = createMemDevice({ size: 16 * MiB });
+    const done: string[] = [];
+    const device = wrapDevice(inner, {
+      trim: (offset, length) =>
+        later(80, () => {
+          inner.trim(offset, length);
+          done.push("trim");
+        }),
+      writeZeroes: (offset, length) =>
+        later(50, () => {
+          inner.writeZeroes(offset, length);
+          done.push("zeroes");
+        }),
+      flush: () => {
+        done.push("flush");
+        return inner.flush();
+      },
+    });
+    const s = await serve(device);
+    const c = await openExport(s.path);
+    const handles = c.send(
+      { type: CMD.TRIM, offset: 0, length: MiB },
+      { type: CMD.WRITE_ZEROES, offset: 2 * MiB, length: MiB },
+      { type: CMD.FLUSH },
+    );
+    const got = await c.collect(handles);
+    for (const h of handles) expect(got.get(h)![0]!.error).toBe(0);
+    expect(arrivalOrder(got, handles)).toEqual([handles[1]!, handles[0]!, handles[2]!]);
+    expect(done).toEqual(["zeroes", "trim", "flush"]);
+  });
+});
+
+describe("FUA on every command", () => {
+  test("READ, FLUSH, CACHE, BLOCK_STATUS, TRIM and WRITE_ZEROES accept FUA (the spec's MUST once FUA is advertised)", async () => {
+    const s = await serve(createMemDevice({ size: 16 * MiB }));
+    const c = await openExport(s.path, { baseAllocation: true });
+    await c.write(0, pattern(8192, 9));
+    for (const type of [CMD.READ, CMD.FLUSH, CMD.CACHE, CMD.BLOCK_STATUS, CMD.TRIM, CMD.WRITE_ZEROES]) {
+      const length = type === CMD.FLUSH ? 0 : 4096;
+      const r = await c.request({ type, flags: FLAG.FUA, offset: type === CMD.FLUSH ? 0 : 4096, length });
+      expect({ type, error: r.error }).toEqual({ type, error: 0 });
+    }
+    expect(await c.read(0, 4096)).toEqual(pattern(8192, 9).subarray(0, 4096));
+  });
+});
+
 describe("FUA on a device without native FUA", () => {
   test("the write is answered only after a device flush that saw the write complete", async () => {
     const slow = slowWriter(() => 30, { fua: false, trim: true, multiConn: true });

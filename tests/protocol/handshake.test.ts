@@ -1,6 +1,7 @@
 /**
- * The fixed newstyle handshake as a raw client sees it: greeting, client flags, every option the server answers,
- * and the ways a negotiation may end (EXPORT_NAME, GO, ABORT, a hang-up).
+ * The newstyle handshake as a raw client sees it: greeting, client flags, every option the server answers, the
+ * ways a negotiation may end (EXPORT_NAME, GO, ABORT, a hang-up), and the edges: clients without fixed newstyle,
+ * oversized options, names that are not UTF-8 or longer than NBD allows.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createMemDevice } from "../../src/devices/mem/index.ts";
@@ -70,10 +71,14 @@ describe("greeting", () => {
     expect(await c.quietFor(20)).toBe(0);
   });
 
-  test("a client that does not set the fixed-newstyle flag is disconnected", async () => {
+  test("a client without the fixed-newstyle flag is served as nbdkit serves it: EXPORT_NAME works, other options get ERR_INVALID", async () => {
     const c = await client(0);
-    await c.waitClosed();
-    expect(c.buffered).toBe(0);
+    c.send(option(OPT.LIST));
+    expect((await readOptionReplies(c)).map((r) => [r.option, r.type])).toEqual([[OPT.LIST, REP.ERR_INVALID]]);
+    c.send(option(OPT.EXPORT_NAME, Buffer.from("disk")));
+    const b = await c.read(134);
+    expect(Number(b.readBigUInt64BE(0))).toBe(DISK_SIZE);
+    await expectTransmissionWorks(c);
   });
 
   test("a client that sets unknown client flags is disconnected", async () => {
@@ -117,6 +122,48 @@ describe("NBD_OPT_EXPORT_NAME", () => {
     await c.waitClosed();
     expect(c.buffered).toBe(0);
   });
+
+  test.each([
+    ["not UTF-8", Buffer.from([0x64, 0xff, 0xfe, 0x6b])],
+    ["longer than NBD's 4096-byte limit", Buffer.alloc(4097, 0x61)],
+  ])("a name that is %s closes the connection within 1 s with no option reply (EXPORT_NAME has none)", async (_what, name) => {
+    const c = await client();
+    c.send(option(OPT.EXPORT_NAME, name));
+    await c.waitClosed(1000);
+    expect(c.buffered).toBe(0);
+  });
+});
+
+describe("oversized options", () => {
+  test("an option over 64 KiB is skipped as it arrives and answered ERR_TOO_BIG; the negotiation goes on", async () => {
+    const c = await client();
+    c.send(option(99, Buffer.alloc(3 * MiB + 5, 0x33)));
+    expect((await readOptionReplies(c, 5000)).map((r) => [r.option, r.type])).toEqual([[99, REP.ERR_TOO_BIG]]);
+    c.send(option(OPT.GO, infoData("disk")));
+    expect((await readOptionReplies(c)).pop()!.type).toBe(REP.ACK);
+    await expectTransmissionWorks(c);
+  });
+
+  test("an EXPORT_NAME over 64 KiB, or any option claiming more than 64 MiB, closes the connection", async () => {
+    const big = await client();
+    big.send(option(OPT.EXPORT_NAME, Buffer.alloc(70 * 1024, 0x61)));
+    await big.waitClosed(1000);
+    expect(big.buffered).toBe(0);
+    const absurd = await client();
+    const header = option(OPT.INFO);
+    header.writeUInt32BE(0xffffffff, 12);
+    absurd.send(header);
+    await absurd.waitClosed(1000);
+    expect(absurd.buffered).toBe(0);
+  });
+
+  test("INFO naming an export longer than 4096 bytes answers ERR_INVALID and the negotiation goes on", async () => {
+    const c = await client();
+    c.send(option(OPT.INFO, infoData("x".repeat(4097))));
+    expect((await readOptionReplies(c)).map((r) => r.type)).toEqual([REP.ERR_INVALID]);
+    c.send(option(OPT.GO, infoData("disk")));
+    expect((await readOptionReplies(c)).pop()!.type).toBe(REP.ACK);
+  });
 });
 
 describe("NBD_OPT_LIST", () => {
@@ -145,7 +192,7 @@ describe("NBD_OPT_INFO and NBD_OPT_GO", () => {
     expect(d.size).toBe(DISK_SIZE);
     expect(d.flags & ADVERTISED).toBe(ADVERTISED);
     expect(d.flags & TF.READ_ONLY).toBe(0);
-    expect(d.blockSizes).toEqual({ minimum: 1, preferred: 4096, maximum: 32 * MiB });
+    expect(d.blockSizes).toEqual({ minimum: 1, preferred: 4096, maximum: 64 * MiB });
     // INFO does not end the handshake: another option is still answered.
     c.send(option(OPT.LIST));
     expect((await readOptionReplies(c)).pop()!.type).toBe(REP.ACK);
@@ -165,7 +212,7 @@ describe("NBD_OPT_INFO and NBD_OPT_GO", () => {
     const d = exportDetails(replies);
     expect(d.size).toBe(DISK_SIZE);
     expect(d.flags & ADVERTISED).toBe(ADVERTISED);
-    expect(d.blockSizes?.maximum).toBe(32 * MiB);
+    expect(d.blockSizes?.maximum).toBe(64 * MiB);
     await expectTransmissionWorks(c);
   });
 

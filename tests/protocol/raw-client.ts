@@ -42,6 +42,25 @@ export class RawClient {
     return this.inboxBytes;
   }
 
+  /** Bytes queued by `send` that the socket has not taken yet (the server is not reading them). */
+  get unsent(): number {
+    let n = 0;
+    for (const part of this.outbox) n += part.length;
+    return n;
+  }
+
+  /**
+   * Stops reading from the socket, as a client that never reads its replies would: the server meets backpressure.
+   * `read` then waits until `resumeReading`.
+   */
+  stopReading(): void {
+    this.socket?.pause();
+  }
+
+  resumeReading(): void {
+    this.socket?.resume();
+  }
+
   /** Queues bytes for the server, as one write where the socket takes it (several parts go out as one packet). */
   send(...parts: Uint8Array[]): void {
     this.outbox.push(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
@@ -93,6 +112,11 @@ export class RawClient {
 
   close(): void {
     this.socket?.end();
+  }
+
+  /** Drops the connection at once (RST), as a client that dies would; a paused server socket notices too. */
+  destroy(): void {
+    this.socket?.terminate();
   }
 
   private onData(chunk: Buffer): void {
@@ -200,18 +224,18 @@ export interface OptionReply {
   readonly data: Buffer;
 }
 
-export async function readOptionReply(c: RawClient): Promise<OptionReply> {
-  const h = await c.read(20);
+export async function readOptionReply(c: RawClient, timeoutMs?: number): Promise<OptionReply> {
+  const h = await c.read(20, timeoutMs);
   const length = h.readUInt32BE(16);
-  const data = length > 0 ? await c.read(length) : Buffer.alloc(0);
+  const data = length > 0 ? await c.read(length, timeoutMs) : Buffer.alloc(0);
   return { magic: h.readBigUInt64BE(0), option: h.readUInt32BE(8), type: h.readUInt32BE(12), data };
 }
 
 /** Reads option replies up to and including the final one (ACK or an error). */
-export async function readOptionReplies(c: RawClient): Promise<OptionReply[]> {
+export async function readOptionReplies(c: RawClient, timeoutMs?: number): Promise<OptionReply[]> {
   const replies: OptionReply[] = [];
   for (;;) {
-    const r = await readOptionReply(c);
+    const r = await readOptionReply(c, timeoutMs);
     replies.push(r);
     if (r.type === REP.ACK || r.type >= 0x80000000) return replies;
   }

@@ -47,7 +47,9 @@ test("two devices from a config file: each its own /dev/nbdN, size, connections,
       "two \"attached ... as /dev/nbdN\" lines",
       w,
       () => {
-        const found = [...w.stdout().matchAll(/attached \w+ device "(\w+)" .* as (\/dev\/nbd\d+) /g)].map((m) => [m[1]!, m[2]!] as const);
+        // With json = true the banner is a JSON line per device: {"type":"attached","device":...,"path":...}.
+        const found = w.stdout().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { type: string; device: string; path?: string })
+          .filter((e) => e.type === "attached" && e.path !== undefined).map((e) => [e.device, e.path!] as const);
         return found.length === 2 ? new Map(found) : undefined;
       },
       60_000,

@@ -99,6 +99,15 @@ describe("trim through the Host", () => {
     host.subscribe((e) => events.push(e));
     const device = createMemDevice({ size: 256 * MiB });
     const allocated = () => device.stats().gauges.find((g) => g.name === "allocated")!.value;
+    // What the TRIM requests themselves gave back: the mem device trims synchronously, so the change in allocated
+    // memory across each call is that call's doing alone, whatever other writes the file system sends meanwhile.
+    let releasedByTrims = 0;
+    const trim = device.trim.bind(device);
+    device.trim = (offset, length) => {
+      const before = allocated();
+      trim(offset, length);
+      releasedByTrims += before - allocated();
+    };
     const hosted = host.add("m", device);
     // In this process: the file system's TRIM requests come back to this event loop while fstrim runs.
     const attachment = await host.attachKernel(hosted, { backend: `usbd-tui-test:fstrim:pid${process.pid}` });
@@ -107,17 +116,16 @@ describe("trim through the Host", () => {
       await sh(`dd if=/dev/urandom of=${mnt}/big bs=1M count=64 conv=fsync status=none`);
       const full = allocated();
       expect(full).toBeGreaterThanOrEqual(64 * MiB);
-      // Freezing flushes ext4's journal: the rm's journal writes touch pages never written before (seen: 7 MiB),
-      // and they must land before this reading, not during the trim.
-      await sh(`rm ${mnt}/big && sync && fsfreeze -f ${mnt} && fsfreeze -u ${mnt}`);
-      const beforeTrim = allocated();
+      await sh(`rm ${mnt}/big && sync`);
+      releasedByTrims = 0;
 
       const result = await host.trim("m");
       expect(result.method).toBe("fstrim");
       if (result.method !== "fstrim") return;
       expect(result.mountPoint).toBe(mnt);
       expect(result.bytes).toBeGreaterThanOrEqual(64 * MiB);
-      expect(allocated()).toBeLessThanOrEqual(beforeTrim - 60 * MiB);
+      // The deleted file's 64 MiB came back through the trims (a little may sit in pages shared with metadata).
+      expect(releasedByTrims).toBeGreaterThanOrEqual(60 * MiB);
       expect(hosted.state).toBe("serving");
       expect(events.at(-1)!.kind).toBe("trimmed");
       expect(events.at(-1)!.message).toMatch(new RegExp(`^trimmed [\\d.]+ [KMG]iB \\(fstrim ${mnt}\\) in [\\d.,]+ ms$`));

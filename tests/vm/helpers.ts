@@ -50,7 +50,7 @@ export interface KernelDaemon {
 function statsLines(stdout: string): Array<{ type: string; totals: Record<string, { ops: number }> }> {
   return stdout
     .split("\n")
-    .filter((l) => l.startsWith("{"))
+    .filter((l) => l.startsWith('{"type":"stats"') || l.startsWith('{"type":"final"'))
     .map((l) => JSON.parse(l) as { type: string; totals: Record<string, { ops: number }> });
 }
 

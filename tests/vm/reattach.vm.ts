@@ -33,7 +33,8 @@ describe("reattach after kill -9", () => {
 
     const second = await startKernelDaemon({ devType: "file", storeDir, connections: 2 });
     expect(second.path).toBe(first.path);
-    expect(second.w.stdout()).toContain(`reattached file device "usbd" (256 MiB) as ${first.path} (netlink, 2 connections)`);
+    // The banner is a JSON line under --json (issue 16): {"type":"reattached","device":...,"path":...,"detail":...}.
+    expect(bannerOf(second.w.stdout(), "reattached")).toMatchObject({ device: "usbd", kind: "file", size: 256 * 1024 * 1024, path: first.path, detail: "netlink, 2 connections" });
     await dropCaches();
     expect(await changedFiles(synced)).toEqual([]);
     const later = await writeTree(mnt, 8, "b");
@@ -43,7 +44,7 @@ describe("reattach after kill -9", () => {
     // Without the record, --reattach names the device.
     rmSync(record);
     const third = await startKernelDaemon({ devType: "file", storeDir, args: [`--reattach=${first.path}`] });
-    expect(third.w.stdout()).toContain(`reattached file device "usbd" (256 MiB) as ${first.path}`);
+    expect(bannerOf(third.w.stdout(), "reattached")).toMatchObject({ device: "usbd", kind: "file", path: first.path });
     await dropCaches();
     expect(await changedFiles(synced)).toEqual([]);
     expect(await changedFiles(later)).toEqual([]);
@@ -88,3 +89,12 @@ describe("reattach after kill -9", () => {
     expect(await back.stop()).toBe(0);
   });
 });
+
+/** The daemon's JSON banner line of `type` on stdout (undefined if there is none). */
+function bannerOf(stdout: string, type: string): Record<string, unknown> | undefined {
+  return stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .find((e) => e.type === type);
+}

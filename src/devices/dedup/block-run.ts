@@ -62,12 +62,15 @@ export class BlockRunWriter {
 
   constructor(private readonly parts: RunParts) {}
 
-  /** Makes blocks `first`, `first + 1`, ... hold `data` (a whole number of blocks). Throws before changing anything. */
-  store(first: number, data: Uint8Array): void {
+  /**
+   * Makes blocks `first`, `first + 1`, ... hold `data` (a whole number of blocks). Throws before changing anything.
+   * `hashes`, when given, holds the SHA-256 of each block (32 bytes each, computed off the serving thread).
+   */
+  store(first: number, data: Uint8Array, hashes?: Uint8Array): void {
     const fresh: NewBlock[] = [];
     let targets: Target[];
     try {
-      targets = this.resolve(first, data, fresh);
+      targets = this.resolve(first, data, fresh, hashes);
       this.writeNew(fresh, data);
     } catch (e) {
       for (const block of fresh) this.parts.releaseSlot(block.slot, block.encoded.units);
@@ -77,7 +80,7 @@ export class BlockRunWriter {
   }
 
   /** The target of each block; new blocks get a slot and are added to `fresh`. */
-  private resolve(first: number, data: Uint8Array, fresh: NewBlock[]): Target[] {
+  private resolve(first: number, data: Uint8Array, fresh: NewBlock[], hashes: Uint8Array | undefined): Target[] {
     const { blockSize: bs, index, allocator, zero } = this.parts;
     const targets: Target[] = [];
     const inRun = new Map<string, NewBlock>();
@@ -92,7 +95,8 @@ export class BlockRunWriter {
         targets.push(ZERO);
         continue;
       }
-      Bun.SHA256.hash(content, this.hash);
+      if (hashes === undefined) Bun.SHA256.hash(content, this.hash);
+      else this.hash.set(hashes.subarray((at / bs) * 32, (at / bs) * 32 + 32));
       const key = this.hash.toString("latin1");
       const known = index.withHash(this.hash, key);
       if (known !== undefined) {

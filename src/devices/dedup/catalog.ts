@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS map(page INTEGER PRIMARY KEY, entries BLOB NOT NULL);
 
 export class Catalog {
   readonly db: Database;
+  /** Files a read-only open created and its close removes (undefined for a writable open). */
+  private readonly readOnlyLeftovers: readonly string[] | undefined;
   private readonly getPage: Statement<{ entries: Uint8Array }, [number]>;
   private readonly putPage: Statement<unknown, [number, Uint8Array]>;
   private readonly deletePage: Statement<unknown, [number]>;
@@ -40,14 +42,18 @@ export class Catalog {
    * hash index touch random pages, and measured 10-12 us per new block with the 2 MB default against 2.5-5 us
    * with 64 MB.
    */
-  constructor(path: string, create: boolean, cacheBytes = 8 << 20) {
+  constructor(path: string, create: boolean, cacheBytes = 8 << 20, readOnly = false) {
     // Private like the blocks file: sqlite gives its -wal and -shm files the database file's mode.
     if (create) fs.writeFileSync(path, "", { mode: 0o600, flag: "wx" });
-    this.db = new Database(path, { readwrite: true, strict: true });
-    // WAL: a commit is one fsync of the log; FULL: that fsync happens at every commit, which is what FLUSH promises.
-    this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;");
+    // A read-only open of a WAL database makes empty -wal and -shm files when there are none; close() removes them.
+    this.readOnlyLeftovers = readOnly ? [`${path}-wal`, `${path}-shm`].filter((p) => !fs.existsSync(p)) : undefined;
+    this.db = new Database(path, readOnly ? { readonly: true, strict: true } : { readwrite: true, strict: true });
     this.db.exec(`PRAGMA cache_size = -${Math.max(1024, Math.floor(cacheBytes / 1024))}`);
-    this.db.exec(SCHEMA);
+    if (!readOnly) {
+      // WAL: a commit is one fsync of the log; FULL: that fsync happens at every commit, which is what FLUSH promises.
+      this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;");
+      this.db.exec(SCHEMA);
+    }
     this.getPage = this.db.prepare("SELECT entries FROM map WHERE page = ?");
     this.putPage = this.db.prepare("INSERT OR REPLACE INTO map(page, entries) VALUES (?, ?)");
     this.deletePage = this.db.prepare("DELETE FROM map WHERE page = ?");
@@ -137,6 +143,12 @@ export class Catalog {
     for (const row of this.db.query<{ hash: Uint8Array }, []>("SELECT hash FROM blocks").iterate()) yield row.hash;
   }
 
+  /** How many block rows and map pages there are (for `check`'s progress). */
+  counts(): { readonly blocks: number; readonly pages: number } {
+    const one = (sql: string) => this.db.query<{ n: number }, []>(sql).get()?.n ?? 0;
+    return { blocks: one("SELECT count(*) AS n FROM blocks"), pages: one("SELECT count(*) AS n FROM map") };
+  }
+
   /** Every block row, in slot order (for `check`). */
   *allBlocks(): Generator<BlockRow> {
     yield* this.db.query<BlockRow, []>("SELECT slot, units, refs, hash FROM blocks ORDER BY slot").iterate();
@@ -156,5 +168,9 @@ export class Catalog {
 
   close(): void {
     this.db.close();
+    // Only a read-only open sets this, under the store's shared lock: no writer can have used these files since.
+    for (const leftover of this.readOnlyLeftovers ?? []) {
+      if (fs.existsSync(leftover) && (leftover.endsWith("-shm") || fs.statSync(leftover).size === 0)) fs.rmSync(leftover);
+    }
   }
 }

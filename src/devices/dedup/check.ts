@@ -18,6 +18,17 @@ export interface CheckOptions {
   readonly repair?: boolean;
   /** Skip reading and hashing every block (much faster on large stores; finds only index and map problems). */
   readonly skipData?: boolean;
+  /**
+   * Told how far the check is, now and then (every 4096 blocks or 64 map pages): reading blocks, then walking the
+   * map. Synchronous, like the check: write progress with a synchronous write.
+   */
+  readonly onProgress?: (progress: CheckProgress) => void;
+}
+
+export interface CheckProgress {
+  readonly phase: "blocks" | "map";
+  readonly done: number;
+  readonly total: number;
 }
 
 export interface CheckReport {
@@ -65,8 +76,10 @@ export function checkDedupStore(options: CheckOptions): CheckReport {
     if (settings === undefined) throw new Error(`check: ${paths.db} holds no store settings; it is not a usbd-tui dedup store`);
     file = new BlockFile(fd, paths.blocks, settings.blockSize);
     const problems = new Problems();
-    const blocks = loadBlocks(catalog, file, problems, options.skipData === true);
-    const { references, lost } = countReferences(catalog, blocks, settings.size / settings.blockSize, problems);
+    const counts = catalog.counts();
+    const progress = options.onProgress ?? (() => undefined);
+    const blocks = loadBlocks(catalog, file, problems, options.skipData === true, (done) => progress({ phase: "blocks", done, total: counts.blocks }));
+    const { references, lost } = countReferences(catalog, blocks, settings.size / settings.blockSize, problems, (done) => progress({ phase: "map", done, total: counts.pages }));
     for (const block of blocks.values()) {
       if (block.bad) continue;
       if (block.counted !== block.refs) {
@@ -87,7 +100,7 @@ export function checkDedupStore(options: CheckOptions): CheckReport {
   }
 }
 
-function loadBlocks(catalog: Catalog, file: BlockFile, problems: Problems, skipData: boolean): Map<number, Block> {
+function loadBlocks(catalog: Catalog, file: BlockFile, problems: Problems, skipData: boolean, progress: (done: number) => void): Map<number, Block> {
   const blocks = new Map<number, Block>();
   const chunkUnits = new Map<number, number>();
   const content = Buffer.allocUnsafe(file.blockSize);
@@ -95,6 +108,7 @@ function loadBlocks(catalog: Catalog, file: BlockFile, problems: Problems, skipD
   for (const row of catalog.allBlocks()) {
     const block: Block = { ...row, counted: 0, bad: false };
     blocks.set(row.slot, block);
+    if (blocks.size % 4096 === 0) progress(blocks.size);
     const chunk = chunkOf(row.slot);
     if (!slotAligned(row.slot, row.units) || (chunkUnits.get(chunk) ?? row.units) !== row.units) {
       problems.add(`slot ${row.slot}: a ${row.units}-unit block where the chunk's layout does not allow one`);
@@ -117,6 +131,7 @@ function loadBlocks(catalog: Catalog, file: BlockFile, problems: Problems, skipD
       block.bad = true;
     }
   }
+  progress(blocks.size);
   return blocks;
 }
 
@@ -125,10 +140,13 @@ function countReferences(
   blocks: Map<number, Block>,
   logicalBlocks: number,
   problems: Problems,
+  progress: (done: number) => void,
 ): { references: number; lost: number } {
   let references = 0;
   let lost = 0;
+  let pages = 0;
   for (const [page, entries] of catalog.allPages()) {
+    if (++pages % 64 === 0) progress(pages);
     for (let i = 0; i < MAP_PAGE_ENTRIES; i++) {
       const entry = entries[i]!;
       if (entry === 0) continue;
@@ -153,6 +171,7 @@ function countReferences(
       }
     }
   }
+  progress(pages);
   return { references, lost };
 }
 

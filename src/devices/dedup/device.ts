@@ -1,12 +1,15 @@
 /**
  * The dedup device: logical blocks stored once per distinct content (SHA-256), lz4-packed when that saves space,
- * refcounted so overwrite, trim and write-zeroes give space back. Every call is synchronous, so calls never
- * interleave: writes to one block are ordered and a read sees a block before or after a write, never between.
+ * refcounted so overwrite, trim and write-zeroes give space back. Every change is made synchronously, so changes
+ * never interleave: writes to one block are ordered and a read sees a block before or after a write, never between.
+ * Only a large write may first await its blocks' hashes from a worker thread (off-thread-hasher.ts); it changes
+ * nothing until they arrive, and then makes all its changes in one synchronous step, like any other write.
  *
  * Durability: data goes to the blocks file as it is written; the map and the index change in memory. FLUSH (and
  * FUA) syncs the blocks file, then commits map and index in one sqlite transaction. A crash therefore returns to the
  * last commit, whose map refers only to blocks synced before it, in slots nothing has reused since (see
- * block-index.ts).
+ * block-index.ts). Writes smaller than a block are coalesced in memory first (partial-blocks.ts); every commit
+ * stores those blocks before it syncs, so it still covers every write acknowledged before it.
  */
 import {
   DeviceError,
@@ -26,8 +29,12 @@ import { BlockRunWriter } from "./block-run.ts";
 import type { Catalog } from "./catalog.ts";
 import { UNITS_PER_BLOCK, slotOf, unitsOf, type DedupCompression } from "./layout.ts";
 import { MapPages } from "./map-pages.ts";
+import { DecodedCache } from "./decoded-cache.ts";
+import { PartialBlocks } from "./partial-blocks.ts";
+import { OffThreadHasher, type BlockHashes } from "./off-thread-hasher.ts";
 import { SlotAllocator } from "./allocator.ts";
 import { ioError } from "../io-error.ts";
+import { refuseIfReadOnly } from "../read-only.ts";
 
 /** Reads up to this size go into a reused buffer (the contract lets a result be a view valid until consumed). */
 const SCRATCH_MAX = 4 << 20;
@@ -35,6 +42,8 @@ const SCRATCH_MAX = 4 << 20;
 const MAX_RUN_BLOCKS = 1024;
 /** extents() looks at most this many blocks per call (the contract allows answering for a prefix). */
 const MAX_EXTENT_BLOCKS = 1 << 20;
+/** Memory for blocks being rewritten piecewise (see partial-blocks.ts); at least 16 blocks. */
+const PARTIAL_BYTES = 1 << 20;
 
 export interface DedupParts {
   readonly size: number;
@@ -44,13 +53,18 @@ export interface DedupParts {
   readonly catalog: Catalog;
   readonly file: BlockFile;
   readonly allocator: SlotAllocator;
+  /** Opened with --read-only: writes are refused and nothing is ever committed. */
+  readonly readOnly?: boolean;
+  /** Hash large writes on the shared worker pool (worth it only with a second core to run it). */
+  readonly hashOffThread?: boolean;
 }
 
 export class DedupDevice implements BlockDevice {
   readonly kind = "dedup";
   readonly size: number;
   readonly blockSize: number;
-  readonly capabilities: DeviceCapabilities = { fua: true, trim: true, fastZero: true, multiConn: true, persistent: true };
+  readonly capabilities: DeviceCapabilities;
+  private readonly readOnly: boolean;
   private readonly compression: DedupCompression;
   private readonly memoryCache: number;
   private readonly catalog: Catalog;
@@ -59,10 +73,10 @@ export class DedupDevice implements BlockDevice {
   private readonly map: MapPages;
   private readonly index: BlockIndex;
   private readonly zero: Buffer;
-  private readonly merge: Buffer;
+  private readonly partials: PartialBlocks;
+  private readonly hasher: OffThreadHasher | undefined;
   private readonly runs: BlockRunWriter;
-  /** Decoded compressed blocks by slot: reads of hot compressed blocks skip lz4. */
-  private readonly decoded = new Map<number, Buffer>();
+  private readonly decoded: DecodedCache;
   private scratch = Buffer.alloc(64 * 1024);
   private closed = false;
   private lastError: string | undefined;
@@ -73,6 +87,8 @@ export class DedupDevice implements BlockDevice {
   private syncFailure: string | undefined;
 
   constructor(parts: DedupParts) {
+    this.readOnly = parts.readOnly === true;
+    this.capabilities = { fua: true, trim: true, fastZero: true, multiConn: true, persistent: true, readOnly: this.readOnly };
     this.size = parts.size;
     this.blockSize = parts.blockSize;
     this.compression = parts.compression;
@@ -83,7 +99,7 @@ export class DedupDevice implements BlockDevice {
     this.map = new MapPages(this.catalog);
     this.index = new BlockIndex(this.catalog, (slot, units) => this.releaseSlot(slot, units));
     this.zero = Buffer.alloc(this.blockSize);
-    this.merge = Buffer.alloc(this.blockSize);
+    this.decoded = new DecodedCache(this.blockSize);
     this.runs = new BlockRunWriter({
       blockSize: this.blockSize,
       compression: this.compression,
@@ -93,6 +109,13 @@ export class DedupDevice implements BlockDevice {
       allocator: this.allocator,
       zero: this.zero,
       releaseSlot: (slot, units) => this.releaseSlot(slot, units),
+    });
+    this.hasher = parts.hashOffThread === true && !this.readOnly ? new OffThreadHasher(this.blockSize) : undefined;
+    this.partials = new PartialBlocks({
+      blockSize: this.blockSize,
+      limit: Math.max(16, PARTIAL_BYTES / this.blockSize),
+      load: (block, into) => this.blockContent(block, into),
+      store: (first, data) => this.store(first, data),
     });
   }
 
@@ -108,7 +131,10 @@ export class DedupDevice implements BlockDevice {
       const from = pos - block * bs;
       const n = Math.min(bs - from, end - pos);
       const entry = this.map.get(block);
-      if (entry === 0) {
+      const held = this.partials.content(block);
+      if (held !== undefined) {
+        out.set(held.subarray(from, from + n), pos - offset);
+      } else if (entry === 0) {
         out.fill(0, pos - offset, pos - offset + n);
       } else if (unitsOf(entry) === UNITS_PER_BLOCK) {
         // Raw blocks that follow each other in the file are read with one pread.
@@ -116,7 +142,7 @@ export class DedupDevice implements BlockDevice {
         let last = entry;
         for (let next = block + 1; pos + run < end; next++) {
           const following = this.map.get(next);
-          if (following !== last + UNITS_PER_BLOCK * 16) break;
+          if (following !== last + UNITS_PER_BLOCK * 16 || this.partials.content(next) !== undefined) break;
           last = following;
           run += Math.min(bs, end - pos - run);
         }
@@ -134,9 +160,19 @@ export class DedupDevice implements BlockDevice {
     return out;
   }
 
-  write(offset: number, data: Uint8Array, options?: WriteOptions): void {
+  write(offset: number, data: Uint8Array, options?: WriteOptions): void | Promise<void> {
     this.checkWritable();
     checkRange(this.size, offset, data.length);
+    const hashing = this.hasher?.start(offset, data);
+    if (hashing === undefined) return this.writeNow(offset, data, options, undefined);
+    return hashing.then((hashed) => {
+      // The device may have closed or failed while the worker hashed.
+      this.checkWritable();
+      this.writeNow(offset, data, options, hashed);
+    });
+  }
+
+  private writeNow(offset: number, data: Uint8Array, options: WriteOptions | undefined, hashed: BlockHashes | undefined): void {
     const bs = this.blockSize;
     let done = 0;
     try {
@@ -148,14 +184,14 @@ export class DedupDevice implements BlockDevice {
         if (n === bs) {
           // The aligned middle goes through the run writer: new blocks reach the file in few pwrites.
           const whole = Math.min(Math.floor((data.length - done) / bs), MAX_RUN_BLOCKS) * bs;
-          this.store(block, data.subarray(done, done + whole));
+          this.partials.drop(block, whole / bs);
+          const at = hashed === undefined ? -1 : (block - hashed.first) * 32;
+          this.store(block, data.subarray(done, done + whole), hashed?.hashes.subarray(at, at + (whole / bs) * 32));
           done += whole;
           continue;
         } else {
-          // Read-modify-write: the rest of the block keeps its content.
-          this.blockContent(block, this.merge);
-          this.merge.set(data.subarray(done, done + n), from);
-          this.store(block, this.merge);
+          // Coalesced with the block's other pieces: stored once, not once per piece.
+          this.partials.write(block, from, data.subarray(done, done + n));
         }
         done += n;
       }
@@ -181,11 +217,10 @@ export class DedupDevice implements BlockDevice {
         const from = pos - block * bs;
         const n = Math.min(bs - from, end - pos);
         if (n === bs) {
+          this.partials.drop(block, 1);
           this.store(block, this.zero);
-        } else if (this.map.get(block) !== 0) {
-          this.blockContent(block, this.merge);
-          this.merge.fill(0, from, from + n);
-          this.store(block, this.merge);
+        } else if (this.map.get(block) !== 0 || this.partials.content(block) !== undefined) {
+          this.partials.write(block, from, this.zero.subarray(0, n));
         }
         pos += n;
       }
@@ -206,7 +241,7 @@ export class DedupDevice implements BlockDevice {
     let runHole: boolean | undefined;
     for (let seen = 0; pos < end && seen < MAX_EXTENT_BLOCKS; seen++) {
       const block = Math.floor(pos / bs);
-      const hole = this.map.get(block) === 0;
+      const hole = this.map.get(block) === 0 && this.partials.content(block) === undefined;
       if (runHole !== undefined && hole !== runHole) {
         out.push({ length: pos - runStart, hole: runHole, zero: runHole });
         runStart = pos;
@@ -220,6 +255,8 @@ export class DedupDevice implements BlockDevice {
   }
 
   flush(): void {
+    // A read-only store has nothing to make durable; FLUSH still succeeds, as nbdkit's does on a read-only export.
+    if (this.readOnly) return checkOpen(this.closed, this.kind);
     this.checkWritable();
     this.commit();
   }
@@ -246,6 +283,7 @@ export class DedupDevice implements BlockDevice {
 
   private checkWritable(): void {
     checkOpen(this.closed, this.kind);
+    refuseIfReadOnly(this.readOnly, this.kind);
     if (this.syncFailure !== undefined) {
       throw new DeviceError("EIO", `dedup device: ${this.syncFailure}; writes since the last flush may be lost, restart the daemon`);
     }
@@ -254,12 +292,16 @@ export class DedupDevice implements BlockDevice {
   close(): void {
     if (this.closed) return;
     try {
-      if (this.syncFailure !== undefined) this.checkWritable();
-      this.commit();
-      // Fold the WAL into the database so the store is two plain files at rest.
-      this.catalog.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      if (!this.readOnly) {
+        if (this.syncFailure !== undefined) this.checkWritable();
+        this.commit();
+        // Fold the WAL into the database so the store is two plain files at rest.
+        this.catalog.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      }
     } finally {
       this.closed = true;
+      this.hasher?.close();
+      this.partials.clear();
       this.map.clear();
       this.index.clear();
       this.decoded.clear();
@@ -279,17 +321,22 @@ export class DedupDevice implements BlockDevice {
       { name: "dedup ratio", value: index.uniqueBlocks === 0 ? 1 : index.logicalBlocks / index.uniqueBlocks, unit: "ratio" },
       { name: "compression ratio", value: stored === 0 ? 1 : (index.uniqueBlocks * bs) / stored, unit: "ratio" },
       { name: "reclaimable blocks", value: index.reclaimable, unit: "count" },
-      { name: "unflushed changes", value: index.dirtyCount + this.map.dirtyCount, unit: "count" },
+      { name: "unflushed changes", value: index.dirtyCount + this.map.dirtyCount + this.partials.size, unit: "count" },
+      { name: "blocks being coalesced", value: this.partials.size, unit: "count" },
+      { name: "blocks hashed off-thread", value: this.hasher?.blocks ?? 0, unit: "count" },
       { name: "memory cache", value: this.cacheMemory(), unit: "bytes", max: this.memoryCache },
+      // Cache misses since opening: map pages read from the database, compressed blocks decoded.
+      { name: "map pages loaded", value: this.map.loads, unit: "count" },
+      { name: "blocks decoded", value: this.decoded.loads, unit: "count" },
     ];
     if (!this.closed) gauges.push({ name: "store file", value: this.file.allocatedBytes(), unit: "bytes" });
     return this.lastError === undefined ? { gauges } : { gauges, lastError: this.lastError };
   }
 
   /** Makes blocks `first`... hold `data` (whole blocks): zeros store nothing, known content gains a reference. */
-  private store(first: number, data: Uint8Array): void {
+  private store(first: number, data: Uint8Array, hashes?: Uint8Array): void {
     try {
-      this.runs.store(first, data);
+      this.runs.store(first, data, hashes);
     } catch (e) {
       throw this.failed(ioError(this.kind, "write", this.file.path, e));
     }
@@ -304,13 +351,7 @@ export class DedupDevice implements BlockDevice {
   }
 
   private decodedBlock(slot: number, units: number): Buffer {
-    let block = this.decoded.get(slot);
-    if (block === undefined) {
-      block = Buffer.allocUnsafe(this.blockSize);
-      this.file.readCompressed(slot, units, block, 0);
-      this.decoded.set(slot, block);
-    }
-    return block;
+    return this.decoded.get(slot, (into) => this.file.readCompressed(slot, units, into, 0));
   }
 
   private releaseSlot(slot: number, units: number): void {
@@ -319,8 +360,9 @@ export class DedupDevice implements BlockDevice {
     if (emptied !== undefined) this.file.release(emptied);
   }
 
-  /** Sync the blocks file, then commit map and index together. */
+  /** Store the blocks being coalesced, sync the blocks file, then commit map and index together. */
   private commit(): void {
+    this.partials.storeAll();
     if (this.index.dirtyCount === 0 && this.map.dirtyCount === 0) return;
     try {
       this.file.sync();
@@ -342,17 +384,15 @@ export class DedupDevice implements BlockDevice {
   }
 
   private cacheMemory(): number {
-    return this.map.memory + this.index.memory + this.decoded.size * (this.blockSize + 64);
+    return this.map.memory + this.index.memory + this.decoded.memory + this.partials.memory;
   }
 
   /** Evicts clean cache entries past the bound; when dirty state alone exceeds it, commits early to make room. */
   private keepCacheBound(): void {
     if (this.closed || this.cacheMemory() <= this.memoryCache) return;
     const budget = this.memoryCache;
-    for (const slot of this.decoded.keys()) {
-      if (this.cacheMemory() <= budget) return;
-      this.decoded.delete(slot);
-    }
+    while (this.cacheMemory() > budget) if (!this.decoded.evictOne()) break;
+    if (this.cacheMemory() <= budget) return;
     this.map.shrink(budget / 2);
     this.index.shrink(budget / 2);
     if (this.cacheMemory() <= budget) return;

@@ -3,6 +3,7 @@
  * between or any setting that contradicts the store, with a message that says what to do.
  */
 import fs from "node:fs";
+import os from "node:os";
 import { resolveGeometry } from "../geometry.ts";
 import { SlotAllocator } from "./allocator.ts";
 import { BlockFile } from "./block-file.ts";
@@ -24,6 +25,13 @@ export interface DedupDeviceOptions {
   readonly compression?: DedupCompression;
   /** Bytes of memory for cached map pages, index entries and decoded blocks (--dedup-memcache, default 256 MiB). */
   readonly memoryCache?: number;
+  /** Open an existing store for reading only (--read-only): nothing is created, committed or checkpointed. */
+  readonly readOnly?: boolean;
+  /**
+   * Hash writes of 64 KiB and more on a worker thread (default false). Those writes then complete asynchronously, so
+   * a caller must await every write; the daemon turns it on where it pays (`offThreadHashingPays`).
+   */
+  readonly hashOffThread?: boolean;
 }
 
 export const DEFAULT_DEDUP_BLOCK_SIZE = 4096;
@@ -49,6 +57,9 @@ export function openDedupDevice(options: DedupDeviceOptions): DedupDevice {
     );
   }
   const compression = options.compression ?? "lz4";
+  if (!hasDb && options.readOnly === true) {
+    throw new Error(`dedup device: no store ${options.storeName} in ${options.storeDir}, and --read-only never creates one; check --store-dir and --store-name`);
+  }
   return hasDb ? resume(paths, options, compression, memoryCache) : create(paths, options, compression, memoryCache);
 }
 
@@ -63,7 +74,9 @@ function create(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
   try {
     catalog = new Catalog(paths.db, true, sqliteCache(memoryCache));
     catalog.writeSettings({ size: options.size, blockSize });
-    return new DedupDevice({ size: options.size, blockSize, compression, memoryCache: deviceCache(memoryCache), catalog, file, allocator: new SlotAllocator() });
+    return new DedupDevice({
+      size: options.size, blockSize, compression, memoryCache: deviceCache(memoryCache), catalog, file, allocator: new SlotAllocator(), hashOffThread: offThread(options),
+    });
   } catch (e) {
     catalog?.close();
     file.close();
@@ -74,10 +87,11 @@ function create(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
 
 function resume(paths: ReturnType<typeof storePaths>, options: DedupDeviceOptions, compression: DedupCompression, memoryCache: number): DedupDevice {
   // The lock is taken on the blocks file before sqlite opens, so a second daemon never touches the database.
-  const fd = openLocked(paths.blocks, false, "dedup");
+  const readOnly = options.readOnly === true;
+  const fd = openLocked(paths.blocks, false, "dedup", readOnly);
   let catalog: Catalog | undefined;
   try {
-    catalog = new Catalog(paths.db, false, sqliteCache(memoryCache));
+    catalog = new Catalog(paths.db, false, sqliteCache(memoryCache), readOnly);
     const settings = catalog.settings();
     if (settings === undefined) {
       throw new Error(`dedup device: ${paths.db} holds no store settings; it is not a usbd-tui dedup store`);
@@ -96,12 +110,24 @@ function resume(paths: ReturnType<typeof storePaths>, options: DedupDeviceOption
     }
     const file = new BlockFile(fd, paths.blocks, settings.blockSize);
     const allocator = SlotAllocator.fromSlots(catalog.slots());
-    return new DedupDevice({ ...settings, compression, memoryCache: deviceCache(memoryCache), catalog, file, allocator });
+    return new DedupDevice({ ...settings, compression, memoryCache: deviceCache(memoryCache), catalog, file, allocator, readOnly, hashOffThread: offThread(options) });
   } catch (e) {
     catalog?.close();
     fs.closeSync(fd);
     throw e instanceof Error && !e.message.startsWith("dedup device") ? new Error(`dedup device: cannot open ${paths.db}: ${e.message}`) : e;
   }
+}
+
+/**
+ * Off-thread hashing needs a core the serving thread is not on: pinned to one CPU (taskset, a cgroup cpuset), the
+ * worker would take that core's time and add the hand-off to it.
+ */
+export function offThreadHashingPays(): boolean {
+  return os.availableParallelism() > 1;
+}
+
+function offThread(options: DedupDeviceOptions): boolean {
+  return options.hashOffThread === true;
 }
 
 /** A quarter of --dedup-memcache goes to sqlite's page cache (the on-disk index), the rest to the device's own caches. */

@@ -2,6 +2,9 @@
  * The logical map (block number -> map entry) as cached pages of sqlite rows. Every I/O reads it, so lookups are
  * a Map hit on a page in memory; changed pages are written back at commit, in the same transaction as the block
  * index, so the map and the refcounts can never disagree after a crash.
+ *
+ * The cache evicts the least recently used clean page: `cached` is kept in use order (a page moves to the end when
+ * a lookup switches to it), so a page every request touches survives any stream of pages touched once.
  */
 import type { Catalog } from "./catalog.ts";
 import { MAP_PAGE_ENTRIES } from "./layout.ts";
@@ -21,6 +24,10 @@ export class MapPages {
   private readonly dirty = new Set<number>();
   /** Pages that have a row in sqlite; the others are all zeros and are not read from the database. */
   private readonly stored: Set<number>;
+  /** The page the last lookup used: lookups within it skip the move to the end of `cached`. */
+  private recent = -1;
+  /** Pages read from the database since opening (cache misses), for the stats. */
+  loads = 0;
 
   constructor(private readonly catalog: Catalog) {
     this.stored = new Set(catalog.pageIndexes());
@@ -28,15 +35,26 @@ export class MapPages {
 
   get(block: number): number {
     const index = Math.floor(block / MAP_PAGE_ENTRIES);
-    const page = this.cached.get(index) ?? this.load(index, false);
+    const page = this.use(index) ?? this.load(index, false);
     return page.entries[block - index * MAP_PAGE_ENTRIES]!;
   }
 
   set(block: number, entry: number): void {
     const index = Math.floor(block / MAP_PAGE_ENTRIES);
-    const page = this.cached.get(index) ?? this.load(index, true);
+    const page = this.use(index) ?? this.load(index, true);
     page.entries[block - index * MAP_PAGE_ENTRIES] = entry;
     this.dirty.add(index);
+  }
+
+  /** The cached page, moved to the most recently used end. */
+  private use(index: number): Page | undefined {
+    const page = this.cached.get(index);
+    if (page !== undefined && index !== this.recent) {
+      this.cached.delete(index);
+      this.cached.set(index, page);
+      this.recent = index;
+    }
+    return page;
   }
 
   private load(index: number, forWrite: boolean): Page {
@@ -44,12 +62,15 @@ export class MapPages {
       if (!forWrite) return EMPTY_PAGE;
       const page = { entries: new Float64Array(MAP_PAGE_ENTRIES) };
       this.cached.set(index, page);
+      this.recent = index;
       return page;
     }
     const entries = this.catalog.page(index);
     if (entries === undefined) throw new Error(`map page ${index} vanished from the database`);
+    this.loads++;
     const page = { entries };
     this.cached.set(index, page);
+    this.recent = index;
     return page;
   }
 
@@ -79,7 +100,7 @@ export class MapPages {
     this.dirty.clear();
   }
 
-  /** Drops clean pages, oldest first, until at most `bytes` of pages stay cached. */
+  /** Drops clean pages, least recently used first, until at most `bytes` of pages stay cached. */
   shrink(bytes: number): void {
     for (const index of this.cached.keys()) {
       if (this.memory <= bytes) return;

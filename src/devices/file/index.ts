@@ -25,6 +25,7 @@ import {
   type ZeroOptions,
 } from "../device.ts";
 import { ioError as deviceIoError } from "../io-error.ts";
+import { refuseIfReadOnly } from "../read-only.ts";
 import { openStore } from "./open.ts";
 
 function ioError(call: string, path: string, e: unknown): DeviceError {
@@ -38,6 +39,8 @@ export interface FileDeviceOptions {
   readonly size?: number;
   /** Advertised block size; default 4096 when the size is a multiple of it, else 512. */
   readonly blockSize?: number;
+  /** Open an existing image for reading only (--read-only): never created, resized or written, shared lock. */
+  readonly readOnly?: boolean;
 }
 
 const ZERO_CHUNK = new Uint8Array(1 << 20);
@@ -58,13 +61,13 @@ class FileDevice implements BlockDevice {
   private lastAllocated = 0;
   private scratch = new Uint8Array(64 * 1024);
 
-  constructor(readonly path: string, size: number | undefined, blockSize: number | undefined) {
-    const opened = openStore(path, size, blockSize);
+  constructor(readonly path: string, size: number | undefined, blockSize: number | undefined, private readonly readOnly: boolean) {
+    const opened = openStore(path, size, blockSize, readOnly);
     this.fd = opened.fd;
     this.size = opened.size;
     this.blockSize = opened.blockSize;
     this.canPunch = opened.canPunch;
-    this.capabilities = { fua: true, trim: opened.canPunch, fastZero: true, multiConn: true, persistent: true, splitWrites: true };
+    this.capabilities = { fua: true, trim: opened.canPunch, fastZero: true, multiConn: true, persistent: true, splitWrites: true, readOnly };
   }
 
   read(offset: number, length: number): Uint8Array {
@@ -97,6 +100,7 @@ class FileDevice implements BlockDevice {
 
   write(offset: number, data: Uint8Array, options?: WriteOptions): void {
     checkOpen(this.closed, this.kind);
+    refuseIfReadOnly(this.readOnly, this.kind);
     checkRange(this.size, offset, data.length);
     try {
       for (let done = 0; done < data.length; ) {
@@ -110,6 +114,7 @@ class FileDevice implements BlockDevice {
 
   trim(offset: number, length: number, options?: WriteOptions): void {
     checkOpen(this.closed, this.kind);
+    refuseIfReadOnly(this.readOnly, this.kind);
     checkRange(this.size, offset, length);
     // Without hole punching a trim does nothing (allowed: trimmed data may stay). Writing zeros instead would make
     // mkfs's whole-device discard write the whole image.
@@ -119,6 +124,7 @@ class FileDevice implements BlockDevice {
 
   writeZeroes(offset: number, length: number, options?: ZeroOptions): void {
     checkOpen(this.closed, this.kind);
+    refuseIfReadOnly(this.readOnly, this.kind);
     checkRange(this.size, offset, length);
     if (length === 0) return;
     const done = (options?.noHole !== true && this.punch(offset, length)) || this.zeroRange(offset, length);
@@ -217,7 +223,7 @@ class FileDevice implements BlockDevice {
  * size does not match an existing file, the file is missing and no size is given, or another process holds it.
  */
 export function openFileDevice(options: FileDeviceOptions): FileDevice {
-  return new FileDevice(options.path, options.size, options.blockSize);
+  return new FileDevice(options.path, options.size, options.blockSize, options.readOnly === true);
 }
 
 export type { FileDevice };

@@ -3,7 +3,7 @@
  * the one asked for, and take an exclusive lock so that two daemons never serve the same file.
  */
 import fs from "node:fs";
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LibcError, fallocate, flock } from "../../ffi/libc.ts";
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, LOCK_EX, LOCK_NB, LOCK_SH, LibcError, fallocate, flock } from "../../ffi/libc.ts";
 import { resolveGeometry } from "../geometry.ts";
 import { errorCode } from "../io-error.ts";
 
@@ -15,14 +15,19 @@ export interface OpenedFile {
   readonly canPunch: boolean;
 }
 
-/** Opens (or creates) `path`; see FileDeviceOptions for the rules on `size`. */
-export function openStore(path: string, size: number | undefined, blockSize: number | undefined): OpenedFile {
+/**
+ * Opens (or creates) `path`; see FileDeviceOptions for the rules on `size`. `readOnly` opens an existing file for
+ * reading only, under a shared lock (other read-only opens may share it; a writer's exclusive lock refuses it), and
+ * neither creates, resizes nor probes it.
+ */
+export function openStore(path: string, size: number | undefined, blockSize: number | undefined, readOnly = false): OpenedFile {
   let fd: number;
   let created = false;
   try {
-    fd = fs.openSync(path, "r+");
+    fd = fs.openSync(path, readOnly ? "r" : "r+");
   } catch (e) {
     if (errorCode(e) !== "ENOENT") throw e;
+    if (readOnly) throw new Error(`file device: ${path} does not exist, and --read-only never creates an image; check --store-dir and --store-name`);
     if (size === undefined) {
       throw new Error(`file device: ${path} does not exist and no size was given; pass --store-size to create it`);
     }
@@ -32,7 +37,7 @@ export function openStore(path: string, size: number | undefined, blockSize: num
     created = true;
   }
   try {
-    lock(fd, path);
+    lock(fd, path, readOnly);
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new Error(`file device: ${path} is not a regular file; point --store-dir at a directory of images`);
     if (created) {
@@ -45,7 +50,7 @@ export function openStore(path: string, size: number | undefined, blockSize: num
       );
     }
     const actual = created ? (size ?? 0) : st.size;
-    return { fd, size: actual, blockSize: resolveGeometry("file", actual, blockSize), canPunch: probePunch(fd, actual) };
+    return { fd, size: actual, blockSize: resolveGeometry("file", actual, blockSize), canPunch: !readOnly && probePunch(fd, actual) };
   } catch (e) {
     fs.closeSync(fd);
     if (created) fs.rmSync(path, { force: true });
@@ -53,9 +58,9 @@ export function openStore(path: string, size: number | undefined, blockSize: num
   }
 }
 
-function lock(fd: number, path: string): void {
+function lock(fd: number, path: string, shared: boolean): void {
   try {
-    flock(fd, LOCK_EX | LOCK_NB);
+    flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB);
   } catch (e) {
     if (e instanceof LibcError && e.code === "EAGAIN") {
       throw new Error(

@@ -13,12 +13,15 @@ import {
   type ZeroOptions,
 } from "../device.ts";
 import { resolveGeometry } from "../geometry.ts";
+import { refuseIfReadOnly } from "../read-only.ts";
 
 export interface MemDeviceOptions {
   /** Size in bytes: a positive multiple of 512 (and of blockSize). */
   readonly size: number;
   /** Advertised block size; default 4096 when the size is a multiple of it, else 512. */
   readonly blockSize?: number;
+  /** Serve it read-only (--read-only): all zeroes, every write refused. */
+  readonly readOnly?: boolean;
 }
 
 const PAGE = 1 << 20;
@@ -43,7 +46,8 @@ function eachPage(offset: number, length: number, visit: (index: number, inPage:
 class MemDevice implements BlockDevice {
   readonly kind = "mem";
   readonly blockSize: number;
-  readonly capabilities: DeviceCapabilities = {
+  readonly capabilities: DeviceCapabilities;
+  private readonly baseCapabilities = {
     // Nothing to make durable, so FUA is honoured trivially.
     fua: true,
     trim: true,
@@ -57,7 +61,8 @@ class MemDevice implements BlockDevice {
   private allocated = 0;
   private closed = false;
 
-  constructor(readonly size: number, blockSize: number) {
+  constructor(readonly size: number, blockSize: number, private readonly readOnly: boolean) {
+    this.capabilities = { ...this.baseCapabilities, readOnly };
     this.blockSize = blockSize;
   }
 
@@ -85,6 +90,7 @@ class MemDevice implements BlockDevice {
 
   write(offset: number, data: Uint8Array): void {
     checkOpen(this.closed, this.kind);
+    refuseIfReadOnly(this.readOnly, this.kind);
     const length = data.length;
     checkRange(this.size, offset, length);
     const index = Math.floor(offset / PAGE);
@@ -113,6 +119,7 @@ class MemDevice implements BlockDevice {
 
   writeZeroes(offset: number, length: number, options?: ZeroOptions): void {
     checkOpen(this.closed, this.kind);
+    refuseIfReadOnly(this.readOnly, this.kind);
     checkRange(this.size, offset, length);
     const release = options?.noHole !== true;
     const end = offset + length;
@@ -193,7 +200,7 @@ class MemDevice implements BlockDevice {
 
 /** Creates an empty in-memory device. Its contents are lost on close. */
 export function createMemDevice(options: MemDeviceOptions): MemDevice {
-  return new MemDevice(options.size, resolveGeometry("mem", options.size, options.blockSize));
+  return new MemDevice(options.size, resolveGeometry("mem", options.size, options.blockSize), options.readOnly === true);
 }
 
 export type { MemDevice };

@@ -144,7 +144,7 @@ export class Checkpointer {
     });
     const data = encodeCheckpoint({ objects, pages });
     const epoch = this.v.epoch;
-    const { body } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_CHECKPOINT, seq, epoch }, [], data);
+    const { body } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_CHECKPOINT, seq, epoch }, [], data, true);
     await store.put(checkpointKey(this.v.name, seq, epoch), body);
     stats.uploads++;
     stats.uploadedBytes += body.length;

@@ -12,6 +12,7 @@ import {
   type DeviceCapabilities,
   type Extent,
   type ReclaimResult,
+  type UnsettledData,
 } from "../device.ts";
 import type { FlushMode } from "./layout.ts";
 import type { MapPiece } from "./map-page.ts";
@@ -45,6 +46,7 @@ export class ObjstoreDevice implements BlockDevice {
   private closed = false;
   private closing: Promise<void> | undefined;
   private scratch = new Uint8Array(64 * 1024);
+  private readonly pieceScratch: MapPiece[] = [];
   private lastReadEnd = -1;
   private readahead = READAHEAD_MIN;
   private readaheadUntil = 0;
@@ -61,12 +63,17 @@ export class ObjstoreDevice implements BlockDevice {
   read(offset: number, length: number): Uint8Array | Promise<Uint8Array> {
     checkOpen(this.closed, this.kind);
     checkRange(this.size, offset, length);
-    const pieces = this.runtime.v.map.lookup(offset, length);
+    // The pieces array is reused: this path is synchronous to the end.
+    const pieces = this.runtime.v.map.lookup(offset, length, this.pieceScratch);
     const sequential = offset === this.lastReadEnd;
     this.lastReadEnd = offset + length;
-    if (this.missing(pieces).length > 0) return this.readSlow(offset, length, sequential);
+    if (this.anyMissing(pieces)) {
+      pieces.length = 0;
+      return this.readSlow(offset, length, sequential);
+    }
     const out = length > SCRATCH_MAX ? new Uint8Array(length) : this.readBuffer(length);
     this.copy(pieces, offset, out);
+    pieces.length = 0;
     if (sequential && this.lastReadEnd < this.readaheadUntil) this.prefetch(this.lastReadEnd, false);
     return out;
   }
@@ -75,6 +82,17 @@ export class ObjstoreDevice implements BlockDevice {
   private readBuffer(length: number): Uint8Array {
     if (this.scratch.length < length) this.scratch = new Uint8Array(Math.max(length, this.scratch.length * 2));
     return this.scratch.subarray(0, length);
+  }
+
+  /** Whether any data piece's bytes are not in the cache. */
+  private anyMissing(pieces: readonly MapPiece[]): boolean {
+    const { v, cache } = this.runtime;
+    for (const piece of pieces) {
+      if (piece.kind !== "data") continue;
+      const o = v.objects.get(piece.seq);
+      if (o === undefined || !cache.has(o, piece.pos, piece.length)) return true;
+    }
+    return false;
   }
 
   /** Data pieces whose bytes are not in the cache. */
@@ -275,6 +293,17 @@ export class ObjstoreDevice implements BlockDevice {
     checkOpen(this.closed, this.kind);
     if (this.settings.readOnly) return { bytes: 0, detail: "read-only snapshot: nothing to reclaim" };
     return this.runtime.reclaim();
+  }
+
+  /**
+   * Written and durable in the local cache, not yet in the store: while open, what waits for upload; after close,
+   * what the close could not upload (the store was down), so the shutdown can say how much and where.
+   */
+  unsettled(): UnsettledData | undefined {
+    if (this.settings.readOnly) return undefined;
+    const { v, writer } = this.runtime;
+    const bytes = this.closed ? this.runtime.unuploadedAtClose : writer.pendingBytes();
+    return bytes === 0 ? undefined : { bytes, keptIn: v.file.path, destination: `goes up to ${v.store.description} at the next start` };
   }
 
   stats() {

@@ -21,6 +21,8 @@ export class ExtentMap {
   /** Page copies made since `freeze()`; `null`: the page did not exist when frozen. */
   private frozen: Map<number, MapPage | null> | undefined;
   private memory = 0;
+  /** Counts page uses: eviction drops the least recently used clean pages first. */
+  private clock = 0;
   /** Pages taken by commits still running (never evicted: the catalog may not have them yet). */
   private readonly committing = new Map<number, number>();
 
@@ -39,9 +41,7 @@ export class ExtentMap {
   private page(index: number, create: boolean): MapPage | undefined {
     let page = this.pages.get(index);
     if (page !== undefined) {
-      // Most recently used last, for eviction.
-      this.pages.delete(index);
-      this.pages.set(index, page);
+      page.lastUse = ++this.clock;
       return page;
     }
     if (!create && !this.known.has(index)) return undefined;
@@ -50,6 +50,7 @@ export class ExtentMap {
     if (bytes !== undefined) page = MapPage.unpack(bytes, `map page ${index}`);
     else if (create) page = new MapPage();
     else return undefined;
+    page.lastUse = ++this.clock;
     this.pages.set(index, page);
     this.memory += page.memoryBytes;
     return page;
@@ -190,9 +191,9 @@ export class ExtentMap {
   /** Drops clean, least recently used pages while the cache holds more than its budget. */
   private evict(): void {
     if (this.memory <= this.memoryBudget) return;
-    for (const [index, page] of this.pages) {
+    const clean = [...this.pages].filter(([index, page]) => !page.dirty && !this.committing.has(index)).sort((a, b) => a[1].lastUse - b[1].lastUse);
+    for (const [index, page] of clean) {
       if (this.memory <= this.memoryBudget * 0.9) break;
-      if (page.dirty || this.committing.has(index)) continue;
       this.pages.delete(index);
       this.memory -= page.memoryBytes;
     }

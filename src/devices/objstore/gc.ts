@@ -58,6 +58,7 @@ export class Collector {
   }
 
   private stopped = false;
+  private lookedAt = 0;
 
   /** Starts no more cycles and waits for the one running. */
   async stop(): Promise<void> {
@@ -68,6 +69,10 @@ export class Collector {
   /** Runs one cycle when there is something to compact and no cycle or checkpoint is running. */
   maybe(): void {
     if (this.stopped || this.running !== undefined || this.checkpointer.busy) return;
+    // Looking for victims walks the object table: twice a second at most.
+    const now = Date.now();
+    if (now - this.lookedAt < 500) return;
+    this.lookedAt = now;
     const victims = this.pick();
     if (victims.length === 0) return;
     this.running = this.cycle(victims)

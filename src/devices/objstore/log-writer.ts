@@ -20,6 +20,8 @@ export class LogWriter {
   zeroedBytes = 0;
   /** Bytes the GC copied into the log. */
   gcBytes = 0;
+  /** Data bytes of objects not yet stored (the open one and sealed ones), kept as they change. */
+  private pending = 0;
 
   constructor(
     private readonly v: Volume,
@@ -27,6 +29,12 @@ export class LogWriter {
     open: LogObject,
   ) {
     this.open = open;
+    for (const o of v.objects.values()) if (o.state === OPEN || o.state === SEALED) this.pending += o.dataLength;
+  }
+
+  /** An object reached the store: its bytes no longer count as pending. */
+  stored(o: LogObject): void {
+    this.pending -= o.dataLength;
   }
 
   /** Whether the open object can take no more: data area full, or an extent table of a quarter of the object. */
@@ -55,6 +63,7 @@ export class LogWriter {
       map.set(offset + done, n, o.seq, o.dataLength, false);
       this.touch(o, offset + done, n);
       o.dataLength += n;
+      this.pending += n;
       o.rowDirty = true;
       done += n;
     }
@@ -121,8 +130,6 @@ export class LogWriter {
 
   /** Bytes held locally that the store does not have yet (the open object and sealed ones). */
   pendingBytes(): number {
-    let n = 0;
-    for (const o of this.v.objects.values()) if (o.state === OPEN || o.state === SEALED) n += o.dataLength;
-    return n;
+    return this.pending;
   }
 }

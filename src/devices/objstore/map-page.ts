@@ -30,6 +30,8 @@ export class MapPage {
   count = 0;
   /** The in-memory page differs from the catalog's copy. */
   dirty = false;
+  /** When it was last used (the map's clock), for eviction. */
+  lastUse = 0;
   private starts: Uint32Array;
   private ends: Uint32Array;
   private seqs: Float64Array;

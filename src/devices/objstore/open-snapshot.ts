@@ -6,7 +6,7 @@
  */
 import type { Logger } from "../../shared/log.ts";
 import { CacheFile } from "./cache-file.ts";
-import { ObjectCodec } from "./codec/log-object.ts";
+import { OffloadedCodec } from "./codec/offloaded-codec.ts";
 import { decodeManifest, encodeManifest } from "./codec/manifest.ts";
 import { Committer } from "./committer.ts";
 import { ExtentMap } from "./extent-map.ts";
@@ -31,7 +31,7 @@ export async function openSnapshot(options: ObjstoreDeviceOptions, store: Object
   if (remote.bytes === undefined) throw new Error(`objstore device: ${store.description} has no volume ${options.storeName}`);
   const manifest = decodeManifest(remote.bytes, remote.where);
   const keys = volumeKeys(options, manifest, false);
-  const codec = new ObjectCodec({ compression: manifest.compression, encryption: manifest.encryption, ...(keys === undefined ? {} : { keys }), chunkSize: manifest.chunkSize });
+  const codec = new OffloadedCodec({ compression: manifest.compression, encryption: manifest.encryption, ...(keys === undefined ? {} : { keys }), chunkSize: manifest.chunkSize });
   const objects = new ObjectTable();
   const file = new CacheFile(files.fd, files.cachePath, manifest.objectSize);
   const build = () => {

@@ -8,7 +8,7 @@ import type { Logger } from "../../shared/log.ts";
 import { CacheFile } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
 import { Checkpointer, type CheckpointRef } from "./checkpointer.ts";
-import { ObjectCodec } from "./codec/log-object.ts";
+import { OffloadedCodec } from "./codec/offloaded-codec.ts";
 import { decodeManifest, encodeManifest, type Manifest } from "./codec/manifest.ts";
 import { Committer } from "./committer.ts";
 import { ExtentMap } from "./extent-map.ts";
@@ -50,7 +50,7 @@ export async function openWritable(options: ObjstoreDeviceOptions, store: Object
   const keys = volumeKeys(options, manifest, creating);
   const what = `volume ${options.storeName} in ${store.description} (${manifest.size.toLocaleString("en-US")} bytes, ${manifest.encryption})`;
   options.notify?.({ kind: "opened", message: creating ? `created new ${what}` : `reopened ${what}${remote.offline ? " from the local cache: the store is unreachable" : ""}` });
-  const codec = new ObjectCodec({ compression: manifest.compression, encryption: manifest.encryption, ...(keys === undefined ? {} : { keys }), chunkSize: manifest.chunkSize });
+  const codec = new OffloadedCodec({ compression: manifest.compression, encryption: manifest.encryption, ...(keys === undefined ? {} : { keys }), chunkSize: manifest.chunkSize });
 
   const localVolume = catalog.meta("volume_id");
   const localEpoch = Number(catalog.meta("epoch") ?? 0);
@@ -132,6 +132,7 @@ export async function openWritable(options: ObjstoreDeviceOptions, store: Object
   const cache = new ReadCache(v, options.diskCache ?? 0, committer);
   for (const o of objects.values()) if (o.state === STORED) cache.adopt(o);
   const writer = new LogWriter(v, committer, open);
+  cache.pendingBytes = () => writer.pendingBytes();
   const held = new HeldLease(store, options.storeName, epoch, verified);
   const uploader = new Uploader(v, writer, committer, cache, held, options.concurrency ?? DEFAULT_CONCURRENCY, storedPrefix(v, open.seq));
   uploader.notify = options.notify;

@@ -35,7 +35,10 @@ export interface ObjstoreDeviceOptions {
   readonly aesKey?: string;
   /** --objstore-concurflush: uploads in parallel (default 8). */
   readonly concurrency?: number;
-  /** --objstore-flushevery in seconds (default 10): an open log object is sealed and uploaded after this long. */
+  /**
+   * --objstore-flushevery in seconds (default 10): an open log object is sealed and uploaded after this long; 0: not
+   * on a timer (full objects, a remote FLUSH, snapshots, reclaim and close still upload).
+   */
   readonly flushEvery?: number;
   /** --objstore-flush-mode: whether FLUSH also waits for the uploads (default local). */
   readonly flushMode?: FlushMode;
@@ -65,7 +68,7 @@ export function checkOptions(options: ObjstoreDeviceOptions): void {
     if (value !== undefined && (!Number.isFinite(value) || value < min)) throw new RangeError(`objstore device: ${name} must be at least ${min}, got ${value}`);
   };
   atLeast("--objstore-concurflush", options.concurrency, 1);
-  atLeast("--objstore-flushevery", options.flushEvery, 0.05);
+  if (options.flushEvery !== 0) atLeast("--objstore-flushevery", options.flushEvery, 0.05);
   const o = options.objectSize;
   if (o !== undefined && (!Number.isInteger(o) || o < 4096 || o > 1 << 30 || (o & (o - 1)) !== 0)) {
     throw new RangeError(`objstore device: --objstore-objsize must be a power of two from 4KiB to 1GiB, got ${o}`);

@@ -35,11 +35,12 @@ export class ReadCache {
     return Math.min(this.v.chunkSize, o.dataLength - i * this.v.chunkSize);
   }
 
+  /** Bytes of objects not yet stored (the log writer's count; set once the writer exists). */
+  pendingBytes: () => number = () => 0;
+
   /** Bytes the cache holds: chunks of stored objects, plus every byte of objects not yet stored. */
   get bytes(): number {
-    let pending = 0;
-    for (const o of this.v.objects.values()) if (o.state !== STORED && o.slot !== undefined) pending += o.dataLength;
-    return this.cachedBytes + pending;
+    return this.cachedBytes + this.pendingBytes();
   }
 
   /** Takes in a stored object whose slot holds some chunks already (at open, or after its upload: all of them). */
@@ -65,7 +66,8 @@ export class ReadCache {
   /** Reads from the slot (the caller checked `has`); marks the chunks recently used. */
   read(o: LogObject, pos: number, out: Uint8Array, at: number, length: number): void {
     this.v.file.read(o.slot!, pos, out, at, length);
-    if (o.state !== STORED) return;
+    // Recency only matters when something is ever evicted.
+    if (o.state !== STORED || this.bound === 0) return;
     const last = Math.floor((pos + length - 1) / this.v.chunkSize);
     for (let i = Math.floor(pos / this.v.chunkSize); i <= last; i++) {
       const key = o.seq * KEY_SHIFT + i;

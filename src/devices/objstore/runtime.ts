@@ -26,7 +26,7 @@ export interface RuntimeParts {
   readonly checkpointer?: Checkpointer;
   readonly gc?: Collector;
   readonly lease?: HeldLease;
-  /** Seal an open object after this long (--objstore-flushevery). */
+  /** Seal an open object after this long (--objstore-flushevery); 0: never on a timer. */
   readonly flushEveryMs: number;
   /** Keep cached chunks of stored objects across restarts (--objstore-persistcache). */
   readonly persistCache: boolean;
@@ -90,7 +90,9 @@ export class ObjstoreRuntime {
 
   private tick(): void {
     if (this.uploader?.fenced !== undefined) return;
-    this.writer.sealIfOlder(this.flushEveryMs);
+    // --objstore-flushevery 0 (the Go original's "no auto-flush"): objects are sealed only when full, by a remote
+    // FLUSH, a snapshot, reclaim or close.
+    if (this.flushEveryMs > 0) this.writer.sealIfOlder(this.flushEveryMs);
     this.checkpointer?.maybe();
     this.gc?.maybe();
   }
@@ -152,6 +154,7 @@ export class ObjstoreRuntime {
       v.file.trimEnd();
     } finally {
       v.file.close();
+      v.codec.close();
       v.catalog.close();
       v.store.close();
     }

@@ -3,7 +3,8 @@
  * Uploads may finish out of order; what counts is the stored prefix, the highest sequence number up to which every
  * object is in the store, because that is what a cold open replays (it stops at the first gap). A remote FLUSH
  * waits for the prefix to pass its objects and for a lease check that started after they were stored, so an
- * acknowledged flush is never one a takeover had already fenced.
+ * acknowledged flush is never one a takeover had already fenced; without a FLUSH waiting, uploads check the lease
+ * every two seconds, so a fenced writer stops soon even in local flush mode.
  *
  * A failed upload leaves its object sealed and durable locally; the uploader backs off (1 s doubling to 60 s) and
  * goes on by itself when the store works again. A fenced writer (another daemon took the volume over) stops.
@@ -21,6 +22,8 @@ const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
 /** Failed upload rounds a remote FLUSH waits through before it reports EIO (the data stays durable locally). */
 export const REMOTE_FLUSH_ATTEMPTS = 3;
+/** Background lease checks while uploading: at most this often (a remote FLUSH always gets its own). */
+const CHECK_EVERY_MS = 2000;
 
 /** What the uploader needs from the writer lease. */
 export interface LeaseGuard {
@@ -52,6 +55,7 @@ export class Uploader {
   private lastFailureAt = 0;
   private waiters: Waiter[] = [];
   private checking: Promise<void> | undefined;
+  private lastCheckAt = 0;
   private checkAgain = false;
   private stopped = false;
   private readied = false;
@@ -123,12 +127,13 @@ export class Uploader {
     const key = this.v.keyOf(o.seq, o.epoch);
     this.uploadsInFlight++;
     try {
-      const { body, layout } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_LOG, seq: o.seq, epoch: o.epoch, flags: o.continued ? FLAG_CONTINUED : 0 }, o.extents ?? [], data);
+      // Handed over (sealed on a worker without a copy): the object is read again from the cache for a retry.
+      const { body, layout } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_LOG, seq: o.seq, epoch: o.epoch, flags: o.continued ? FLAG_CONTINUED : 0 }, o.extents ?? [], data, true);
       await store.put(key, body);
       stats.uploads++;
       stats.uploadedBytes += body.length;
       stats.logBytes += body.length;
-      stats.uploadedPlainBytes += data.length;
+      stats.uploadedPlainBytes += o.dataLength;
       o.layout = layout;
     } catch (e) {
       this.uploadsInFlight--;
@@ -147,6 +152,7 @@ export class Uploader {
     this.backoffMs = 0;
     const layout = o.layout!;
     o.state = STORED;
+    this.writer.stored(o);
     o.extents = undefined;
     o.present = new Uint8Array(Math.ceil(o.chunkCount / 8)).fill(0xff);
     o.rowDirty = true;
@@ -199,7 +205,9 @@ export class Uploader {
       this.storedPrefix = next;
     }
     if (this.storedPrefix !== before) this.onProgress();
-    this.startCheck();
+    // A FLUSH waiting needs a check that started after its objects were stored; otherwise a check every couple of
+    // seconds of uploading is enough for a fenced writer to notice soon (each is a request the store must serve).
+    if (this.waiters.length > 0 || Date.now() - this.lastCheckAt >= CHECK_EVERY_MS) this.startCheck();
   }
 
   /** A lease check covering the current stored prefix (one at a time; a request meanwhile runs one more). */
@@ -209,6 +217,7 @@ export class Uploader {
       return;
     }
     const covers = this.storedPrefix;
+    this.lastCheckAt = Date.now();
     this.checking = this.guard
       .check()
       .then((fenced) => {

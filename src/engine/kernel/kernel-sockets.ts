@@ -164,7 +164,7 @@ function serveConnection(socket: Socket<Accepted | undefined>, number: number, o
       }
     },
     onDrain() {
-      out.drain();
+      session.drain();
     },
     onClose() {
       if (closed) return;

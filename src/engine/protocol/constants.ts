@@ -142,7 +142,16 @@ export const BASE_ALLOCATION = "base:allocation";
 /** Context id handed out for base:allocation (any nonzero-free 32-bit value works; 1 reads well in traces). */
 export const BASE_ALLOCATION_ID = 1;
 
-/** Largest payload we accept in one request: the kernel's own cap, and what we advertise as maximum block size. */
-export const MAX_REQUEST_SIZE = 32 * 1024 * 1024;
-/** Largest option payload accepted during the handshake (export names are at most 4096 bytes). */
+/**
+ * Largest payload accepted in one request, as nbdkit (the kernel sends at most 32 MiB; nbd-tester-client's
+ * `integrityhuge` sends up to 47.5 MiB without negotiating block sizes). Advertised as the maximum block size, cut
+ * to the memory budget when that is smaller (`maxRequestSize`).
+ */
+export const MAX_REQUEST_SIZE = 64 * 1024 * 1024;
+/**
+ * Largest option payload the handshake reads (export names are at most 4096 bytes); a longer one is skipped and
+ * answered NBD_REP_ERR_TOO_BIG, and one over MAX_REQUEST_SIZE (what nbdkit accepts at most) closes the connection.
+ */
 export const MAX_OPTION_SIZE = 64 * 1024;
+/** The NBD spec's limit on strings (export names, descriptions, messages), in bytes. */
+export const MAX_STRING_SIZE = 4096;

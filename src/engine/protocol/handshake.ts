@@ -1,7 +1,8 @@
 /**
- * The fixed newstyle NBD handshake as a byte-driven state machine: feed it what the client sends, it writes
- * replies through a callback and, once the client picks an export (EXPORT_NAME or GO), reports the negotiated
- * result with any bytes that already belong to the transmission phase.
+ * The newstyle NBD handshake as a byte-driven state machine: feed it what the client sends, it writes replies
+ * through a callback and, once the client picks an export (EXPORT_NAME or GO), reports the negotiated result with
+ * any bytes that already belong to the transmission phase. Fixed newstyle is what every current client speaks;
+ * a client without the fixed flag is served as nbdkit serves it (EXPORT_NAME only, other options refused).
  */
 import {
   BASE_ALLOCATION,
@@ -16,7 +17,6 @@ import {
   MAX_REQUEST_SIZE,
   NBDMAGIC,
   OPT,
-  OPTION_REPLY_MAGIC,
   REP,
   TFLAG_CAN_MULTI_CONN,
   TFLAG_HAS_FLAGS,
@@ -29,6 +29,7 @@ import {
   TFLAG_SEND_TRIM,
   TFLAG_SEND_WRITE_ZEROES,
 } from "./constants.ts";
+import { MalformedOption, OptionReader, errorReply, numberThenText, optionReply, textEncoder } from "./option-codec.ts";
 
 /** What the handshake needs to know about one export. */
 export interface ExportInfo {
@@ -53,15 +54,36 @@ export interface Negotiated {
   readonly rest: Uint8Array;
 }
 
+/** Whether the handshake offers TLS: "off" answers STARTTLS as unsupported, "on" offers it, "require" insists on it. */
+export type TlsMode = "off" | "on" | "require";
+
 export interface HandshakeHooks {
   /** Looks up an export; "" means the default export. */
   findExport(name: string): ExportInfo | undefined;
   listExports(): readonly ExportInfo[];
+  /** The largest request the transmission phase serves, advertised in NBD_INFO_BLOCK_SIZE. */
+  readonly maxRequest: number;
   send(bytes: Uint8Array): void;
+  /**
+   * Whether another option may be answered now. False while replies already sent are waiting for the client to
+   * read them: the handshake keeps the rest of what arrived and goes on at `resume()`.
+   */
+  mayContinue(): boolean;
   /** The client asked to abort, or broke the protocol in a way that requires closing. */
   close(reason: string | undefined): void;
   done(result: Negotiated): void;
+  /** TLS policy (default "off"); anything else needs `startTls`. */
+  readonly tls?: TlsMode;
+  /**
+   * STARTTLS was acknowledged: run the TLS handshake on the connection. `early` holds bytes that followed the
+   * option (the start of the client's TLS handshake, if it did not wait for the ACK). The option haggling starts
+   * over inside TLS at `restartInTls()`; nothing is processed until then.
+   */
+  startTls?(early: Uint8Array): void;
 }
+
+/** Options a client may send before STARTTLS when TLS is required (the spec's FORCEDTLS mode). */
+const ALLOWED_BEFORE_TLS: ReadonlySet<number> = new Set([OPT.STARTTLS, OPT.ABORT]);
 
 export function transmissionFlags(info: ExportInfo, structuredReplies: boolean): number {
   let flags = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_SEND_WRITE_ZEROES | TFLAG_SEND_CACHE;
@@ -82,79 +104,22 @@ export function greeting(): Uint8Array {
   return out;
 }
 
-const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
-function optionReply(option: number, type: number, data: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const out = Buffer.alloc(20 + data.length);
-  out.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
-  out.writeUInt32BE(option, 8);
-  out.writeUInt32BE(type, 12);
-  out.writeUInt32BE(data.length, 16);
-  out.set(data, 20);
-  return out;
-}
-
-function errorReply(option: number, type: number, message: string): Uint8Array {
-  return optionReply(option, type, textEncoder.encode(message));
-}
-
-/** A 16-bit or 32-bit number followed by UTF-8 text: the shape of NBD_INFO_NAME/DESCRIPTION and of
- * NBD_REP_SERVER / NBD_REP_META_CONTEXT bodies. */
-function numberThenText(bytesOfNumber: 2 | 4, value: number, text: string): Buffer {
-  const encoded = textEncoder.encode(text);
-  const body = Buffer.alloc(bytesOfNumber + encoded.length);
-  if (bytesOfNumber === 2) body.writeUInt16BE(value, 0);
-  else body.writeUInt32BE(value, 0);
-  body.set(encoded, bytesOfNumber);
-  return body;
-}
-
-/** Incoming option data with bounds-checked reads; a short read throws MalformedOption. */
-class OptionReader {
-  private pos = 0;
-  constructor(private readonly data: Buffer) {}
-  u16(): number {
-    this.need(2);
-    const v = this.data.readUInt16BE(this.pos);
-    this.pos += 2;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.data.readUInt32BE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  string(length: number): string {
-    this.need(length);
-    const bytes = this.data.subarray(this.pos, this.pos + length);
-    this.pos += length;
-    try {
-      return textDecoder.decode(bytes);
-    } catch {
-      throw new MalformedOption("a name is not valid UTF-8");
-    }
-  }
-  get remaining(): number {
-    return this.data.length - this.pos;
-  }
-  private need(n: number): void {
-    if (this.pos + n > this.data.length) throw new MalformedOption("option data is shorter than its fields say");
-  }
-}
-
-class MalformedOption extends Error {}
-
-type Phase = "client-flags" | "options" | "done";
+type Phase = "client-flags" | "options" | "skipping" | "tls" | "done";
 
 /** One connection's handshake. Call `start()` once, then `receive()` with every chunk until `done` fires. */
 export class Handshake {
   private phase: Phase = "client-flags";
   private pending: Buffer = Buffer.alloc(0);
+  /** The client set NBD_FLAG_C_FIXED_NEWSTYLE: it understands option replies. */
+  private fixed = true;
   private noZeroes = false;
   private structured = false;
   private baseAllocation = false;
+  /** STARTTLS completed: the haggling runs inside TLS. */
+  private secured = false;
+  /** An option too long to read, being skipped: its number and the bytes of it still to come. */
+  private skipping = { option: 0, left: 0 };
 
   constructor(private readonly hooks: HandshakeHooks) {}
 
@@ -162,11 +127,38 @@ export class Handshake {
     this.hooks.send(greeting());
   }
 
+  /** Bytes received and not yet consumed (at most one option's worth plus the last chunk). */
+  get bufferedBytes(): number {
+    return this.pending.length;
+  }
+
   receive(chunk: Uint8Array): void {
     if (this.phase === "done") return;
     this.pending = this.pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.pending, chunk]);
+    this.run();
+  }
+
+  /** Goes on with what was kept while `mayContinue()` said no. */
+  resume(): void {
+    if (this.phase !== "done") this.run();
+  }
+
+  /**
+   * The TLS handshake after STARTTLS succeeded: the option haggling starts over inside TLS, with nothing carried
+   * over from before it (structured replies and meta contexts must be asked for again), as nbdkit and qemu-nbd do.
+   */
+  restartInTls(): void {
+    if (this.phase !== "tls") return;
+    this.secured = true;
+    this.structured = false;
+    this.baseAllocation = false;
+    this.phase = "options";
+    this.run();
+  }
+
+  private run(): void {
     // step() may end the handshake, which TypeScript's narrowing of `phase` cannot see.
-    while (this.step() && !this.isDone()) {}
+    while (!this.isDone() && this.hooks.mayContinue() && this.step()) {}
   }
 
   private isDone(): boolean {
@@ -179,18 +171,17 @@ export class Handshake {
       if (this.pending.length < 4) return false;
       const flags = this.pending.readUInt32BE(0);
       this.pending = this.pending.subarray(4);
-      if ((flags & CLIENT_FLAG_FIXED_NEWSTYLE) === 0) {
-        this.fail("client does not speak fixed newstyle negotiation");
-        return false;
-      }
       if ((flags & ~(CLIENT_FLAG_FIXED_NEWSTYLE | CLIENT_FLAG_NO_ZEROES)) !== 0) {
         this.fail(`client sent unknown handshake flags 0x${flags.toString(16)}`);
         return false;
       }
+      this.fixed = (flags & CLIENT_FLAG_FIXED_NEWSTYLE) !== 0;
       this.noZeroes = (flags & CLIENT_FLAG_NO_ZEROES) !== 0;
       this.phase = "options";
       return true;
     }
+    if (this.phase === "skipping") return this.skip();
+    if (this.phase === "tls") return false;
     if (this.pending.length < 16) return false;
     if (this.pending.readBigUInt64BE(0) !== IHAVEOPT) {
       this.fail("option does not start with IHAVEOPT magic");
@@ -198,20 +189,74 @@ export class Handshake {
     }
     const option = this.pending.readUInt32BE(8);
     const length = this.pending.readUInt32BE(12);
-    if (length > MAX_OPTION_SIZE) {
-      this.fail(`option ${option} carries ${length} bytes, more than the ${MAX_OPTION_SIZE} allowed`);
-      return false;
-    }
+    if (length > MAX_OPTION_SIZE) return this.tooBig(option, length);
     if (this.pending.length < 16 + length) return false;
     const data = this.pending.subarray(16, 16 + length);
     this.pending = this.pending.subarray(16 + length);
     try {
-      this.handleOption(option, data);
+      if (this.hooks.tls === "require" && !this.secured && !ALLOWED_BEFORE_TLS.has(option)) {
+        this.refuseBeforeTls(option);
+      } else if (!this.fixed && option !== OPT.EXPORT_NAME) {
+        // A client without fixed newstyle knows no other option; nbdkit refuses them and lets it go on.
+        this.hooks.send(errorReply(option, REP.ERR_INVALID, "only EXPORT_NAME without fixed newstyle negotiation"));
+      } else {
+        this.handleOption(option, data);
+      }
     } catch (error) {
       if (!(error instanceof MalformedOption)) throw error;
-      this.hooks.send(errorReply(option, REP.ERR_INVALID, error.message));
+      // EXPORT_NAME has no option reply: a client would read an error as the export size and wait forever.
+      if (option === OPT.EXPORT_NAME) this.fail(`unusable EXPORT_NAME: ${error.message}`);
+      else this.hooks.send(errorReply(option, REP.ERR_INVALID, error.message));
     }
     return true;
+  }
+
+  /**
+   * An option longer than the handshake reads. Up to what nbdkit accepts at all, its data is skipped as it arrives
+   * and it is answered NBD_REP_ERR_TOO_BIG; an EXPORT_NAME (which has no reply) or an absurd length closes.
+   */
+  private tooBig(option: number, length: number): boolean {
+    if (option === OPT.EXPORT_NAME || length > MAX_REQUEST_SIZE) {
+      this.fail(`option ${option} carries ${length} bytes, more than the ${MAX_OPTION_SIZE} this server reads`);
+      return false;
+    }
+    this.pending = this.pending.subarray(16);
+    this.skipping = { option, left: length };
+    this.phase = "skipping";
+    return true;
+  }
+
+  private skip(): boolean {
+    const take = Math.min(this.skipping.left, this.pending.length);
+    this.pending = this.pending.subarray(take);
+    this.skipping.left -= take;
+    if (this.skipping.left > 0) return false;
+    this.phase = "options";
+    const message = `option data longer than the ${MAX_OPTION_SIZE} bytes this server reads`;
+    this.hooks.send(errorReply(this.skipping.option, REP.ERR_TOO_BIG, message));
+    return true;
+  }
+
+  /** An option other than STARTTLS or ABORT before TLS, when TLS is required: nothing about the exports is told. */
+  private refuseBeforeTls(option: number): void {
+    // EXPORT_NAME has no reply: the spec's answer is ending the session.
+    if (option === OPT.EXPORT_NAME || !this.fixed) return this.fail("client asked for an export without STARTTLS, and TLS is required (--tls require)");
+    this.hooks.send(errorReply(option, REP.ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS first"));
+  }
+
+  private startTls(option: number, data: Buffer): void {
+    const send = this.hooks.send;
+    const startTls = this.hooks.startTls;
+    if ((this.hooks.tls ?? "off") === "off" || startTls === undefined) {
+      return send(errorReply(option, REP.ERR_UNSUP, "this server does not offer TLS (start it with --tls on or require)"));
+    }
+    if (data.length !== 0) return send(errorReply(option, REP.ERR_INVALID, "STARTTLS takes no data"));
+    if (this.secured) return send(errorReply(option, REP.ERR_INVALID, "TLS is already in use on this connection"));
+    send(optionReply(option, REP.ACK));
+    this.phase = "tls";
+    const early = this.pending;
+    this.pending = Buffer.alloc(0);
+    startTls(early);
   }
 
   private fail(reason: string): void {
@@ -235,6 +280,8 @@ export class Handshake {
           send(optionReply(option, REP.SERVER, numberThenText(4, textEncoder.encode(info.name).length, info.name)));
         }
         return send(optionReply(option, REP.ACK));
+      case OPT.STARTTLS:
+        return this.startTls(option, data);
       case OPT.STRUCTURED_REPLY:
         if (data.length !== 0) return send(errorReply(option, REP.ERR_INVALID, "STRUCTURED_REPLY takes no data"));
         this.structured = true;
@@ -296,7 +343,7 @@ export class Handshake {
     sizes.writeUInt16BE(INFO.BLOCK_SIZE, 0);
     sizes.writeUInt32BE(1, 2);
     sizes.writeUInt32BE(info.blockSize, 6);
-    sizes.writeUInt32BE(MAX_REQUEST_SIZE, 10);
+    sizes.writeUInt32BE(this.hooks.maxRequest, 10);
     this.hooks.send(optionReply(option, REP.INFO, sizes));
     this.hooks.send(optionReply(option, REP.ACK));
     if (option === OPT.GO) this.finish(info.name, this.structured, this.baseAllocation, flags);

@@ -23,6 +23,8 @@ export interface Request {
   readonly length: number;
   /** When the request was received (performance.now()), for latency metrics. */
   readonly started: number;
+  /** Bytes of the memory budget it holds until it is answered (`requestCharge`). */
+  readonly charge: number;
 }
 
 /** What the server allows, fixed once the handshake is over. */
@@ -33,6 +35,25 @@ export interface RequestPolicy {
   readonly fastZero: boolean;
   readonly structuredReplies: boolean;
   readonly baseAllocation: boolean;
+  /** The largest READ or WRITE served (`maxRequestSize`); longer ones are refused with EINVAL. */
+  readonly maxRequest: number;
+}
+
+/** Budget bytes for what a request holds besides its payload: its record, its promise, its reply header. */
+export const REQUEST_OVERHEAD = 1024;
+
+/** The largest READ or WRITE a server with `memoryLimit` bytes of budget serves: 64 MiB, or the budget if smaller. */
+export function maxRequestSize(memoryLimit: number): number {
+  return Math.min(MAX_REQUEST_SIZE, memoryLimit);
+}
+
+/**
+ * What a request holds of the memory budget from the moment it is read until its reply is queued: a READ its data,
+ * a WRITE its payload, anything else (and a READ or WRITE too long to be served, which is refused) its overhead.
+ */
+export function requestCharge(type: number, length: number, maxRequest: number): number {
+  const carries = (type === CMD.READ || type === CMD.WRITE) && length <= maxRequest;
+  return carries ? length + REQUEST_OVERHEAD : REQUEST_OVERHEAD;
 }
 
 /** The largest offset that still fits exactly in a JavaScript number's high 32-bit half. */
@@ -43,19 +64,20 @@ export function joinOffset(high: number, low: number): number {
   return high >= MAX_OFFSET_HIGH ? Number.POSITIVE_INFINITY : high * 4294967296 + low;
 }
 
+/**
+ * The flags each command may carry. FUA is advertised, so the spec requires accepting it on every command; where it
+ * means nothing (READ, FLUSH, CACHE, BLOCK_STATUS) it is ignored, as nbdkit does.
+ */
 function allowedFlags(type: number, policy: RequestPolicy): number {
   switch (type) {
     case CMD.READ:
-      return policy.structuredReplies ? CMD_FLAG_DF : 0;
-    case CMD.WRITE:
-    case CMD.TRIM:
-      return CMD_FLAG_FUA;
+      return CMD_FLAG_FUA | (policy.structuredReplies ? CMD_FLAG_DF : 0);
     case CMD.WRITE_ZEROES:
       return CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | (policy.fastZero ? CMD_FLAG_FAST_ZERO : 0);
     case CMD.BLOCK_STATUS:
-      return CMD_FLAG_REQ_ONE;
+      return CMD_FLAG_FUA | CMD_FLAG_REQ_ONE;
     default:
-      return 0;
+      return CMD_FLAG_FUA;
   }
 }
 
@@ -89,8 +111,8 @@ export function checkRequest(req: Request, policy: RequestPolicy): Rejection | u
     return { error: NBD_ERR.EINVAL, reason: "block status without a negotiated base:allocation context" };
   }
   if (req.length === 0) return { error: NBD_ERR.EINVAL, reason: `zero-length command ${type}` };
-  if ((type === CMD.READ || type === CMD.WRITE) && req.length > MAX_REQUEST_SIZE) {
-    return { error: NBD_ERR.EINVAL, reason: `request of ${req.length} bytes exceeds the ${MAX_REQUEST_SIZE}-byte maximum` };
+  if ((type === CMD.READ || type === CMD.WRITE) && req.length > policy.maxRequest) {
+    return { error: NBD_ERR.EINVAL, reason: `request of ${req.length} bytes exceeds the ${policy.maxRequest}-byte maximum` };
   }
   if (req.offset + req.length > policy.size) {
     // Writing past the end is "no space"; anything else past the end is an invalid argument (as nbdkit does).

@@ -76,8 +76,23 @@ export function sealPiece(
   compressed: boolean,
   payload: Uint8Array,
 ): Uint8Array {
-  const aad = contextBytes(ctx, index, plainLength, compressed);
   const out = new Uint8Array(payload.length + sealOverhead(mode));
+  sealInto(out, mode, keys, ctx, index, plainLength, compressed, payload);
+  return out;
+}
+
+/** `sealPiece` into `out` (exactly payload length + sealOverhead bytes), where the piece goes in the object. */
+export function sealInto(
+  out: Uint8Array,
+  mode: AesMode,
+  keys: VolumeKeys | undefined,
+  ctx: SealContext,
+  index: number,
+  plainLength: number,
+  compressed: boolean,
+  payload: Uint8Array,
+): void {
+  const aad = contextBytes(ctx, index, plainLength, compressed);
   const body = out.subarray(0, payload.length);
   const tail = out.subarray(payload.length);
   if (mode === "identity" || keys === undefined) {
@@ -96,7 +111,6 @@ export function sealPiece(
     cipher.final();
     tail.set(crypto.createHmac("sha256", keys.mac).update(aad).update(nonce).update(body).digest());
   }
-  return out;
 }
 
 /**

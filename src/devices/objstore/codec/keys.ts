@@ -85,6 +85,10 @@ function keyFromSpec(spec: string): Uint8Array {
 
 /** 64 hex digits or base64 (standard or URL-safe alphabet) of exactly 32 bytes. */
 function parseKeyText(text: string, where: string): Uint8Array {
+  // Exactly 32 bytes of text are the key itself, as the Go original took `key:` values (hex is 64 digits and base64
+  // of 32 bytes 43 or 44 characters, so neither is ever 32 long).
+  const raw = Buffer.from(text, "utf8");
+  if (raw.length === KEY_BYTES) return new Uint8Array(raw);
   // Text of hex digits only is read as hex: base64 of 32 bytes always has a character outside them (its "=" pad,
   // or with the pad left off, all but certainly one of its 43 characters).
   if (/^[0-9a-fA-F]+$/.test(text)) {
@@ -97,7 +101,7 @@ function parseKeyText(text: string, where: string): Uint8Array {
     if (bytes.length === KEY_BYTES) return new Uint8Array(bytes);
     throw new KeyError(`${where}: the key must be 32 bytes; this base64 holds ${bytes.length} bytes`);
   }
-  throw new KeyError(`${where}: not a key: expected 64 hex digits or base64 of 32 bytes (${text.length} characters given)`);
+  throw new KeyError(`${where}: not a key: expected 64 hex digits, base64 of 32 bytes, or 32 characters taken as they are (${text.length} characters given)`);
 }
 
 /**

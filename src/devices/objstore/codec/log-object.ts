@@ -21,7 +21,7 @@ import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { compress as lz4Compress, uncompress as lz4Uncompress } from "lz4-napi";
 import type { AesMode, ObjstoreCompression } from "../layout.ts";
-import { HEADER_INDEX, newSalt, openPiece, sealOverhead, sealPiece, SealError, type SealContext } from "./chunk-seal.ts";
+import { HEADER_INDEX, newSalt, openPiece, sealInto, sealOverhead, SealError, type SealContext } from "./chunk-seal.ts";
 import type { VolumeKeys } from "./keys.ts";
 
 export const LOG_MAGIC = "USBDLOG2";
@@ -90,7 +90,7 @@ export class ObjectCodec {
   readonly compression: ObjstoreCompression;
   readonly encryption: AesMode;
   readonly chunkSize: number;
-  private readonly keys: VolumeKeys | undefined;
+  protected readonly keys: VolumeKeys | undefined;
 
   constructor(options: ObjectCodecOptions) {
     if (options.encryption !== "identity" && options.keys === undefined) throw new TypeError(`encryption ${options.encryption} needs the volume's keys`);
@@ -100,36 +100,46 @@ export class ObjectCodec {
     this.keys = options.encryption === "identity" ? undefined : options.keys;
   }
 
-  /** The stored object for `data` (the data area) and `extents`, with a fresh salt, and its layout. */
-  async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array): Promise<{ readonly body: Uint8Array; readonly layout: ObjectLayout }> {
+  /**
+   * The stored object for `data` (the data area) and `extents`, with a fresh salt, and its layout. `handOver`: the
+   * caller needs `data` no more, so a codec that encodes elsewhere may take it without a copy (OffloadedCodec
+   * detaches it; this one only reads it).
+   */
+  async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, _handOver = false): Promise<{ readonly body: Uint8Array; readonly layout: ObjectLayout }> {
     const salt = newSalt();
     const ctx: SealContext = { ...id, salt };
     const chunkCount = Math.ceil(data.length / this.chunkSize);
-    const sealed = await Promise.all(
-      Array.from({ length: chunkCount }, async (_, i) => {
-        const plain = data.subarray(i * this.chunkSize, Math.min(data.length, (i + 1) * this.chunkSize));
-        const packed = await this.pack(plain);
-        const compressed = packed !== undefined;
-        return { compressed, bytes: sealPiece(this.encryption, this.keys, ctx, i, plain.length, compressed, packed ?? plain) };
-      }),
-    );
+    const plainOf = (i: number) => data.subarray(i * this.chunkSize, Math.min(data.length, (i + 1) * this.chunkSize));
+    // Compression first (on libuv's pool, in parallel), so that the sizes are known and each chunk is sealed
+    // straight into its place in the object: no second copy of 4 MiB per upload.
+    const packed = await Promise.all(Array.from({ length: chunkCount }, (_, i) => this.pack(plainOf(i))));
+    const overhead = sealOverhead(this.encryption);
     const chunks = new Uint32Array(chunkCount);
-    for (let i = 0; i < chunkCount; i++) chunks[i] = (sealed[i]!.bytes.length | (sealed[i]!.compressed ? COMPRESSED_BIT : 0)) >>> 0;
+    for (let i = 0; i < chunkCount; i++) {
+      const stored = (packed[i] ?? plainOf(i)).length + overhead;
+      chunks[i] = (stored | (packed[i] !== undefined ? COMPRESSED_BIT : 0)) >>> 0;
+    }
     const header = headerPlain(data.length, this.chunkSize, extents, chunks, id.flags ?? 0);
-    const sealedHeader = sealPiece(this.encryption, this.keys, ctx, HEADER_INDEX, header.length, false, header);
-    const dataStart = PREAMBLE_BYTES + sealedHeader.length;
+    const headerStored = header.length + overhead;
+    const dataStart = PREAMBLE_BYTES + headerStored;
     let total = dataStart;
-    for (const s of sealed) total += s.bytes.length;
-    const body = new Uint8Array(total);
-    writePreamble(body, { ...id, salt, encryption: this.encryption, compression: this.compression, headerStored: sealedHeader.length, headerPlain: header.length, dataLength: data.length, chunkSize: this.chunkSize, chunkCount });
-    body.set(sealedHeader, PREAMBLE_BYTES);
+    for (let i = 0; i < chunkCount; i++) total += chunks[i]! & ~COMPRESSED_BIT;
+    const body = uninitialized(total);
+    writePreamble(body, { ...id, salt, encryption: this.encryption, compression: this.compression, headerStored, headerPlain: header.length, dataLength: data.length, chunkSize: this.chunkSize, chunkCount });
+    sealInto(body.subarray(PREAMBLE_BYTES, dataStart), this.encryption, this.keys, ctx, HEADER_INDEX, header.length, false, header);
     let at = dataStart;
-    for (const s of sealed) {
-      body.set(s.bytes, at);
-      at += s.bytes.length;
+    for (let i = 0; i < chunkCount; i++) {
+      const plain = plainOf(i);
+      const payload = packed[i] ?? plain;
+      const length = payload.length + overhead;
+      sealInto(body.subarray(at, at + length), this.encryption, this.keys, ctx, i, plain.length, packed[i] !== undefined, payload);
+      at += length;
     }
     return { body, layout: { kind: id.kind, seq: id.seq, epoch: id.epoch, salt, dataLength: data.length, chunkSize: this.chunkSize, dataStart, chunks } };
   }
+
+  /** Gives back what the codec holds (nothing here; OffloadedCodec's worker pool). */
+  close(): void {}
 
   /**
    * Reads the preamble and header of an object whose first bytes are `head` (at least the preamble; `more` fetches
@@ -209,7 +219,7 @@ export class ObjectCodec {
 
   /** The compressed form of `plain`, or undefined when compression does not make it smaller. */
   private async pack(plain: Uint8Array): Promise<Uint8Array | undefined> {
-    if (this.compression === "identity" || plain.length < 64) return undefined;
+    if (this.compression === "identity" || plain.length < 64 || looksRandom(plain)) return undefined;
     const packed = this.compression === "lz4" ? await lz4Compress(Buffer.from(plain.buffer, plain.byteOffset, plain.length)) : await gzip(plain, { level: 6 });
     return packed.length < plain.length ? packed : undefined;
   }
@@ -223,6 +233,26 @@ export class ObjectCodec {
     }
     return await gunzip(payload, { maxOutputLength: Math.max(1, plainLength) });
   }
+}
+
+/**
+ * Whether `plain` looks incompressible: 150 or more distinct values among 256 bytes sampled across it (random
+ * bytes give about 162, text and mostly-zero data far fewer). lz4 spends about as long failing on a 64 KiB random
+ * chunk as AES-GCM takes to seal it, so such chunks are stored as they are without trying (the dedup device's
+ * test, see docs/ARCHITECTURE.md).
+ */
+function looksRandom(plain: Uint8Array): boolean {
+  const seen = new Uint8Array(256);
+  const step = Math.max(1, Math.floor(plain.length / 256));
+  let distinct = 0;
+  for (let i = 0, at = 0; i < 256 && at < plain.length; i++, at += step) {
+    const b = plain[at]!;
+    if (seen[b] === 0) {
+      seen[b] = 1;
+      distinct++;
+    }
+  }
+  return distinct >= 150;
 }
 
 /** Byte range in the object of chunks `first..last` (inclusive). */
@@ -356,6 +386,12 @@ function parseHeader(header: Uint8Array, p: Preamble, what: string): { layout: O
   for (let i = 0; i < chunkCount; i++, at += 4) chunks[i] = view.getUint32(at);
   const dataStart = PREAMBLE_BYTES + p.headerStored;
   return { layout: { kind: p.kind, seq: p.seq, epoch: p.epoch, salt: p.salt, dataLength, chunkSize, dataStart, chunks }, extents, flags };
+}
+
+/** Memory of its own (never Buffer's shared pool at these sizes), not zeroed: the caller writes every byte. */
+function uninitialized(length: number): Uint8Array {
+  const buffer = Buffer.allocUnsafeSlow(length);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

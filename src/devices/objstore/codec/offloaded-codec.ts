@@ -1,0 +1,109 @@
+/**
+ * The object codec with its heavy jobs on the worker pool (src/shared/worker-pool.ts): encoding an object of
+ * OFFLOAD_MIN_BYTES or more (lz4/gzip + AES-GCM/CTR or SHA-256 of every chunk) and opening a run of chunks that big,
+ * so the serving thread keeps answering requests while an upload round seals its objects. Smaller jobs stay inline:
+ * below ~256 KiB posting the job costs about what the work does (the hand-off table in docs/ARCHITECTURE.md).
+ *
+ * Same bytes either way (the worker runs ObjectCodec itself). When the pool cannot run a job at all (the worker
+ * does not start or dies, e.g. a binary built without seal-worker.ts), the codec says so once in the error of that
+ * job and works inline from then on; a job's own error (an object that does not open) comes back as it is.
+ */
+import { acquireWorkerPool, WorkerJobError, type WorkerPool, type WorkerPoolLease } from "../../../shared/worker-pool.ts";
+import { type LogExtent, LogObjectError, ObjectCodec, type ObjectCodecOptions, type ObjectIdentity, type ObjectLayout } from "./log-object.ts";
+import type { sealJobs } from "./seal-jobs.ts";
+
+/** Jobs from this size on go to a worker. */
+export const OFFLOAD_MIN_BYTES = 256 * 1024;
+const ENTRY = new URL("./seal-worker.ts", import.meta.url);
+/** Failures of the pool itself rather than of the job. */
+const POOL_FAILURES = new Set(["WorkerExit", "DataCloneError", "PoolClosed"]);
+
+type SealJobs = typeof sealJobs;
+
+export class OffloadedCodec extends ObjectCodec {
+  private lease: WorkerPoolLease<SealJobs> | undefined;
+  private inlineOnly = false;
+  private closed = false;
+  /** Jobs run on a worker so far, and jobs on a worker now (for tests and gauges). */
+  offloaded = 0;
+  inFlight = 0;
+  private readonly entry: URL;
+
+  /** `workerEntry` replaces seal-worker.ts (tests use one that cannot start, to see the inline fallback). */
+  constructor(options: ObjectCodecOptions & { readonly workerEntry?: URL }) {
+    super(options);
+    this.entry = options.workerEntry ?? ENTRY;
+  }
+
+  /**
+   * `encode` on a worker when `data` is big enough. With `handOver` the caller gives `data` away (its view is
+   * detached, no copy is made); without it the worker gets a copy.
+   */
+  override async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, handOver = false): Promise<{ readonly body: Uint8Array; readonly layout: ObjectLayout }> {
+    const pool = this.poolFor(data.length);
+    if (pool === undefined) return await super.encode(id, extents, data);
+    const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+    const transfer = handOver && whole ? [data.buffer as ArrayBuffer] : [];
+    const length = data.length;
+    try {
+      return await this.counted(pool.run("encodeObject", { options: this.jobOptions(), id, extents, data }, transfer));
+    } catch (e) {
+      // With the data handed over it is gone from here: the caller (the uploader) reads the object again and retries.
+      const retry = data.length === length ? () => super.encode(id, extents, data) : undefined;
+      return await this.recover(e, `encoding object ${id.seq}`, retry);
+    }
+  }
+
+  /** `decodeChunks` on a worker when `stored` is big enough (the worker gets a copy: the caller may keep it). */
+  override async decodeChunks(volumeId: Uint8Array, layout: ObjectLayout, first: number, stored: Uint8Array): Promise<Uint8Array> {
+    const pool = this.poolFor(stored.length);
+    if (pool === undefined) return await super.decodeChunks(volumeId, layout, first, stored);
+    try {
+      return await this.counted(pool.run("decodeChunks", { options: this.jobOptions(), volumeId, layout, first, stored }));
+    } catch (e) {
+      return await this.recover(e, `opening chunks of object ${layout.seq}`, () => super.decodeChunks(volumeId, layout, first, stored));
+    }
+  }
+
+  /** Gives the pool back (its workers end when no other volume uses them). Later jobs run inline. */
+  override close(): void {
+    this.closed = true;
+    this.lease?.release();
+    this.lease = undefined;
+  }
+
+  private poolFor(bytes: number): WorkerPool<SealJobs> | undefined {
+    if (bytes < OFFLOAD_MIN_BYTES || this.inlineOnly || this.closed) return undefined;
+    this.lease ??= acquireWorkerPool<SealJobs>(this.entry);
+    return this.lease.pool;
+  }
+
+  private async counted<T>(job: Promise<T>): Promise<T> {
+    this.inFlight++;
+    try {
+      const value = await job;
+      this.offloaded++;
+      return value;
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private jobOptions(): ObjectCodecOptions {
+    return { compression: this.compression, encryption: this.encryption, chunkSize: this.chunkSize, ...(this.keys === undefined ? {} : { keys: this.keys }) };
+  }
+
+  /** A job error as the inline codec would throw it; a pool failure switches to inline and retries when it can. */
+  private async recover<T>(e: unknown, what: string, retry: (() => Promise<T>) | undefined): Promise<T> {
+    if (!(e instanceof WorkerJobError)) throw e;
+    if (!POOL_FAILURES.has(e.kind)) throw e.kind === "LogObjectError" ? new LogObjectError(e.message) : new Error(e.message);
+    if (e.kind === "PoolClosed" && this.closed && retry !== undefined) return await retry();
+    if (e.kind !== "PoolClosed") {
+      this.inlineOnly = true;
+      this.lease?.release();
+      this.lease = undefined;
+    }
+    if (retry !== undefined) return await retry();
+    throw new Error(`${what}: the sealing worker failed (${e.message}); sealing on the serving thread from now on, the upload is retried`);
+  }
+}
