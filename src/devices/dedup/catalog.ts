@@ -2,8 +2,9 @@
  * The dedup store's sqlite side: schema, settings, and the statements the device and `check` use. Nothing here
  * decides policy; it reads and writes rows.
  */
-import { Database, type Statement } from "bun:sqlite";
+import type { Database, Statement } from "bun:sqlite";
 import fs from "node:fs";
+import { CatalogDatabase } from "../sqlite-catalog.ts";
 import { FORMAT_VERSION, MAP_PAGE_ENTRIES } from "./layout.ts";
 
 export interface StoreSettings {
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS map(page INTEGER PRIMARY KEY, entries BLOB NOT NULL);
 `;
 
 export class Catalog {
+  private readonly connection: CatalogDatabase;
   readonly db: Database;
   /** Files a read-only open created and its close removes (undefined for a writable open). */
   private readonly readOnlyLeftovers: readonly string[] | undefined;
@@ -47,21 +49,22 @@ export class Catalog {
     if (create) fs.writeFileSync(path, "", { mode: 0o600, flag: "wx" });
     // A read-only open of a WAL database makes empty -wal and -shm files when there are none; close() removes them.
     this.readOnlyLeftovers = readOnly ? [`${path}-wal`, `${path}-shm`].filter((p) => !fs.existsSync(p)) : undefined;
-    this.db = new Database(path, readOnly ? { readonly: true, strict: true } : { readwrite: true, strict: true });
+    this.connection = new CatalogDatabase(path, readOnly);
+    this.db = this.connection.db;
     this.db.exec(`PRAGMA cache_size = -${Math.max(1024, Math.floor(cacheBytes / 1024))}`);
     if (!readOnly) {
       // WAL: a commit is one fsync of the log; FULL: that fsync happens at every commit, which is what FLUSH promises.
       this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;");
       this.db.exec(SCHEMA);
     }
-    this.getPage = this.db.prepare("SELECT entries FROM map WHERE page = ?");
-    this.putPage = this.db.prepare("INSERT OR REPLACE INTO map(page, entries) VALUES (?, ?)");
-    this.deletePage = this.db.prepare("DELETE FROM map WHERE page = ?");
-    this.blockBySlot = this.db.prepare("SELECT slot, units, refs, hash FROM blocks WHERE slot = ?");
-    this.blockByHash = this.db.prepare("SELECT slot, units, refs, hash FROM blocks WHERE hash = ?");
-    this.insertBlock = this.db.prepare("INSERT INTO blocks(slot, units, refs, hash) VALUES (?, ?, ?, ?)");
-    this.updateRefs = this.db.prepare("UPDATE blocks SET refs = ? WHERE slot = ?");
-    this.deleteBlock = this.db.prepare("DELETE FROM blocks WHERE slot = ?");
+    this.getPage = this.connection.track(this.db.prepare("SELECT entries FROM map WHERE page = ?"));
+    this.putPage = this.connection.track(this.db.prepare("INSERT OR REPLACE INTO map(page, entries) VALUES (?, ?)"));
+    this.deletePage = this.connection.track(this.db.prepare("DELETE FROM map WHERE page = ?"));
+    this.blockBySlot = this.connection.track(this.db.prepare("SELECT slot, units, refs, hash FROM blocks WHERE slot = ?"));
+    this.blockByHash = this.connection.track(this.db.prepare("SELECT slot, units, refs, hash FROM blocks WHERE hash = ?"));
+    this.insertBlock = this.connection.track(this.db.prepare("INSERT INTO blocks(slot, units, refs, hash) VALUES (?, ?, ?, ?)"));
+    this.updateRefs = this.connection.track(this.db.prepare("UPDATE blocks SET refs = ? WHERE slot = ?"));
+    this.deleteBlock = this.connection.track(this.db.prepare("DELETE FROM blocks WHERE slot = ?"));
   }
 
   /** The stored settings, or undefined for a store that has none yet. Throws on a store of another format. */
@@ -80,7 +83,7 @@ export class Catalog {
   }
 
   writeSettings(settings: StoreSettings): void {
-    const put = this.db.prepare<unknown, [string, number]>("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)");
+    const put = this.db.query<unknown, [string, number]>("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)");
     this.db.transaction(() => {
       put.run("format", FORMAT_VERSION);
       put.run("size", settings.size);
@@ -167,7 +170,7 @@ export class Catalog {
   }
 
   close(): void {
-    this.db.close();
+    this.connection.close();
     // Only a read-only open sets this, under the store's shared lock: no writer can have used these files since.
     for (const leftover of this.readOnlyLeftovers ?? []) {
       if (fs.existsSync(leftover) && (leftover.endsWith("-shm") || fs.statSync(leftover).size === 0)) fs.rmSync(leftover);

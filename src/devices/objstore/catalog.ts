@@ -4,8 +4,9 @@
  * names local bytes that were fdatasynced before it (the log writer's rule), so a crash at any point reopens to the
  * last commit: the state at the last FLUSH or seal.
  */
-import { Database, type Statement } from "bun:sqlite";
+import type { Database, Statement } from "bun:sqlite";
 import fs from "node:fs";
+import { CatalogDatabase } from "../sqlite-catalog.ts";
 
 export const CATALOG_FORMAT = 2;
 
@@ -66,6 +67,7 @@ interface RawObject {
 export class CatalogFormatError extends Error {}
 
 export class ObjstoreCatalog {
+  private readonly connection: CatalogDatabase;
   private readonly db: Database;
   private readonly putPage: Statement<unknown, [number, Uint8Array]>;
   private readonly dropPage: Statement<unknown, [number]>;
@@ -76,12 +78,13 @@ export class ObjstoreCatalog {
   /** Opens (creating when `create`, mode 0600) the catalog at `path`. */
   constructor(readonly path: string, create: boolean) {
     if (create) fs.writeFileSync(path, "", { mode: 0o600, flag: "wx" });
-    this.db = new Database(path, { readwrite: true, strict: true });
+    this.connection = new CatalogDatabase(path, false);
+    this.db = this.connection.db;
     // NORMAL: a commit reaches the WAL (surviving a killed process) without an fsync; commitDurably() syncs it.
     this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
     const old = this.db.query<{ n: number }, []>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'segments'").get();
     if ((old?.n ?? 0) > 0) {
-      this.db.close();
+      this.connection.close();
       throw new CatalogFormatError(
         `${path} is the cache catalog of the segment format of an earlier usbd-tui, which this version does not read; ` +
           `upload what it holds with that version, then delete it and the .objstore.cache file beside it`,
@@ -91,16 +94,16 @@ export class ObjstoreCatalog {
     const format = this.meta("format");
     if (format === undefined) this.setMeta("format", CATALOG_FORMAT);
     else if (format !== CATALOG_FORMAT) {
-      this.db.close();
+      this.connection.close();
       throw new CatalogFormatError(`${path} has catalog format ${String(format)}; this usbd-tui reads format ${CATALOG_FORMAT}`);
     }
-    this.putPage = this.db.prepare("INSERT OR REPLACE INTO pages(page, data) VALUES (?, ?)");
-    this.dropPage = this.db.prepare("DELETE FROM pages WHERE page = ?");
-    this.getPage = this.db.prepare("SELECT data FROM pages WHERE page = ?");
-    this.putObject = this.db.prepare(
+    this.putPage = this.connection.track(this.db.prepare("INSERT OR REPLACE INTO pages(page, data) VALUES (?, ?)"));
+    this.dropPage = this.connection.track(this.db.prepare("DELETE FROM pages WHERE page = ?"));
+    this.getPage = this.connection.track(this.db.prepare("SELECT data FROM pages WHERE page = ?"));
+    this.putObject = this.connection.track(this.db.prepare(
       "INSERT OR REPLACE INTO objects(seq, epoch, state, slot, data_length, live, layout, extents, touched, present, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    );
-    this.dropObject = this.db.prepare("DELETE FROM objects WHERE seq = ?");
+    ));
+    this.dropObject = this.connection.track(this.db.prepare("DELETE FROM objects WHERE seq = ?"));
   }
 
   meta(key: string): string | number | undefined {
@@ -194,6 +197,6 @@ export class ObjstoreCatalog {
   }
 
   close(): void {
-    this.db.close();
+    this.connection.close();
   }
 }
