@@ -128,6 +128,48 @@ describe("s3 store: failures", () => {
     }
   });
 
+  // A hand-made HTTP server, because s3rver cannot be made to cut a body off: it answers each GET with the headers of
+  // a 64-byte object, and the first `cut` times closes the connection after 10 bytes of it.
+  async function cuttingServer(cut: number): Promise<{ endpoint: string; gets: () => number; close: () => void }> {
+    let gets = 0;
+    const body = Buffer.alloc(64, 7);
+    const server = net.createServer((socket) => {
+      socket.on("data", (chunk) => {
+        if (!chunk.toString("latin1").startsWith("GET ")) return;
+        gets++;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nETag: "abc"\r\nContent-Type: application/octet-stream\r\n\r\n`);
+        if (gets <= cut) {
+          socket.write(body.subarray(0, 10));
+          setTimeout(() => socket.destroy(), 20);
+        } else socket.write(body);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { endpoint: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, gets: () => gets, close: () => server.close() };
+  }
+
+  test("a body cut off once is fetched again (the SDK's retry covers only the request)", async () => {
+    const cutter = await cuttingServer(1);
+    try {
+      const got = await s3Store("contract", { endpoint: cutter.endpoint }).get("vol/log/1");
+      expect({ body: got?.body, etag: got?.etag, gets: cutter.gets() }).toEqual({ body: new Uint8Array(64).fill(7), etag: "abc", gets: 2 });
+    } finally {
+      cutter.close();
+    }
+  });
+
+  test("a body cut off twice: a retryable error naming the key, not a short object", async () => {
+    const cutter = await cuttingServer(2);
+    try {
+      const error = await failure(s3Store("contract", { endpoint: cutter.endpoint }).get("vol/log/1"));
+      expect(error.retryable).toBe(true);
+      expect(error.message).toMatch(/^object store: get "vol\/log\/1" failed on s3 bucket "contract" at http:\/\/127\.0\.0\.1:\d+: /);
+      expect(cutter.gets()).toBe(2);
+    } finally {
+      cutter.close();
+    }
+  });
+
   // s3rver rejects an access key id it does not know (InvalidAccessKeyId, 403) but does not verify V4 signatures, so
   // a wrong secret_key (SignatureDoesNotMatch on a real service) cannot be tested against it.
   test("an unknown access key: not retryable, says what to check, never shows the secret", async () => {

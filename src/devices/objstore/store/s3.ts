@@ -9,6 +9,7 @@ import {
   CreateBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -253,28 +254,46 @@ export class S3ObjectStore implements ObjectStore {
     checkRange("get", key, range);
     if (range !== undefined && range.length === 0) return emptyRange(this, key);
     const header = range === undefined ? undefined : `bytes=${range.offset}-${range.offset + range.length - 1}`;
-    try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header }));
-      let body: Uint8Array = out.Body === undefined ? new Uint8Array(0) : await out.Body.transformToByteArray();
-      const etag = bareEtag(out.ETag);
-      const answered = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? "");
-      if (answered !== null && range !== undefined) {
-        // Some servers answer a wider range than asked (s3rver gives all of "bytes=0-0"): keep only what was asked.
-        const from = range.offset - Number(answered[1]);
-        if (from >= 0 && from <= body.byteLength) body = body.subarray(from, Math.min(body.byteLength, from + range.length));
-        return { body, etag, size: Number(answered[3]) };
+    // The SDK's own retry covers the request, not the body read after it: a body cut off once the answer had begun
+    // (a kept-alive connection the server closed mid-response, "aborted") is fetched once more here.
+    for (let attempt = 1; ; attempt++) {
+      let out: GetObjectCommandOutput;
+      try {
+        out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header }));
+      } catch (e) {
+        const c = classify(e);
+        if (c.code === "NoSuchKey" || (c.status === 404 && c.code !== "NoSuchBucket")) return undefined;
+        // A range that starts at or past the end: the interface's answer is an empty body, not an error.
+        if (c.status === 416 && range !== undefined) return emptyRange(this, key);
+        throw this.fail("get", key, e);
       }
-      // No Content-Range: the whole object came back (some servers ignore Range), so cut the range out here.
-      const size = body.byteLength;
-      if (range !== undefined) body = body.subarray(Math.min(range.offset, size), Math.min(range.offset + range.length, size));
-      return { body, etag, size };
-    } catch (e) {
-      const c = classify(e);
-      if (c.code === "NoSuchKey" || (c.status === 404 && c.code !== "NoSuchBucket")) return undefined;
-      // A range that starts at or past the end: the interface's answer is an empty body, not an error.
-      if (c.status === 416 && range !== undefined) return emptyRange(this, key);
-      throw this.fail("get", key, e);
+      let body: Uint8Array;
+      try {
+        body = out.Body === undefined ? new Uint8Array(0) : await out.Body.transformToByteArray();
+      } catch (e) {
+        const failure = this.fail("get", key, e);
+        if (attempt === 1 && failure.kind === "unavailable") continue;
+        throw failure;
+      }
+      return this.answered(out, body, range);
     }
+  }
+
+  /** A GET's answer: the part of `body` that `range` asked for, with the object's etag and size. */
+  private answered(out: GetObjectCommandOutput, whole: Uint8Array, range: ByteRange | undefined): GetResult {
+    let body = whole;
+    const etag = bareEtag(out.ETag);
+    const answered = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? "");
+    if (answered !== null && range !== undefined) {
+      // Some servers answer a wider range than asked (s3rver gives all of "bytes=0-0"): keep only what was asked.
+      const from = range.offset - Number(answered[1]);
+      if (from >= 0 && from <= body.byteLength) body = body.subarray(from, Math.min(body.byteLength, from + range.length));
+      return { body, etag, size: Number(answered[3]) };
+    }
+    // No Content-Range: the whole object came back (some servers ignore Range), so cut the range out here.
+    const size = body.byteLength;
+    if (range !== undefined) body = body.subarray(Math.min(range.offset, size), Math.min(range.offset + range.length, size));
+    return { body, etag, size };
   }
 
   /** An empty range of `key`: its size and etag from a HEAD, or undefined when it is missing. */
