@@ -7,7 +7,8 @@
  *    structured-cloneable argument and returns (or resolves to) a structured-cloneable value.
  * 2. A worker entry file next to it holds one line, `serveJobs(myJobs)` (src/shared/worker-jobs.ts), and is listed
  *    in scripts/build-binary.ts's entry points (the compiled binary only holds the workers it is told of).
- * 3. On the serving side: `const lease = acquireWorkerPool<typeof myJobs>(new URL("./my-worker.ts", import.meta.url))`,
+ * 3. On the serving side: `const lease = acquireWorkerPool<typeof myJobs>(workerEntry("src/.../my-worker.ts"))`
+ *    (src/shared/worker-entry.ts: the same path from source and inside the compiled binary),
  *    then `await lease.pool.run("hashBlocks", input, [input.data.buffer])`, and `lease.release()` on close. Leases of
  *    one entry share one pool; its workers end when the last lease is released.
  *

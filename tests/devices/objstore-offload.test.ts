@@ -95,9 +95,10 @@ describe("errors", () => {
     expect(off.offloaded).toBe(1);
   });
 
-  test("a worker that cannot start: the job runs inline, and so does every later one", async () => {
+  test("a worker that cannot start: the job runs inline, and so does every later one; onInline hears it once", async () => {
     const broken = new URL("./no-such-seal-worker.ts", import.meta.url);
-    const off = make(new OffloadedCodec({ ...options("gzip", "aes-ctr"), workerEntry: broken }));
+    const heard: string[] = [];
+    const off = make(new OffloadedCodec({ ...options("gzip", "aes-ctr"), workerEntry: broken, onInline: (reason) => heard.push(reason) }));
     const data = mixed(OFFLOAD_MIN_BYTES);
     const { body } = await off.encode(id(5), [], data);
     expect(await openAll(new ObjectCodec(options("gzip", "aes-ctr")), body, 5)).toEqual(data);
@@ -105,6 +106,8 @@ describe("errors", () => {
     const given = mixed(OFFLOAD_MIN_BYTES);
     await off.encode(id(6), [], given, true);
     expect(given.length).toBe(OFFLOAD_MIN_BYTES);
+    expect(heard).toHaveLength(1);
+    expect(heard[0]).toMatch(/^the sealing worker failed \(.*\); sealing and opening objects on the serving thread from now on$/);
   });
 
   test("a handed-over object whose worker cannot start fails with a one-line error that says it is retried", async () => {

@@ -2,7 +2,8 @@
  * The install paths as a new user meets them, on this machine and a registry on loopback: the packed tarball
  * installed with `npm install -g` on a PATH without bun, `npx usbd-tui` and `bunx usbd-tui` from an empty directory
  * after a publish to a real npm registry (verdaccio, see registry.ts), a plain `node` start that has no bun, and the
- * single binary of `npm run build:binary` serving dedup and objstore-local devices through nbdcopy. Run by
+ * single binary of `npm run build:binary` serving dedup and objstore-local devices through nbdcopy, and each Worker
+ * started inside a binary. Run by
  * scripts/test-install.sh (not part of `bun test`: npm installs and a 110 MB compile take minutes).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -11,6 +12,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { removeDir, run, runResult, tempDir } from "../clients/helpers.ts";
 import { waitFor, watch } from "../helpers/process.ts";
+import { buildBinary } from "../../scripts/build-binary.ts";
 import { type Registry, publish, publishDependencies, startRegistry } from "./registry.ts";
 
 const ROOT = path.resolve(import.meta.dir, "../..");
@@ -195,4 +197,15 @@ describe("the single binary (npm run build:binary)", () => {
     }
     expect(readdirSync(path.join(work, "objects")).length).toBeGreaterThan(0);
   }, 180_000);
+  test("every Worker starts inside a binary: the kernel path's blocking call, objstore sealing and dedup hashing", async () => {
+    // A probe built like dist/usbd-tui (same worker entry points) that starts each worker; the workers' entry
+    // modules once resolved beside the binary's single file, where nothing is, and the kernel path's fsync failed.
+    const probe = path.join(dir, "probe", "worker-probe");
+    await buildBinary("tests/install/worker-probe.ts", probe);
+    const target = path.join(dir, "probe", "fsync-me");
+    writeFileSync(target, "x");
+    const r = await runResult([probe, target], { cwd: path.dirname(probe), env: { PATH: NO_BUN_PATH } });
+    expect({ code: r.exitCode, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(JSON.parse(r.stdout)).toEqual({ fsync: 0, sealedOnWorker: 1, inlineReasons: [], hashedOnWorker: 16, hashes: 16 * 32 });
+  }, 120_000);
 });

@@ -6,6 +6,7 @@
  * of 1 MiB writes kept the serving thread busy for hundreds of milliseconds and reads waited behind it. A failed job
  * (a dead worker) costs nothing but the inline hash.
  */
+import { workerEntry } from "../../shared/worker-entry.ts";
 import { acquireWorkerPool, type WorkerPoolLease } from "../../shared/worker-pool.ts";
 import type { dedupJobs } from "./hash-jobs.ts";
 
@@ -16,15 +17,6 @@ export const OFF_THREAD_MIN_BYTES = 64 * 1024;
 export interface BlockHashes {
   readonly first: number;
   readonly hashes: Uint8Array;
-}
-
-/**
- * The worker's entry. In the compiled binary (scripts/build-binary.ts) every module is bundled into the binary's
- * one file, so `./hash-worker.ts` would resolve next to it; the worker entry point is kept at its source path, as .js.
- */
-function workerEntry(): URL {
-  const beside = new URL("./hash-worker.ts", import.meta.url);
-  return beside.pathname.startsWith("/$bunfs/") ? new URL("file:///$bunfs/root/src/devices/dedup/hash-worker.js") : beside;
 }
 
 export class OffThreadHasher {
@@ -47,7 +39,7 @@ export class OffThreadHasher {
     // a copy it owns, moved (not copied again) by the transfer.
     const copy = new Uint8Array((end - first) * bs);
     copy.set(data.subarray(first * bs - offset, end * bs - offset));
-    this.lease ??= acquireWorkerPool<typeof dedupJobs>(workerEntry());
+    this.lease ??= acquireWorkerPool<typeof dedupJobs>(workerEntry("src/devices/dedup/hash-worker.ts"));
     const job = this.lease.pool.run("hashBlocks", { data: copy, blockSize: bs }, [copy.buffer]).then(
       (hashes) => {
         this.blocks += end - first;

@@ -31,7 +31,13 @@ export async function openSnapshot(options: ObjstoreDeviceOptions, store: Object
   if (remote.bytes === undefined) throw new Error(`objstore device: ${store.description} has no volume ${options.storeName}`);
   const manifest = decodeManifest(remote.bytes, remote.where);
   const keys = volumeKeys(options, manifest, false);
-  const codec = new OffloadedCodec({ compression: manifest.compression, encryption: manifest.encryption, ...(keys === undefined ? {} : { keys }), chunkSize: manifest.chunkSize });
+  const codec = new OffloadedCodec({
+    compression: manifest.compression,
+    encryption: manifest.encryption,
+    ...(keys === undefined ? {} : { keys }),
+    chunkSize: manifest.chunkSize,
+    onInline: (reason) => log.log("warn", `objstore ${options.storeName}: ${reason}`),
+  });
   const objects = new ObjectTable();
   const file = new CacheFile(files.fd, files.cachePath, manifest.objectSize);
   const build = () => {

@@ -50,7 +50,13 @@ export async function openWritable(options: ObjstoreDeviceOptions, store: Object
   const keys = volumeKeys(options, manifest, creating);
   const what = `volume ${options.storeName} in ${store.description} (${manifest.size.toLocaleString("en-US")} bytes, ${manifest.encryption})`;
   options.notify?.({ kind: "opened", message: creating ? `created new ${what}` : `reopened ${what}${remote.offline ? " from the local cache: the store is unreachable" : ""}` });
-  const codec = new OffloadedCodec({ compression: manifest.compression, encryption: manifest.encryption, ...(keys === undefined ? {} : { keys }), chunkSize: manifest.chunkSize });
+  const codec = new OffloadedCodec({
+    compression: manifest.compression,
+    encryption: manifest.encryption,
+    ...(keys === undefined ? {} : { keys }),
+    chunkSize: manifest.chunkSize,
+    onInline: (reason) => log.log("warn", `objstore ${options.storeName}: ${reason}`),
+  });
 
   const localVolume = catalog.meta("volume_id");
   const localEpoch = Number(catalog.meta("epoch") ?? 0);

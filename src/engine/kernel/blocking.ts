@@ -5,6 +5,7 @@
  * Running any of these on the main thread could deadlock the daemon against itself.
  */
 import { LibcError } from "../../ffi/libc.ts";
+import { workerEntry } from "../../shared/worker-entry.ts";
 
 export type BlockingCall =
   | { readonly op: "ioctl"; readonly fd: number; readonly request: number; readonly arg: number }
@@ -18,7 +19,7 @@ export type BlockingResult =
 
 /** Runs one call in a fresh Worker; resolves with its result, rejects with its error (a LibcError when it has an errno). */
 export function runBlocking(call: BlockingCall): Promise<number> {
-  const worker = new Worker(new URL("./blocking-worker.ts", import.meta.url).href);
+  const worker = new Worker(workerEntry("src/engine/kernel/blocking-worker.ts").href);
   // A worker parked in NBD_DO_IT must not keep the process alive on its own.
   worker.unref();
   return new Promise<number>((resolve, reject) => {

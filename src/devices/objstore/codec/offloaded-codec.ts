@@ -5,16 +5,17 @@
  * below ~256 KiB posting the job costs about what the work does (the hand-off table in docs/ARCHITECTURE.md).
  *
  * Same bytes either way (the worker runs ObjectCodec itself). When the pool cannot run a job at all (the worker
- * does not start or dies, e.g. a binary built without seal-worker.ts), the codec says so once in the error of that
- * job and works inline from then on; a job's own error (an object that does not open) comes back as it is.
+ * does not start or dies, e.g. a binary built without seal-worker.ts), the codec works inline from then on and says
+ * so once (to `onInline`, and in the error of that job when the job cannot simply be redone inline); a job's own error (an object that does not open) comes back as it is.
  */
+import { workerEntry } from "../../../shared/worker-entry.ts";
 import { acquireWorkerPool, WorkerJobError, type WorkerPool, type WorkerPoolLease } from "../../../shared/worker-pool.ts";
 import { type LogExtent, LogObjectError, ObjectCodec, type ObjectCodecOptions, type ObjectIdentity, type ObjectLayout } from "./log-object.ts";
 import type { sealJobs } from "./seal-jobs.ts";
 
 /** Jobs from this size on go to a worker. */
 export const OFFLOAD_MIN_BYTES = 256 * 1024;
-const ENTRY = new URL("./seal-worker.ts", import.meta.url);
+const ENTRY = workerEntry("src/devices/objstore/codec/seal-worker.ts");
 /** Failures of the pool itself rather than of the job. */
 const POOL_FAILURES = new Set(["WorkerExit", "DataCloneError", "PoolClosed"]);
 
@@ -29,10 +30,16 @@ export class OffloadedCodec extends ObjectCodec {
   inFlight = 0;
   private readonly entry: URL;
 
-  /** `workerEntry` replaces seal-worker.ts (tests use one that cannot start, to see the inline fallback). */
-  constructor(options: ObjectCodecOptions & { readonly workerEntry?: URL }) {
+  private readonly onInline: ((reason: string) => void) | undefined;
+
+  /**
+   * `workerEntry` replaces seal-worker.ts (tests use one that cannot start, to see the inline fallback); `onInline`
+   * hears once, with the reason, that the codec has gone inline for good (the daemon logs it as a warning).
+   */
+  constructor(options: ObjectCodecOptions & { readonly workerEntry?: URL; readonly onInline?: (reason: string) => void }) {
     super(options);
     this.entry = options.workerEntry ?? ENTRY;
+    this.onInline = options.onInline;
   }
 
   /**
@@ -99,6 +106,7 @@ export class OffloadedCodec extends ObjectCodec {
     if (!POOL_FAILURES.has(e.kind)) throw e.kind === "LogObjectError" ? new LogObjectError(e.message) : new Error(e.message);
     if (e.kind === "PoolClosed" && this.closed && retry !== undefined) return await retry();
     if (e.kind !== "PoolClosed") {
+      if (!this.inlineOnly) this.onInline?.(`the sealing worker failed (${e.message}); sealing and opening objects on the serving thread from now on`);
       this.inlineOnly = true;
       this.lease?.release();
       this.lease = undefined;
