@@ -128,6 +128,24 @@ describe("s3 store: failures", () => {
     }
   });
 
+  test("the test server's PUT is all or nothing, as on S3: a PUT cut off mid-body leaves no object (tests/helpers/s3-server.ts)", async () => {
+    const store = s3Store("cutput");
+    await store.prepare();
+    const url = new URL(server.endpoint);
+    // A raw request (s3rver takes unsigned ones): 100 bytes of 1000, then the client is gone, as a SIGKILLed writer is.
+    await new Promise<void>((resolve) => {
+      const socket = net.connect(Number(url.port), url.hostname, () => {
+        socket.write(`PUT /cutput/vol/log/1 HTTP/1.1\r\nHost: ${url.host}\r\nContent-Length: 1000\r\n\r\n${"a".repeat(100)}`);
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 100);
+      });
+    });
+    await Bun.sleep(200);
+    expect({ listed: await collect(store.list("vol/")), got: await store.get("vol/log/1") }).toEqual({ listed: [], got: undefined });
+  });
+
   // A hand-made HTTP server, because s3rver cannot be made to cut a body off: it answers each GET with the headers of
   // a 64-byte object, and the first `cut` times closes the connection after 10 bytes of it.
   async function cuttingServer(cut: number): Promise<{ endpoint: string; gets: () => number; close: () => void }> {

@@ -6,6 +6,7 @@
  * Known gap left: a ranged GET of an empty object answers 206 with Content-Length 1 and no body (real S3 says 416),
  * so a client waits until the connection drops.
  */
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -58,6 +59,8 @@ let patched = false;
  * creates exactly one wins, as on S3. Without it no test could run the s3 backend's conditional create against a
  * server; a server started with `conditionalPut: false` keeps s3rver's own behaviour, for the test that the backend
  * detects a server which ignores the header.
+ *
+ * And s3rver's PUT is not atomic as S3's is (see patchAtomicPut).
  */
 function patchS3rver(): void {
   if (patched) return;
@@ -97,12 +100,61 @@ function patchS3rver(): void {
       release();
     }
   };
+  patchAtomicPut();
   type CipherFactory = (name: string, ...rest: unknown[]) => unknown;
   const crypto = require("crypto") as { createCipheriv: CipherFactory; createDecipheriv: CipherFactory };
   for (const name of ["createCipheriv", "createDecipheriv"] as const) {
     const original = crypto[name];
     crypto[name] = (cipher: string, ...rest: unknown[]) => original(cipher === "des" ? "des-cbc" : cipher, ...rest);
   }
+}
+
+/** The part of an s3rver object that its file store's putObject reads. */
+interface S3rverObject {
+  readonly bucket: string;
+  readonly key: string;
+  readonly content: Buffer | AsyncIterable<Buffer>;
+  readonly metadata: Record<string, string | undefined>;
+}
+interface S3rverFileStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  putMetadata(bucket: string, key: string, metadata: Record<string, string | undefined>, md5: string): Promise<void>;
+}
+
+let putTemporaries = 0;
+
+/**
+ * s3rver writes a PUT's body straight into the object's file and answers once the body has been read, not written:
+ * a reader could see part of an object, a PUT cut off by a client's death (the objstore crash test SIGKILLs its
+ * writer mid-upload) left part of one in place, and a GET of a file being truncated by a new PUT of the same key
+ * ended short ("aborted"). On S3 a PUT is all or nothing. Here the body is read whole (a body shorter than its
+ * Content-Length is refused), written to a temporary name the listing skips, and renamed into place.
+ */
+function patchAtomicPut(): void {
+  const FilesystemStore = require("s3rver/lib/stores/filesystem.js") as { prototype: S3rverFileStore & { putObject(object: S3rverObject): Promise<{ size: number; md5: string }> } };
+  FilesystemStore.prototype.putObject = async function atomicPutObject(this: S3rverFileStore, object: S3rverObject): Promise<{ size: number; md5: string }> {
+    let body: Buffer;
+    if (Buffer.isBuffer(object.content)) body = object.content;
+    else {
+      const chunks: Buffer[] = [];
+      for await (const chunk of object.content) chunks.push(chunk);
+      body = Buffer.concat(chunks);
+    }
+    // Only a request's own header counts (a multipart completion carries the initiating request's metadata).
+    const fromRequest = typeof (object.content as { headers?: unknown }).headers === "object";
+    const declared = object.metadata["content-length"];
+    if (fromRequest && declared !== undefined && Number(declared) !== body.length) throw new Error(`PUT of ${object.key}: body of ${body.length} bytes, Content-Length ${declared}`);
+    const md5 = createHash("md5").update(body).digest("hex");
+    const objectPath = this.getResourcePath(object.bucket, object.key, "object");
+    await fs.promises.mkdir(path.dirname(objectPath), { recursive: true });
+    const temporary = `${objectPath}.partial-${process.pid}-${++putTemporaries}`;
+    await fs.promises.writeFile(temporary, body);
+    await fs.promises.writeFile(`${temporary}.md5`, md5);
+    await fs.promises.rename(`${temporary}.md5`, `${objectPath}.md5`);
+    await fs.promises.rename(temporary, objectPath);
+    await this.putMetadata(object.bucket, object.key, object.metadata, md5);
+    return { size: body.length, md5 };
+  };
 }
 
 export async function startS3Server(options: { directory?: string; port?: number; conditionalPut?: boolean } = {}): Promise<S3Server> {
