@@ -105,7 +105,9 @@ const HALF_COMPRESSIBLE = "buffer_compress_percentage=50";
 const RANDRW: RandrwVerifyShape = { jobs: 4, regionMiB: 32, loops: 4, extra: [HALF_COMPRESSIBLE] };
 /** [128, 192) MiB: written while no upload round is due, so that only SIGTERM's upload can save it. */
 const AT_EXIT: RandrwVerifyShape = { jobs: 2, regionMiB: 32, loops: 1, extra: [HALF_COMPRESSIBLE, "offset=128m"] };
-/** [192, 256) MiB: never written; the verify-only control reads it. */
+/** The last 4 KiB of the volume (inside UNWRITTEN, whose verify fails either way): written just before the SIGTERM. */
+const MARKER_OFFSET = 256 * MiB - 4096;
+/** [192, 256) MiB: never written by fio; the verify-only control reads it. */
 const UNWRITTEN: RandrwVerifyShape = { ...AT_EXIT, extra: [HALF_COMPRESSIBLE, "offset=192m"] };
 
 function verifyOnly(shape: RandrwVerifyShape): RandrwVerifyShape {
@@ -146,6 +148,10 @@ describe.skipIf(fioSkip !== undefined)("fio with crc32c verify on an objstore vo
     expectNoSecrets(first);
     daemon = await startDaemon(objstoreDaemon(join(work, "cache"), volume, { create: false, flushEvery: 600 }));
     await fio(work, "at-exit", randrwVerifyJob(daemon.uri, AT_EXIT));
+    // A checkpoint that falls due at the end of the fio run seals the open object, and then nothing is left dirty
+    // (seen in CI). So once the uploads are done, one more 4 KiB write goes into an open object only the exit uploads.
+    await statsWhere(daemon, (l) => gauge(l, "uploads in flight") === 0, SETTLE_MS, 'with "uploads in flight" at 0');
+    await nbdsh(daemon.uri, `h.pwrite(b"\\x5a" * 4096, ${MARKER_OFFSET})`);
     const dirty = await nextStats(daemon);
     expect(gauge(dirty, "dirty objects")).toBeGreaterThan(0);
     expect(gauge(dirty, "dirty bytes")).toBeGreaterThan(0);
@@ -159,6 +165,8 @@ describe.skipIf(fioSkip !== undefined)("fio with crc32c verify on an objstore vo
     daemon = await startDaemon(objstoreDaemon(join(work, "cold"), volume, { create: false }));
     await fio(work, "randrw-verify", randrwVerifyJob(daemon.uri, verifyOnly(RANDRW)));
     await fio(work, "at-exit-verify", randrwVerifyJob(daemon.uri, verifyOnly(AT_EXIT)));
+    const marker = await nbdsh(daemon.uri, `import sys\nsys.stdout.write(h.pread(4096, ${MARKER_OFFSET}).hex())`);
+    expect(marker).toBe("5a".repeat(4096));
     const cold = await nextStats(daemon);
     expect(gauge(cold, "downloaded")).toBeGreaterThan(0);
     // A reader writes no log: what it uploaded is its writer epoch's checkpoint, a copy of the map.

@@ -199,7 +199,7 @@ function command(rng: Rng, target: FuzzTarget): Command {
   const roll = rng.int(20);
   let length = roll < 14 ? 1 + rng.int(128 * 1024) : roll < 17 ? rng.int(4 * MiB) : roll < 19 ? 0 : 64 * MiB + 1 + rng.int(1024);
   let offset: number | bigint = rng.int(Math.max(1, target.writableBelow - length));
-  if (rng.chance(0.1)) offset = rng.chance(0.5) ? target.size - rng.int(4096) : (1n << 64n) - BigInt(rng.int(8192));
+  if (rng.chance(0.1)) offset = rng.chance(0.5) ? target.size - rng.int(4096) : (1n << 64n) - 1n - BigInt(rng.int(8192));
   if (type === CMD.WRITE) {
     // Payloads over the maximum are rare: the server reads and discards every byte of them.
     if (length > 64 * MiB && rng.chance(0.8)) length = 1 + rng.int(65536);
