@@ -60,7 +60,9 @@ describe.skipIf(skip !== undefined)("objstore: copies of the bucket taken during
       await stack.mount();
       await run(["sync", "-f", stack.mountDir]);
       // The writer runs in a child process so that this one stays free to copy the bucket meanwhile.
-      const script = Array.from({ length: FILES }, (_, i) => `cp ${join(work, "src", `f${i}`)} ${stack.mountDir}/f${i} && sync -f ${stack.mountDir}`).join(" && ");
+      // Paced (150 ms a file): on a fast machine the whole workload once fit in the first pause before a copy, and
+      // every copy then held all of it (seen in CI).
+      const script = Array.from({ length: FILES }, (_, i) => `cp ${join(work, "src", `f${i}`)} ${stack.mountDir}/f${i} && sync -f ${stack.mountDir} && sleep 0.15`).join(" && ");
       const writer = Bun.spawn(["bash", "-c", script], { stdout: "pipe", stderr: "pipe" });
       for (let k = 0; k < COPIES; k++) {
         await Bun.sleep(300 + Math.random() * 900);
