@@ -6,7 +6,7 @@
  */
 import type { Logger } from "../../shared/log.ts";
 import { CacheFile } from "./cache-file.ts";
-import { OffloadedCodec } from "./codec/offloaded-codec.ts";
+import { volumeCodec } from "./codec/offloaded-codec.ts";
 import { decodeManifest, encodeManifest } from "./codec/manifest.ts";
 import { Committer } from "./committer.ts";
 import { ExtentMap } from "./extent-map.ts";
@@ -31,13 +31,7 @@ export async function openSnapshot(options: ObjstoreDeviceOptions, store: Object
   if (remote.bytes === undefined) throw new Error(`objstore device: ${store.description} has no volume ${options.storeName}`);
   const manifest = decodeManifest(remote.bytes, remote.where);
   const keys = volumeKeys(options, manifest, false);
-  const codec = new OffloadedCodec({
-    compression: manifest.compression,
-    encryption: manifest.encryption,
-    ...(keys === undefined ? {} : { keys }),
-    chunkSize: manifest.chunkSize,
-    onInline: (reason) => log.log("warn", `objstore ${options.storeName}: ${reason}`),
-  });
+  const codec = volumeCodec(manifest, keys, log, options.storeName);
   const objects = new ObjectTable();
   const file = new CacheFile(files.fd, files.cachePath, manifest.objectSize);
   const build = () => {

@@ -8,7 +8,7 @@ import type { Logger } from "../../shared/log.ts";
 import { CacheFile } from "./cache-file.ts";
 import type { ObjstoreCatalog } from "./catalog.ts";
 import { Checkpointer, type CheckpointRef } from "./checkpointer.ts";
-import { OffloadedCodec } from "./codec/offloaded-codec.ts";
+import { volumeCodec } from "./codec/offloaded-codec.ts";
 import { decodeManifest, encodeManifest, type Manifest } from "./codec/manifest.ts";
 import { Committer } from "./committer.ts";
 import { ExtentMap } from "./extent-map.ts";
@@ -50,13 +50,7 @@ export async function openWritable(options: ObjstoreDeviceOptions, store: Object
   const keys = volumeKeys(options, manifest, creating);
   const what = `volume ${options.storeName} in ${store.description} (${manifest.size.toLocaleString("en-US")} bytes, ${manifest.encryption})`;
   options.notify?.({ kind: "opened", message: creating ? `created new ${what}` : `reopened ${what}${remote.offline ? " from the local cache: the store is unreachable" : ""}` });
-  const codec = new OffloadedCodec({
-    compression: manifest.compression,
-    encryption: manifest.encryption,
-    ...(keys === undefined ? {} : { keys }),
-    chunkSize: manifest.chunkSize,
-    onInline: (reason) => log.log("warn", `objstore ${options.storeName}: ${reason}`),
-  });
+  const codec = volumeCodec(manifest, keys, log, options.storeName);
 
   const localVolume = catalog.meta("volume_id");
   const localEpoch = Number(catalog.meta("epoch") ?? 0);

@@ -6,11 +6,15 @@
  *
  * Same bytes either way (the worker runs ObjectCodec itself). When the pool cannot run a job at all (the worker
  * does not start or dies, e.g. a binary built without seal-worker.ts), the codec works inline from then on and says
- * so once (to `onInline`, and in the error of that job when the job cannot simply be redone inline); a job's own error (an object that does not open) comes back as it is.
+ * so once (to `onInline`, and in the error of that job when the job cannot simply be redone inline); a job's own
+ * error (an object that does not open) comes back as it is.
  */
+import type { Logger } from "../../../shared/log.ts";
 import { workerEntry } from "../../../shared/worker-entry.ts";
 import { acquireWorkerPool, WorkerJobError, type WorkerPool, type WorkerPoolLease } from "../../../shared/worker-pool.ts";
 import { type LogExtent, LogObjectError, ObjectCodec, type ObjectCodecOptions, type ObjectIdentity, type ObjectLayout } from "./log-object.ts";
+import type { VolumeKeys } from "./keys.ts";
+import type { Manifest } from "./manifest.ts";
 import type { sealJobs } from "./seal-jobs.ts";
 
 /** Jobs from this size on go to a worker. */
@@ -114,4 +118,15 @@ export class OffloadedCodec extends ObjectCodec {
     if (retry !== undefined) return await retry();
     throw new Error(`${what}: the sealing worker failed (${e.message}); sealing on the serving thread from now on, the upload is retried`);
   }
+}
+
+/** The codec of volume `storeName` with its manifest's settings and keys; going inline for good is logged as a warning. */
+export function volumeCodec(manifest: Manifest, keys: VolumeKeys | undefined, log: Logger, storeName: string): OffloadedCodec {
+  return new OffloadedCodec({
+    compression: manifest.compression,
+    encryption: manifest.encryption,
+    ...(keys === undefined ? {} : { keys }),
+    chunkSize: manifest.chunkSize,
+    onInline: (reason) => log.log("warn", `objstore ${storeName}: ${reason}`),
+  });
 }
