@@ -15,12 +15,13 @@ import {
   describe,
   type Gauges,
   GROUPS,
+  groupsWithBaseline,
   type RunningServer,
   type ServerName,
   startServer,
 } from "./lib/servers.ts";
 import { makePki } from "../tests/helpers/tls-certs.ts";
-import { coresBusy, machineFacts, processCpuSeconds, quietGate, sampleCpu } from "./lib/sys.ts";
+import { coresBusy, machineFacts, processCpuSeconds, quietGate, run, sampleCpu } from "./lib/sys.ts";
 
 const HELP = `usage: bench/run.sh [options]
 
@@ -57,6 +58,10 @@ ${JOBS.map((j) => `                       ${j.name.padEnd(18)} ${j.kinds ? j.kin
                      package.json taken at start, so edits made by others during a long run cannot mix versions
   --tls              every server with TLS required (usbd-tui --tls require, nbdkit --tls=require) and the same
                      certificates, made with openssl in the scratch directory; clients connect with nbds+unix://
+  --baseline REV     also run each usbd-tui device from git revision REV (its bin/, src/ and package.json, taken
+                     with git archive; node_modules is this checkout's), as the first peer of its group: a paired,
+                     same-run ratio of the code now against REV for every job (issue 14's "no job loses more than
+                     3%" rule), beside the nbdkit ratios
   --aa               A/A check of the harness: nbdkit stands in for usbd-tui, so every ratio should be ~1.0
                      and the spread shows the noise floor
 `;
@@ -82,6 +87,8 @@ interface Options {
   aa: boolean;
   live: boolean;
   tls: boolean;
+  /** --baseline: a git revision whose usbd-tui also runs, as each group's first peer. */
+  baseline?: string;
 }
 
 function parseSize(s: string): number {
@@ -177,6 +184,7 @@ function parseArgs(argv: string[], repo: string): Options {
       case "--aa": o.aa = true; break;
       case "--live": o.live = true; break;
       case "--tls": o.tls = true; break;
+      case "--baseline": o.baseline = value(); break;
       default:
         throw new Error(`unknown option ${arg}\n\n${HELP}`);
     }
@@ -189,6 +197,22 @@ function parseArgs(argv: string[], repo: string): Options {
   return o;
 }
 
+/** The TREE paths of the usbd-tui revision `rev`, unpacked into `dest` with this checkout's node_modules; its commit. */
+async function unpackRevision(repo: string, rev: string, dest: string): Promise<string> {
+  const commit = await run(["git", "-C", repo, "rev-parse", "--verify", `${rev}^{commit}`]);
+  if (commit.code !== 0) throw new Error(`--baseline ${rev}: not a commit of this repository (${commit.stderr.trim()})`);
+  const sha = commit.stdout.trim();
+  mkdirSync(dest, { recursive: true });
+  const archive = join(dest, "tree.tar");
+  const packed = await run(["git", "-C", repo, "archive", "--format=tar", "-o", archive, sha, ...TREE]);
+  if (packed.code !== 0) throw new Error(`--baseline ${rev}: git archive failed: ${packed.stderr.trim()}`);
+  const unpacked = await run(["tar", "-x", "-f", archive, "-C", dest]);
+  if (unpacked.code !== 0) throw new Error(`--baseline ${rev}: tar failed: ${unpacked.stderr.trim()}`);
+  rmSync(archive);
+  symlinkSync(join(repo, "node_modules"), join(dest, "node_modules"));
+  return sha;
+}
+
 function mkdirScratch(dir: string): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -198,6 +222,9 @@ function mkdirScratch(dir: string): string {
 function log(msg: string): void {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
+
+/** What a usbd-tui server needs of a checkout (node_modules aside). */
+const TREE = ["bin", "src", "package.json", "tsconfig.json", "bunfig.toml"];
 
 const jobsFor = (o: Options, kind: DeviceKind): JobSpec[] => o.jobs ?? defaultJobs(kind);
 
@@ -243,11 +270,14 @@ async function main(): Promise<void> {
   if (!o.live) {
     serverRoot = join(o.scratch, "tree");
     mkdirSync(serverRoot, { recursive: true });
-    for (const p of ["bin", "src", "package.json", "tsconfig.json", "bunfig.toml"]) {
+    for (const p of TREE) {
       cpSync(join(repo, p), join(serverRoot, p), { recursive: true });
     }
     symlinkSync(join(repo, "node_modules"), join(serverRoot, "node_modules"));
   }
+  const baselineRoot = o.baseline === undefined ? undefined : join(o.scratch, "baseline");
+  const baselineCommit = o.baseline === undefined ? undefined : await unpackRevision(repo, o.baseline, baselineRoot!);
+  const groups = o.baseline === undefined ? GROUPS : groupsWithBaseline();
   const stamp = facts.date.replace(/[:.]/g, "-").slice(0, 19);
   const resultsPath = join(o.out, `bench-${stamp}.json`);
   const rows: RecordRow[] = [];
@@ -260,6 +290,7 @@ async function main(): Promise<void> {
       JSON.stringify(
         {
           facts,
+          ...(baselineCommit ? { baselineCommit } : {}),
           options: { ...o, jobs: Object.fromEntries(o.devices.map((k) => [k, jobsFor(o, k).map((j) => j.name)])) },
           policy,
           servers,
@@ -291,12 +322,13 @@ async function main(): Promise<void> {
     `jobs ${o.devices.map((k) => `${k}: ${jobsFor(o, k).map((j) => j.name).join(",")}`).join("; ")}; scratch ${o.scratch} (${facts.scratchFs})`);
   log(`results -> ${resultsPath}`);
   if (o.aa) log("A/A mode: nbdkit stands in for usbd-tui");
+  if (baselineCommit) log(`baseline: usbd-tui at ${baselineCommit} (${o.baseline}) runs beside the code now, as NAME@base`);
 
   const tlsDir = o.tls ? makePki(mkdirScratch(join(o.scratch, "pki"))).server : undefined;
   if (tlsDir !== undefined) log(`TLS required on every server, certificates in ${tlsDir}`);
   for (let round = 1; round <= o.rounds; round++) {
     for (const group of o.devices) {
-      const { usbd, peers } = GROUPS[group];
+      const { usbd, peers } = groups[group];
       const order: ServerName[] = round % 2 === 1 ? [usbd, ...peers] : [...peers].reverse().concat(usbd);
       const dir = join(o.scratch, `r${round}-${group}`);
       const up = new Map<ServerName, RunningServer>();
@@ -318,7 +350,8 @@ async function main(): Promise<void> {
         try {
           const s = await startServer(name, { repo: serverRoot, dir, sizeBytes: o.sizeBytes, pin: serverPin, bun: process.execPath,
             standIn: o.aa, dedupCompress: o.dedupCompress, objstoreCfg: s3?.cfgJson(),
-            objstoreArgs: o.objstoreObjsize ? [`--objstore-objsize=${o.objstoreObjsize}`] : [], tls: tlsDir });
+            objstoreArgs: o.objstoreObjsize ? [`--objstore-objsize=${o.objstoreObjsize}`] : [], tls: tlsDir,
+            baselineRepo: baselineRoot });
           running.add(s);
           up.set(name, s);
           servers[name] ??= { command: s.command, uri: s.uri, nbdinfo: await describe(s.uri) };
@@ -403,7 +436,7 @@ async function main(): Promise<void> {
     }
   }
 
-  const summary = summarize(rows);
+  const summary = summarize(rows, groups);
   const failures = rows.filter((r) => !r.ok).length;
   const header = [
     `### usbd-tui vs nbdkit${o.devices.includes("dedup") ? " (dedup device also vs usbd-tui's mem device)" : ""}` +
@@ -412,6 +445,7 @@ async function main(): Promise<void> {
     `- machine: ${facts.cpus} x ${facts.cpuModel}, ${facts.memoryGiB} GiB RAM, Linux ${facts.kernel}`,
     `- bun ${facts.bun}; ${facts.nbdkit}; ${facts.fio}; ${facts.libnbd}; usbd-tui at ${facts.gitCommit}${facts.gitDirty ? ` + uncommitted changes in bin/ src/ (diff ${facts.gitDiffHash})` : ""}${o.live ? " (live tree)" : ""}`,
     `- CPU policy: ${policy}`,
+    ...(baselineCommit ? [`- baseline: each usbd-tui device also ran from ${baselineCommit.slice(0, 7)} (${o.baseline}) as NAME@base, in the same rounds`] : []),
     ...(o.aa ? ["- **A/A check: nbdkit stood in for usbd-tui; these ratios measure the harness, not usbd-tui**"] : []),
     `- ${o.rounds} rounds, ${o.runtime} s per job after ${o.ramp} s ramp, ${o.sizeBytes / 2 ** 30} GiB exports prefilled by 1M writes ` +
       `of fixed random content and a flush${o.dedupCompress ? `; dedup --dedup-compress=${o.dedupCompress}` : ""}` +
@@ -419,7 +453,7 @@ async function main(): Promise<void> {
         `--objstore-objsize=${o.objstoreObjsize ?? "default (4MiB)"}, every export of the group read once before timing` : ""}; ` +
       `files on ${o.scratch} (${facts.scratchFs})${failures ? `; **${failures} failed measurements**` : ""}`,
   ];
-  const md = markdown(summary, header);
+  const md = markdown(summary, header, groups);
   save({ summary, markdown: md });
   process.stdout.write(`\n${md}\n\nraw results: ${resultsPath}\n`);
   const unclean = stops.filter((s) => !s.clean);

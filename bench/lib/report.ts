@@ -3,7 +3,7 @@
  * performance targets.
  */
 import { JOBS, type Measurement, type Metric } from "./jobs.ts";
-import { type DeviceKind, GROUPS, type Gauges, type ServerName } from "./servers.ts";
+import { type DeviceKind, type Group, GROUPS, type Gauges, type ServerName } from "./servers.ts";
 
 /** One job run against one server in one round. */
 export interface RecordRow {
@@ -212,10 +212,10 @@ function summarizeCache(rows: RecordRow[]): CacheSummary | undefined {
   };
 }
 
-export function summarize(rows: RecordRow[]): Partial<Record<DeviceKind, JobSummary[]>> {
+export function summarize(rows: RecordRow[], groups: Readonly<Record<DeviceKind, Group>> = GROUPS): Partial<Record<DeviceKind, JobSummary[]>> {
   const out: Partial<Record<DeviceKind, JobSummary[]>> = {};
-  for (const group of Object.keys(GROUPS) as DeviceKind[]) {
-    const { usbd, peers } = GROUPS[group];
+  for (const group of Object.keys(groups) as DeviceKind[]) {
+    const { usbd, peers } = groups[group];
     const jobs: JobSummary[] = [];
     for (const spec of JOBS) {
       const mine = rows.filter((r) => r.group === group && r.job === spec.name);
@@ -283,13 +283,17 @@ function fmtMet(j: JobSummary): string {
 const fmtBytes = (v: number): string => (Number.isFinite(v) ? `${(v / 2 ** 30).toFixed(2)} GiB` : "-");
 
 /** The Markdown report: per device group a results table, a detail table and, for a dedup store, a store table. */
-export function markdown(summary: Partial<Record<DeviceKind, JobSummary[]>>, header: string[]): string {
+export function markdown(
+  summary: Partial<Record<DeviceKind, JobSummary[]>>,
+  header: string[],
+  groups: Readonly<Record<DeviceKind, Group>> = GROUPS,
+): string {
   const lines: string[] = [...header, ""];
   let stores = false;
   let caches = false;
   for (const group of Object.keys(summary) as DeviceKind[]) {
     const jobs = summary[group] ?? [];
-    const { usbd, peers } = GROUPS[group];
+    const { usbd, peers } = groups[group];
     const members = [usbd, ...peers];
     const single = peers.length === 1;
     const row = (cells: string[]) => `| ${cells.join(" | ")} |`;

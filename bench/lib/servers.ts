@@ -10,7 +10,15 @@ import { run } from "./sys.ts";
 
 export type DeviceKind = "mem" | "file" | "dedup" | "objstore";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["mem", "file", "dedup", "objstore"];
-export type ServerName = "usbd-mem" | "nbdkit-memory" | "usbd-file" | "nbdkit-file" | "usbd-dedup" | "usbd-objstore";
+type UsbdServer = "usbd-mem" | "usbd-file" | "usbd-dedup" | "usbd-objstore";
+/** A server of the run: `NAME@base` is usbd-tui's NAME started from the baseline revision (bench --baseline). */
+export type ServerName = UsbdServer | "nbdkit-memory" | "nbdkit-file" | `${UsbdServer}@base`;
+
+/** A device kind's usbd-tui server and the peers it is compared with. */
+export interface Group {
+  readonly usbd: ServerName;
+  readonly peers: readonly ServerName[];
+}
 
 /**
  * A device kind's group: the usbd-tui device under test and the peers it is compared with, in the same round, one
@@ -18,12 +26,27 @@ export type ServerName = "usbd-mem" | "nbdkit-memory" | "usbd-file" | "nbdkit-fi
  * nbdkit's memory plugin; the objstore device (reads from a warm local cache) with usbd-tui's own file device (the
  * issue's yardstick) and nbdkit's file plugin.
  */
-export const GROUPS: Record<DeviceKind, { readonly usbd: ServerName; readonly peers: readonly ServerName[] }> = {
+export const GROUPS: Readonly<Record<DeviceKind, Group>> = {
   mem: { usbd: "usbd-mem", peers: ["nbdkit-memory"] },
   file: { usbd: "usbd-file", peers: ["nbdkit-file"] },
   dedup: { usbd: "usbd-dedup", peers: ["usbd-mem", "nbdkit-memory"] },
   objstore: { usbd: "usbd-objstore", peers: ["usbd-file", "nbdkit-file"] },
 };
+
+/**
+ * The groups of a run that also measures a baseline revision: each usbd-tui device's own build from that revision
+ * comes first among its peers, so every round gives a paired ratio against the same device's older code.
+ */
+export function groupsWithBaseline(): Readonly<Record<DeviceKind, Group>> {
+  const out = {} as Record<DeviceKind, Group>;
+  for (const kind of DEVICE_KINDS) {
+    const { usbd, peers } = GROUPS[kind];
+    out[kind] = { usbd, peers: [`${usbd as UsbdServer}@base`, ...peers] };
+  }
+  return out;
+}
+
+const BASE_SUFFIX = "@base";
 
 /** How the dedup device stores new blocks (its --dedup-compress). */
 export type DedupCompress = "lz4" | "none";
@@ -51,6 +74,10 @@ export interface StartOptions {
    * encryption is the same.
    */
   readonly tls?: string;
+  /** Where the baseline revision's bin/ and src/ are (bench --baseline): the root `NAME@base` servers run from. */
+  readonly baselineRepo?: string;
+  /** usbd-tui's --store-name (default "bench"); the baseline's differs, as its objstore volume shares the s3rver. */
+  readonly storeName?: string;
 }
 
 /** `launch` with TLS required, as each server spells it. */
@@ -102,6 +129,12 @@ interface Launch {
 const STATS_INTERVAL_S = 1;
 
 function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
+  if (name.endsWith(BASE_SUFFIX)) {
+    if (o.baselineRepo === undefined) throw new Error(`${name} needs a baseline revision (--baseline)`);
+    // Its own directory, so that its image or store never meets the current build's.
+    const own = name.slice(0, -BASE_SUFFIX.length) as UsbdServer;
+    return commandFor(own, { ...o, repo: o.baselineRepo, dir: join(o.dir, "base"), storeName: "bench-base" }, sock);
+  }
   const size = o.sizeBytes;
   if (o.standIn && (name === "usbd-mem" || name === "usbd-dedup")) return commandFor("nbdkit-memory", o, sock);
   if (o.standIn && (name === "usbd-file" || name === "usbd-objstore")) {
@@ -124,7 +157,7 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
       rmSync(join(store, "bench.img"), { force: true });
       return {
         cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=file", `--store-size=${sizeForUsbd(size)}`,
-          `--store-dir=${store}`, "--store-name=bench", "--listen", `unix:${sock}`],
+          `--store-dir=${store}`, `--store-name=${o.storeName ?? "bench"}`, "--listen", `unix:${sock}`],
         uriFromStdout: true,
         store,
       };
@@ -136,7 +169,7 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
       mkdirSync(store, { recursive: true });
       return {
         cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=dedup", `--store-size=${sizeForUsbd(size)}`,
-          `--store-dir=${store}`, "--store-name=bench", ...(o.dedupCompress ? [`--dedup-compress=${o.dedupCompress}`] : []),
+          `--store-dir=${store}`, `--store-name=${o.storeName ?? "bench"}`, ...(o.dedupCompress ? [`--dedup-compress=${o.dedupCompress}`] : []),
           "--json", `--stats-interval=${STATS_INTERVAL_S}`, "--listen", `unix:${sock}`],
         uriFromStdout: true,
         store,
@@ -154,7 +187,7 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
       mkdirSync(store, { recursive: true });
       return {
         cmd: [o.bun, join(o.repo, "bin/usbd-tui.ts"), "--headless", "--dev-type=objstore", `--store-size=${sizeForUsbd(size)}`,
-          `--store-dir=${store}`, "--store-name=bench", "--objstore-kind=s3", `--objstore-cfg=${o.objstoreCfg}`,
+          `--store-dir=${store}`, `--store-name=${o.storeName ?? "bench"}`, "--objstore-kind=s3", `--objstore-cfg=${o.objstoreCfg}`,
           "--objstore-flush-mode=remote", ...(o.objstoreArgs ?? []),
           "--json", `--stats-interval=${STATS_INTERVAL_S}`, "--listen", `unix:${sock}`],
         uriFromStdout: true,
@@ -172,6 +205,8 @@ function commandFor(name: ServerName, o: StartOptions, sock: string): Launch {
       truncateSync(image, size);
       return { cmd: ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image], uriFromStdout: false, store: image };
     }
+    default:
+      throw new Error(`unknown server ${name}`);
   }
 }
 
