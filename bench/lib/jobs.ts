@@ -22,6 +22,12 @@ export interface JobSpec {
   readonly rewrite?: true;
   /** Runs on an emptied export: one trim of all of it first (a dedup store then holds nothing, as a fresh one). */
   readonly fresh?: true;
+  /**
+   * The same work as the job of this name, run again after the large-block jobs in the same server process: the
+   * report gives each server's rate here against its rate in that earlier job (a server that slows down once it
+   * has served large requests shows a ratio below 1).
+   */
+  readonly repeatOf?: string;
   /** The device kinds that run this job when --jobs does not choose (default: all). */
   readonly kinds?: readonly DeviceKind[];
 }
@@ -56,6 +62,23 @@ export const JOBS: readonly JobSpec[] = [
     metric: "bw",
     fio: { rw: "write", bs: "1M", qd: 8 },
     kinds: ["mem", "file", "dedup"],
+  },
+  // The 4k QD32 jobs again, now that the server has served 1M reads, an nbdcopy and 1M writes (issue 19).
+  {
+    name: "randread-4k-qd32-late",
+    title: "4k random read, QD32, after the large jobs",
+    metric: "iops",
+    fio: { rw: "randread", bs: "4k", qd: 32 },
+    repeatOf: "randread-4k-qd32",
+    kinds: ["mem", "file"],
+  },
+  {
+    name: "randwrite-4k-qd32-late",
+    title: "4k random write, QD32, after the large jobs",
+    metric: "iops",
+    fio: { rw: "randwrite", bs: "4k", qd: 32 },
+    repeatOf: "randwrite-4k-qd32",
+    kinds: ["mem", "file"],
   },
   // Last: its trim of the whole export would change what the jobs after it write into.
   {

@@ -105,6 +105,16 @@ export interface PeerSummary {
   ratioMax: number | null;
 }
 
+/** A repeated job (JobSpec.repeatOf): one server's rate in it against its rate in the earlier job, per round. */
+export interface LateSummary {
+  server: ServerName;
+  earlier: string;
+  ratios: number[];
+  ratio: number | null;
+  ratioMin: number | null;
+  ratioMax: number | null;
+}
+
 export interface JobSummary {
   job: string;
   metric: Metric;
@@ -120,7 +130,16 @@ export interface JobSummary {
   store?: StoreSummary;
   /** ...or an objstore device's cache and transfers. */
   cache?: CacheSummary;
+  /** For a repeated job: every server's rate here against the earlier job's. */
+  late?: LateSummary[];
 }
+
+const spread = (ratios: number[]) => ({
+  ratios,
+  ratio: ratios.length ? median(ratios) : null,
+  ratioMin: ratios.length ? Math.min(...ratios) : null,
+  ratioMax: ratios.length ? Math.max(...ratios) : null,
+});
 
 /**
  * What an objstore device's cache did during a job, from its gauges (median over rounds): the cache's size after
@@ -226,15 +245,22 @@ export function summarize(rows: RecordRow[], groups: Readonly<Record<DeviceKind,
       const peerSummaries = peers.map((server): PeerSummary => {
         const b = byRound(server);
         const ratios = [...a.keys()].filter((k) => b.has(k) && b.get(k)! > 0).sort((x, y) => x - y).map((k) => a.get(k)! / b.get(k)!);
-        return {
-          server,
-          summary: summarizeServer(mine.filter((r) => r.server === server), spec.metric),
-          ratios,
-          ratio: ratios.length ? median(ratios) : null,
-          ratioMin: ratios.length ? Math.min(...ratios) : null,
-          ratioMax: ratios.length ? Math.max(...ratios) : null,
-        };
+        return { server, summary: summarizeServer(mine.filter((r) => r.server === server), spec.metric), ...spread(ratios) };
       });
+      const earlier = spec.repeatOf;
+      const late =
+        earlier === undefined
+          ? undefined
+          : [usbd, ...peers].map((server): LateSummary => {
+              const now = byRound(server);
+              const before = new Map(
+                rows
+                  .filter((r) => r.group === group && r.job === earlier && r.server === server && r.ok && r.result)
+                  .map((r) => [r.round, metricOf(spec.metric, r.result!)]),
+              );
+              const ratios = [...now.keys()].filter((k) => (before.get(k) ?? 0) > 0).sort((x, y) => x - y).map((k) => now.get(k)! / before.get(k)!);
+              return { server, earlier, ...spread(ratios) };
+            });
       const usbdSummary = summarizeServer(mine.filter((r) => r.server === usbd), spec.metric);
       const target = TARGETS[group][spec.name] ?? null;
       const ratio = target && peerSummaries.find((p) => p.server === target.against)?.ratio;
@@ -251,6 +277,7 @@ export function summarize(rows: RecordRow[], groups: Readonly<Record<DeviceKind,
         noisyRounds: [...new Set(mine.filter((r) => (r.otherCores ?? 0) > NOISY_CORES).map((r) => r.round))].sort((x, y) => x - y),
         ...(group === "dedup" ? { store: summarizeStore(mine.filter((r) => r.server === usbd)) } : {}),
         ...(group === "objstore" ? { cache: summarizeCache(mine.filter((r) => r.server === usbd)) } : {}),
+        ...(late ? { late } : {}),
       });
     }
     if (jobs.length) out[group] = jobs;
@@ -291,6 +318,7 @@ export function markdown(
   const lines: string[] = [...header, ""];
   let stores = false;
   let caches = false;
+  let lateTable = false;
   for (const group of Object.keys(summary) as DeviceKind[]) {
     const jobs = summary[group] ?? [];
     const { usbd, peers } = groups[group];
@@ -346,6 +374,24 @@ export function markdown(
       );
     }
     lines.push("");
+    const repeated = jobs.filter((j) => j.late);
+    if (repeated.length) {
+      lateTable = true;
+      lines.push(row(["job", "against", ...members.map((m) => `${m} late/earlier (median)`), "min-max per server"]));
+      lines.push(`|---|---|${members.map(() => "---:|").join("")}---|`);
+      for (const j of repeated) {
+        const late = j.late!;
+        lines.push(
+          row([
+            j.job,
+            late[0]!.earlier,
+            ...late.map((l) => f(l.ratio, 2, "x")),
+            late.map((l) => `${f(l.ratioMin, 2)}-${f(l.ratioMax, 2)}`).join(", "),
+          ]),
+        );
+      }
+      lines.push("");
+    }
     const withStore = jobs.filter((j) => j.store);
     if (withStore.length) {
       stores = true;
@@ -402,6 +448,11 @@ export function markdown(
       "other load = box CPU (tick-sampled /proc/stat) not used by server or client, in cores (worst of the medians, " +
       "floored at 0; tick sampling under-counts at QD1); noisy rounds = rounds where any server saw > " +
       `${NOISY_CORES} cores of other load (another process competed).` +
+      (lateTable
+        ? " Late table: a job repeated after the large-block jobs in the same server process, as each server's rate " +
+          "there against its own rate in the earlier job of the same round (below 1: the server got slower once it " +
+          "had served large requests)."
+        : "") +
       (stores
         ? " Store table: the dedup device's own gauges (JSON stats) after each job, medians over rounds; new unique " +
           "blocks and map/index changes (its \"unflushed changes\" gauge; the prefill ended with a flush) are the change " +
