@@ -17,6 +17,7 @@ import { redact } from "../../src/devices/objstore/store/redact.ts";
 import { S3ObjectStore } from "../../src/devices/objstore/store/s3.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 import { bytes, collect, failure, storeConformance, type StoreTarget } from "./store-conformance.ts";
+import { CUT_OBJECT, startCuttingServer } from "../helpers/cutting-server.ts";
 import { deadPort } from "../helpers/ports.ts";
 import { S3RVER_KEY, s3ServerConfig, s3ServerConfigJson, startS3Server, type S3Server } from "../helpers/s3-server.ts";
 
@@ -146,40 +147,21 @@ describe("s3 store: failures", () => {
     expect({ listed: await collect(store.list("vol/")), got: await store.get("vol/log/1") }).toEqual({ listed: [], got: undefined });
   });
 
-  // A hand-made HTTP server, because s3rver cannot be made to cut a body off: it answers each GET with the headers of
-  // a 64-byte object, and the first `cut` times closes the connection after 10 bytes of it.
-  async function cuttingServer(cut: number): Promise<{ endpoint: string; gets: () => number; close: () => void }> {
-    let gets = 0;
-    const body = Buffer.alloc(64, 7);
-    const server = net.createServer((socket) => {
-      socket.on("data", (chunk) => {
-        if (!chunk.toString("latin1").startsWith("GET ")) return;
-        gets++;
-        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nETag: "abc"\r\nContent-Type: application/octet-stream\r\n\r\n`);
-        if (gets <= cut) {
-          socket.write(body.subarray(0, 10));
-          setTimeout(() => socket.destroy(), 20);
-        } else socket.write(body);
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    return { endpoint: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, gets: () => gets, close: () => server.close() };
-  }
-
+  // A hand-made HTTP server (tests/helpers/cutting-server.ts), because s3rver cannot be made to cut a body off.
   test("a body cut off once is fetched again (the SDK's retry covers only the request)", async () => {
-    const cutter = await cuttingServer(1);
+    const cutter = await startCuttingServer({ cut: 1 });
     try {
-      const got = await s3Store("contract", { endpoint: cutter.endpoint }).get("vol/log/1");
-      expect({ body: got?.body, etag: got?.etag, gets: cutter.gets() }).toEqual({ body: new Uint8Array(64).fill(7), etag: "abc", gets: 2 });
+      const got = await s3Store("contract", { endpoint: cutter.url }).get("vol/log/1");
+      expect({ body: got?.body, etag: got?.etag, gets: cutter.gets() }).toEqual({ body: new Uint8Array(CUT_OBJECT), etag: "abc", gets: 2 });
     } finally {
       cutter.close();
     }
   });
 
   test("a body cut off twice: a retryable error naming the key, not a short object", async () => {
-    const cutter = await cuttingServer(2);
+    const cutter = await startCuttingServer({ cut: 2 });
     try {
-      const error = await failure(s3Store("contract", { endpoint: cutter.endpoint }).get("vol/log/1"));
+      const error = await failure(s3Store("contract", { endpoint: cutter.url }).get("vol/log/1"));
       expect(error.retryable).toBe(true);
       expect(error.message).toMatch(/^object store: get "vol\/log\/1" failed on s3 bucket "contract" at http:\/\/127\.0\.0\.1:\d+: /);
       expect(cutter.gets()).toBe(2);

@@ -8,6 +8,7 @@ import {
   BlobServiceClient,
   RestError,
   StorageSharedKeyCredential,
+  type BlobDownloadResponseParsed,
   type ContainerClient,
   type StoragePipelineOptions,
 } from "@azure/storage-blob";
@@ -58,7 +59,11 @@ interface Classified {
   readonly cause: string;
 }
 
+/** A download's body that did not arrive whole: the stream failed, or ended short of Content-Length. */
+class CutBody extends Error {}
+
 function classify(err: unknown): Classified {
+  if (err instanceof CutBody) return { kind: "unavailable", cause: err.message };
   const e = err as { statusCode?: unknown; code?: unknown; details?: { errorCode?: unknown }; message?: unknown; name?: unknown } | null;
   const status = typeof e?.statusCode === "number" ? e.statusCode : undefined;
   const detailCode = typeof e?.details?.errorCode === "string" ? e.details.errorCode : undefined;
@@ -78,20 +83,26 @@ function classify(err: unknown): Classified {
   return { kind, status, code, cause };
 }
 
+/** All `expected` bytes of a download's body, or a CutBody when the stream fails or ends with fewer or more. */
 async function readAll(stream: NodeJS.ReadableStream | undefined, expected: number): Promise<Uint8Array> {
-  if (stream === undefined) return new Uint8Array(0);
   const out = new Uint8Array(expected);
   let filled = 0;
-  const extra: Uint8Array[] = [];
-  for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
-    const piece = typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk;
-    if (filled + piece.byteLength <= out.byteLength && extra.length === 0) {
+  try {
+    for await (const chunk of stream === undefined ? [] : (stream as AsyncIterable<Uint8Array | string>)) {
+      const piece = typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk;
+      if (filled + piece.byteLength > expected) throw new CutBody(`the answer's body ran past its ${expected} bytes (Content-Length)`);
       out.set(piece, filled);
       filled += piece.byteLength;
-    } else extra.push(piece);
+    }
+  } catch (e) {
+    if (e instanceof CutBody) throw e;
+    // The SDK's own stream says "Data corruption failure: received less data than required ..." for a cut body:
+    // the numbers here say that better; any other failure is quoted.
+    const why = String(e instanceof Error ? e.message : e).split("\n")[0]!;
+    throw new CutBody(`the answer's body was cut off after ${filled} of its ${expected} bytes${/^Data corruption failure/.test(why) ? "" : ` (${why})`}`);
   }
-  if (extra.length === 0) return out.subarray(0, filled);
-  return new Uint8Array(Buffer.concat([out.subarray(0, filled), ...extra]));
+  if (filled !== expected) throw new CutBody(`the answer's body ended after ${filled} of its ${expected} bytes (Content-Length)`);
+  return out;
 }
 
 export class AzureObjectStore implements ObjectStore {
@@ -173,19 +184,30 @@ export class AzureObjectStore implements ObjectStore {
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     checkRange("get", key, range);
     if (range !== undefined && range.length === 0) return emptyRange(this, key);
-    try {
-      const blob = this.container.getBlobClient(key);
-      const out = range === undefined ? await blob.download() : await blob.download(range.offset, range.length);
-      const body = await readAll(out.readableStreamBody, out.contentLength ?? 0);
+    // The SDK would resume a cut body up to 5 times, then fail in words no classifier knows; here the stream is not
+    // resumed (maxRetryRequests 0) and a cut body is fetched once more, then a retryable error, as on s3 and swift.
+    for (let attempt = 1; ; attempt++) {
+      let out: BlobDownloadResponseParsed;
+      try {
+        const blob = this.container.getBlobClient(key);
+        out = await blob.download(range?.offset ?? 0, range?.length, { maxRetryRequests: 0 });
+      } catch (e) {
+        const c = classify(e);
+        if (c.code === "BlobNotFound" || (c.status === 404 && c.code !== "ContainerNotFound")) return undefined;
+        // A range that starts at or past the end: the interface's answer is an empty body.
+        if (c.status === 416 && range !== undefined) return emptyRange(this, key);
+        throw this.fail("get", key, e);
+      }
+      let body: Uint8Array;
+      try {
+        body = await readAll(out.readableStreamBody, out.contentLength ?? 0);
+      } catch (e) {
+        if (attempt === 1) continue;
+        throw this.fail("get", key, e);
+      }
       const total = /\/(\d+)$/.exec(out.contentRange ?? "");
       const size = total !== null ? Number(total[1]) : (out.contentLength ?? body.byteLength);
       return { body, etag: bareEtag(out.etag), size };
-    } catch (e) {
-      const c = classify(e);
-      if (c.code === "BlobNotFound" || (c.status === 404 && c.code !== "ContainerNotFound")) return undefined;
-      // A range that starts at or past the end: the interface's answer is an empty body.
-      if (c.status === 416 && range !== undefined) return emptyRange(this, key);
-      throw this.fail("get", key, e);
     }
   }
 

@@ -59,6 +59,9 @@ class SwiftHttpError extends Error {
   }
 }
 
+/** A GET's body that did not arrive whole: the read failed, or ended before Content-Length. Fetched once more. */
+class CutBody extends Error {}
+
 function kindOfStatus(status: number): ObjectStoreErrorKind {
   if (status === 401 || status === 403) return "unauthorised";
   if (status >= 500 || status === 429 || status === 408 || status === 498) return "unavailable";
@@ -74,6 +77,23 @@ async function detailOf(response: Response): Promise<string> {
   const text = await response.text().catch(() => "");
   // Swift answers errors with a short HTML or text page: its words, not its tags.
   return text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim().slice(0, 200);
+}
+
+/** All of `response`'s body, or a CutBody when the read fails or ends short of Content-Length. */
+async function wholeBody(response: Response): Promise<Uint8Array> {
+  let body: Uint8Array;
+  try {
+    body = new Uint8Array(await response.arrayBuffer());
+  } catch (e) {
+    throw new CutBody(`the answer's body was cut off (${e instanceof Error ? e.message : String(e)})`);
+  }
+  // Content-Length counts the encoded bytes; fetch hands back decoded ones (Swift itself never encodes a body).
+  const expected = response.headers.get("content-length");
+  const encoded = (response.headers.get("content-encoding") ?? "identity") !== "identity";
+  if (expected !== null && !encoded && body.byteLength !== Number(expected)) {
+    throw new CutBody(`the answer's body ended after ${body.byteLength} of its ${expected} bytes (Content-Length)`);
+  }
+  return body;
 }
 
 export class SwiftObjectStore implements ObjectStore {
@@ -262,31 +282,40 @@ export class SwiftObjectStore implements ObjectStore {
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     checkRange("get", key, range);
     if (range !== undefined && range.length === 0) return emptyRange(this, key);
-    try {
-      const headers: Record<string, string> = range === undefined ? {} : { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` };
-      const response = await this.request("GET", key, { headers });
-      if (response.status === 404) {
-        await response.body?.cancel();
-        const error = await this.missing("get", key);
-        if (error !== undefined) throw error;
-        return undefined;
+    // A body cut off once the answer had begun (a kept-alive connection the server closed mid-response) is fetched
+    // once more; the second time it is a retryable error, never a short body handed back as the object.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.getOnce(key, range);
+      } catch (e) {
+        if (attempt === 1 && e instanceof CutBody) continue;
+        throw this.fail("get", key, e);
       }
-      if (response.status === 416 && range !== undefined) {
-        await response.body?.cancel();
-        return emptyRange(this, key);
-      }
-      if (!response.ok) throw await this.failure("get", key, response);
-      const body = new Uint8Array(await response.arrayBuffer());
-      const etag = bareEtag(response.headers.get("etag"));
-      const total = /\/(\d+)$/.exec(response.headers.get("content-range") ?? "");
-      if (total !== null) return { body, etag, size: Number(total[1]) };
-      // A 200 to a ranged GET: the whole object came back, so cut the range out here.
-      const size = body.byteLength;
-      if (range === undefined) return { body, etag, size };
-      return { body: body.subarray(Math.min(range.offset, size), Math.min(range.offset + range.length, size)), etag, size };
-    } catch (e) {
-      throw this.fail("get", key, e);
     }
+  }
+
+  private async getOnce(key: string, range: ByteRange | undefined): Promise<GetResult | undefined> {
+    const headers: Record<string, string> = range === undefined ? {} : { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` };
+    const response = await this.request("GET", key, { headers });
+    if (response.status === 404) {
+      await response.body?.cancel();
+      const error = await this.missing("get", key);
+      if (error !== undefined) throw error;
+      return undefined;
+    }
+    if (response.status === 416 && range !== undefined) {
+      await response.body?.cancel();
+      return emptyRange(this, key);
+    }
+    if (!response.ok) throw await this.failure("get", key, response);
+    const body = await wholeBody(response);
+    const etag = bareEtag(response.headers.get("etag"));
+    const total = /\/(\d+)$/.exec(response.headers.get("content-range") ?? "");
+    if (total !== null) return { body, etag, size: Number(total[1]) };
+    // A 200 to a ranged GET: the whole object came back, so cut the range out here.
+    const size = body.byteLength;
+    if (range === undefined) return { body, etag, size };
+    return { body: body.subarray(Math.min(range.offset, size), Math.min(range.offset + range.length, size)), etag, size };
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
