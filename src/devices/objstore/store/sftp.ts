@@ -3,12 +3,14 @@
  * match the configured SHA256 fingerprint (an unknown host is refused, as ssh does with StrictHostKeyChecking).
  * A put writes a temporary file, fsyncs it (fsync@openssh.com) and renames it over the key with
  * posix-rename@openssh.com, so a reader never sees a torn object; a create renames with plain SFTP rename, which
- * OpenSSH does with link(2): it never replaces an existing name, so of racing creates exactly one wins.
+ * OpenSSH does with link(2): it never replaces an existing name, so of racing creates exactly one wins. A get
+ * reads exactly the size the open file had (sftp-requests.ts), and reads once more when that fails.
  */
 import { createHash, randomUUID } from "node:crypto";
 import { Client, type ConnectConfig, type FileEntryWithStats, type SFTPWrapper, type Stats } from "ssh2";
 import { redact } from "./redact.ts";
 import { TEMP_PREFIX, keyParts } from "./common.ts";
+import { ConnectError, ShortRead, call, connectionLost, readExactly, trackRequests, writeAll } from "./sftp-requests.ts";
 import {
   ObjectStoreError,
   checkRange,
@@ -38,9 +40,6 @@ export interface SftpObjectStoreOptions {
   readonly connectTimeoutMs?: number;
 }
 
-/** Bytes per SFTP read or write request, and how many are in flight at once on the channel. */
-const CHUNK = 255 << 10;
-const IN_FLIGHT = 16;
 /** SFTP status codes (draft-ietf-secsh-filexfer-02). */
 const NO_SUCH_FILE = 2;
 const PERMISSION_DENIED = 3;
@@ -60,47 +59,6 @@ function statusOf(err: unknown): number | undefined {
   return typeof code === "number" ? code : undefined;
 }
 
-/** The requests waiting for an answer on each SFTP channel, failed at once when its connection goes. */
-const pending = new WeakMap<SFTPWrapper, Set<(err: Error) => void>>();
-/** An SFTP request answers within this, or the connection counts as dead (a server that stopped answering). */
-const REQUEST_TIMEOUT_MS = 60_000;
-
-/**
- * One SFTP request as a promise. ssh2 does not always answer requests that were in flight when the connection
- * dropped (seen with the server's session process killed mid-upload): those fail when the connection closes, or
- * after REQUEST_TIMEOUT_MS at the latest, so an upload never waits forever.
- */
-function call<T>(sftp: SFTPWrapper, run: (done: (err: Error | null | undefined, value?: T) => void) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const waiting = pending.get(sftp);
-    if (waiting === undefined) return reject(new ConnectError("unavailable", "the connection to the server was lost"));
-    let finished = false;
-    const settle = (err: Error | null | undefined, value?: T): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      waiting.delete(lost);
-      if (err) reject(err);
-      else resolve(value as T);
-    };
-    const lost = (err: Error): void => settle(err);
-    const timer = setTimeout(() => settle(new ConnectError("unavailable", `no answer from the server within ${REQUEST_TIMEOUT_MS / 1000} s`)), REQUEST_TIMEOUT_MS);
-    waiting.add(lost);
-    try {
-      run(settle);
-    } catch (e) {
-      settle(e instanceof Error ? e : new Error(String(e)));
-    }
-  });
-}
-
-/** Fails every request still waiting on `sftp`; later requests on it fail at once. */
-function connectionLost(sftp: SFTPWrapper): void {
-  const waiting = pending.get(sftp);
-  pending.delete(sftp);
-  for (const fail of waiting ?? []) fail(new ConnectError("unavailable", "the connection to the server was lost"));
-}
-
 function etagOf(attrs: { size: number; mtime: number }): string {
   return `${attrs.size.toString(16)}-${attrs.mtime.toString(16)}`;
 }
@@ -108,16 +66,6 @@ function etagOf(attrs: { size: number; mtime: number }): string {
 interface Connection {
   readonly client: Client;
   readonly sftp: SFTPWrapper;
-}
-
-/** A failed connect, with what kind of failure it was (decided by the events that came before it). */
-class ConnectError extends Error {
-  constructor(
-    readonly kind: ObjectStoreErrorKind,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export class SftpObjectStore implements ObjectStore {
@@ -168,8 +116,7 @@ export class SftpObjectStore implements ObjectStore {
           if (err) return fail(new ConnectError("other", `the server refused the sftp subsystem: ${err.message}`));
           settled = true;
           channel = sftp;
-          pending.set(sftp, new Set());
-          sftp.on("close", () => connectionLost(sftp));
+          trackRequests(sftp);
           resolve({ client, sftp });
         });
       });
@@ -217,13 +164,16 @@ export class SftpObjectStore implements ObjectStore {
     const status = statusOf(err);
     const message = err instanceof Error ? err.message : String(err);
     if (err instanceof ConnectError) kind = err.kind;
+    else if (err instanceof ShortRead) kind = "unavailable";
     else if (status === PERMISSION_DENIED) kind = "unauthorised";
     else if (status === NO_CONNECTION || status === CONNECTION_LOST) kind = "unavailable";
     else if (status === undefined && /not connected|no response|closed|ECONN|EPIPE|ETIMEDOUT|timed out|channel/i.test(message)) kind = "unavailable";
     else kind = "other";
-    if (kind === "unavailable") this.dropConnection();
+    // A short read says nothing about the connection, which other calls may be using.
+    if (kind === "unavailable" && !(err instanceof ShortRead)) this.dropConnection();
     let hint = "";
     if (status === PERMISSION_DENIED) hint = `; permission denied: check the owner and mode of ${this.root} on the server`;
+    else if (err instanceof ShortRead) hint = "; read twice, short both times";
     else if (kind === "unavailable") hint = "; is the server reachable?";
     const subject = key === "" ? operation : `${operation} "${key}"`;
     const text = redact(`object store: ${subject} failed on ${this.description}: ${message}${hint}`, this.secrets);
@@ -289,11 +239,7 @@ export class SftpObjectStore implements ObjectStore {
     }
     try {
       const data = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-      await inParallel(Math.ceil(data.byteLength / CHUNK), (i) => {
-        const offset = i * CHUNK;
-        const length = Math.min(CHUNK, data.byteLength - offset);
-        return call<void>(sftp, (done) => sftp.write(handle, data, offset, length, offset, (err) => done(err)));
-      });
+      await writeAll(sftp, handle, data);
       // The etag is size and mtime (SFTP has no inode): a replace within the same second moves mtime past the old.
       const old = await this.statOrUndefined(sftp, file);
       const now = Math.floor(Date.now() / 1000);
@@ -348,40 +294,40 @@ export class SftpObjectStore implements ObjectStore {
   async get(key: string, range?: ByteRange): Promise<GetResult | undefined> {
     const file = this.fileOf("get", key);
     checkRange("get", key, range);
-    try {
-      const sftp = await this.sftp();
-      let handle: Buffer;
+    // A connection lost mid-read, or a file that ends before the size it had when opened: fetched once more (on a
+    // new connection when it was lost), then a retryable error; never part of an object handed back as the object.
+    for (let attempt = 1; ; attempt++) {
+      const progress = { opened: false };
       try {
-        handle = await call<Buffer>(sftp, (done) => sftp.open(file, "r", done));
+        return await this.getOnce(file, range, progress);
       } catch (e) {
-        if (statusOf(e) === NO_SUCH_FILE) return undefined;
-        throw e;
+        const failure = this.fail("get", key, e);
+        // Only a read under way is tried again: a server that refuses connections is not asked twice per call.
+        if (attempt === 1 && progress.opened && failure.kind === "unavailable") continue;
+        throw failure;
       }
-      try {
-        const st = await call<Stats>(sftp, (done) => sftp.fstat(handle, done));
-        if (!st.isFile()) return undefined;
-        const start = Math.min(range?.offset ?? 0, st.size);
-        const end = range === undefined ? st.size : Math.min(start + range.length, st.size);
-        const body = Buffer.alloc(end - start);
-        let short = body.byteLength;
-        await inParallel(Math.ceil(body.byteLength / CHUNK), async (i) => {
-          const offset = i * CHUNK;
-          const length = Math.min(CHUNK, body.byteLength - offset);
-          for (let done = 0; done < length; ) {
-            const n = await call<number>(sftp, (cb) => sftp.read(handle, body, offset + done, length - done, start + offset + done, (err, bytes) => cb(err, bytes)));
-            if (n === 0) {
-              short = Math.min(short, offset + done); // the file shrank under us: keep what is there
-              break;
-            }
-            done += n;
-          }
-        });
-        return { body: new Uint8Array(body.buffer, body.byteOffset, short), etag: etagOf(st), size: st.size };
-      } finally {
-        await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
-      }
+    }
+  }
+
+  private async getOnce(file: string, range: ByteRange | undefined, progress: { opened: boolean }): Promise<GetResult | undefined> {
+    const sftp = await this.sftp();
+    let handle: Buffer;
+    try {
+      handle = await call<Buffer>(sftp, (done) => sftp.open(file, "r", done));
     } catch (e) {
-      throw this.fail("get", key, e);
+      if (statusOf(e) === NO_SUCH_FILE) return undefined;
+      throw e;
+    }
+    progress.opened = true;
+    try {
+      const st = await call<Stats>(sftp, (done) => sftp.fstat(handle, done));
+      if (!st.isFile()) return undefined;
+      const start = Math.min(range?.offset ?? 0, st.size);
+      const end = range === undefined ? st.size : Math.min(start + range.length, st.size);
+      const body = await readExactly(sftp, handle, start, end - start, st.size);
+      return { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength), etag: etagOf(st), size: st.size };
+    } finally {
+      await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
     }
   }
 
@@ -449,22 +395,4 @@ export class SftpObjectStore implements ObjectStore {
     this.closed = true;
     this.dropConnection();
   }
-}
-
-/** Runs `task(0 .. count-1)` with at most IN_FLIGHT at once; rejects with the first failure once all have settled. */
-async function inParallel(count: number, task: (index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async (): Promise<void> => {
-    while (next < count && failed === undefined) {
-      const index = next++;
-      try {
-        await task(index);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, count) }, worker));
-  if (failed !== undefined) throw failed;
 }
