@@ -9,6 +9,7 @@
  * object layout or gauges, so they hold for any objstore format.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters } from "@azure/storage-blob";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, type AzuriteServer } from "../helpers/azurite-server.ts";
@@ -63,14 +64,14 @@ const cases: BackendCase[] = [
     kind: "swift",
     label: "swift (auth v1) on Debian's Swift",
     config: (name, wrong) => ({ auth_url: swift!.authUrl, user: SWIFT_USER, key: wrong ? WRONG : SWIFT_KEY, container: name }),
-    secrets: () => [],
+    secrets: () => [SWIFT_KEY],
     server: () => swift!,
   },
   {
     kind: "s3",
     label: "s3 on Swift's s3api (SigV4 checked)",
     config: (name, wrong) => ({ access_key_id: SWIFT_USER, secret_key: wrong ? WRONG : SWIFT_KEY, endpoint: swift!.url, region: "us-east-1", bucket: `s3-${name}` }),
-    secrets: () => [],
+    secrets: () => [SWIFT_KEY],
     server: () => swift!,
   },
   {
@@ -173,3 +174,25 @@ for (const c of cases) {
     });
   });
 }
+
+describe.skipIf(skip !== undefined)("objstore volume in azure on azurite, with a SAS token", () => {
+  // A SAS signed with another key: azurite refuses it. Its signature must show nowhere, with or without --json.
+  test("a refused SAS token: exit 2, and its signature in no output", async () => {
+    const wrongKey = Buffer.from(WRONG.repeat(3)).toString("base64");
+    const sas = generateBlobSASQueryParameters(
+      { containerName: "wrong-sas", permissions: ContainerSASPermissions.parse("racwdl"), expiresOn: new Date(Date.now() + 3600_000) },
+      new StorageSharedKeyCredential(AZURITE_ACCOUNT, wrongKey),
+    ).toString();
+    const signature = new URLSearchParams(sas).get("sig")!;
+    const dir = join(work, "wrong-sas");
+    mkdirSync(dir, { recursive: true });
+    const cfg = JSON.stringify({ sas, endpoint: azurite!.endpoint, container: "wrong-sas" });
+    const cmd = [...CLI, "--headless", "--dev-type=objstore", `--store-dir=${dir}`, "--store-size=64MiB", "--listen", `unix:${join(dir, "s.sock")}`, "--objstore-kind=azure", "--objstore-cfg", cfg];
+    for (const json of [[], ["--json", "--stats-interval", "1"]]) {
+      const r = await runResult([...cmd, ...json], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(2);
+      const printed = r.stdout + r.stderr;
+      for (const secret of [signature, encodeURIComponent(signature), wrongKey, AZURITE_KEY]) expect(printed.includes(secret)).toBe(false);
+    }
+  });
+});

@@ -13,9 +13,12 @@ import type { ObjectStoreConfig } from "../../src/devices/objstore/store/config.
 import { freePort } from "./ports.ts";
 import { watch, type Watched } from "./process.ts";
 
-/** The tempauth account and users; through s3api the access key is `account:user` and the secret is the key. */
+/**
+ * The tempauth account and users; through s3api the access key is `account:user` and the secret is the key. The
+ * key is no plain word, so that the suites can check it appears in nothing a daemon prints.
+ */
 export const SWIFT_USER = "test:tester";
-export const SWIFT_KEY = "testing";
+export const SWIFT_KEY = "testing-Sw1ft-key-5e7a";
 
 export interface SwiftServer {
   /** The proxy's base URL: `http://127.0.0.1:<port>`. */
