@@ -4,6 +4,7 @@
  * than this one means a second daemon, which is refused before anything is opened.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { processAlive } from "../shared/process-alive.ts";
 
 export class PidFileError extends Error {}
 
@@ -13,16 +14,6 @@ function readPid(path: string): number | undefined {
     return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** Whether process `pid` exists (EPERM: it does, owned by someone else). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -23,6 +23,7 @@ export const CTL_USAGE = [
   "  flush [NAME]             flush one device, or every device",
   "  trim NAME                fstrim a mounted kernel device, or reclaim space inside the device",
   "  detach NAME [--force]    flush, disconnect and close one device; the others keep serving",
+  "  snapshot NAME SNAPSHOT   a named snapshot of a serving objstore volume, without stopping it",
   "  stop [--force]           shut the daemon down in the safe order (--force: even with clients connected)",
   "  events [--last N]        stream the daemon's events as they happen (the last N kept ones first)",
 ].join("\n");
@@ -156,6 +157,12 @@ export async function runCtl(argv: readonly string[], io: CtlIo): Promise<number
       case "detach": {
         const r = await client.request({ command: "detach", device: need(args.words, 1, "a device name"), force: args.force });
         print(r, () => `${r.device}: detached (flushed, disconnected and closed)`);
+        return 0;
+      }
+      case "snapshot": {
+        const device = need(args.words, 1, "a device name and a snapshot name");
+        const r = await client.request({ command: "create-snapshot", device, name: need(args.words, 2, "a snapshot name after the device name") });
+        print(r, () => `snapshot ${r.device}@${r.name} created (${r.createdAt})`);
         return 0;
       }
       case "stop": {

@@ -1,8 +1,9 @@
 /**
  * `usbd-tui snapshot create|list|delete [NAME] --store-dir DIR --store-name VOL --objstore-kind ... --objstore-cfg ...`:
- * snapshots of a stopped objstore volume. `create` opens the volume as its writer (so it is refused, exit 2, while
- * a daemon serves it: there is no control path into a running daemon yet), records a checkpoint of
- * everything written and names it; `list` and `delete` need only the store. A snapshot is opened read-only with
+ * snapshots of an objstore volume. `create` on a stopped volume opens it as its writer, records a checkpoint of
+ * everything written and names it; on a volume a daemon on this machine serves (under the export name, by default
+ * the store name) it asks that daemon through its control socket, which does the same without stopping; `list` and
+ * `delete` need only the store. A snapshot is opened read-only with
  * `--objstore-snapshot NAME`, or cloned into a new volume with `--objstore-clone-of VOL@NAME`.
  * Exit codes: 0 done, 1 the store or volume failed, 2 a usage error (a bad name, a name in use, a snapshot a clone
  * needs, the volume in use).
@@ -13,6 +14,8 @@ import { checkSnapshotName, deleteSnapshot, listSnapshots } from "../devices/obj
 import { KeyError } from "../devices/objstore/codec/keys.ts";
 import { ObjectStoreConfigError, openObjectStore, parseObjectStoreConfig } from "../devices/objstore/store/config.ts";
 import { StoreLockedError } from "../devices/locked-file.ts";
+import { ControlClient } from "../app/control/client.ts";
+import { findServingDaemon } from "../app/control/find-device.ts";
 import { parseFlags, UsageError, type CliOptions } from "./flags.ts";
 
 export interface SnapshotIo {
@@ -78,11 +81,28 @@ export async function runSnapshot(argv: readonly string[], io: SnapshotIo): Prom
     return 0;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
-    if (e instanceof LeaseHeldError || e instanceof StoreLockedError) {
-      io.err(`usbd-tui: ${message}. Stop the daemon first: this version has no control path to snapshot a running volume`);
-      return 2;
-    }
+    if ((e instanceof LeaseHeldError || e instanceof StoreLockedError) && action === "create") return await createThroughDaemon(options, name!, message, io);
     io.err(`usbd-tui: ${message}`);
     return e instanceof SnapshotError || e instanceof ObjectStoreConfigError || e instanceof KeyError ? 2 : 1;
+  }
+}
+
+/** `create` on a volume a daemon holds: through the daemon on this machine that serves it, if there is one. */
+async function createThroughDaemon(options: CliOptions, name: string, busy: string, io: SnapshotIo): Promise<number> {
+  const daemon = await findServingDaemon(options.exportName, "objstore");
+  if (daemon === undefined) {
+    io.err(`usbd-tui: ${busy}. No daemon on this machine serves it as export "${options.exportName}": stop the daemon that holds it, or pass --export-name (or run \`usbd-tui ctl --control PATH snapshot DEVICE ${name}\` against it)`);
+    return 2;
+  }
+  const client = await ControlClient.connect(daemon.control);
+  try {
+    const r = await client.request({ command: "create-snapshot", device: options.exportName, name });
+    io.out(options.json ? JSON.stringify({ type: "snapshot", action: "create", volume: options.storeName, name: r.name, createdAt: r.createdAt, daemon: daemon.pid }) : `snapshot ${options.storeName}@${r.name} created by the serving daemon (pid ${daemon.pid}, ${r.createdAt})`);
+    return 0;
+  } catch (error) {
+    io.err(`usbd-tui: the serving daemon (pid ${daemon.pid}) refused the snapshot: ${error instanceof Error ? error.message : String(error)}`);
+    return error instanceof Error && /already has a snapshot/.test(error.message) ? 2 : 1;
+  } finally {
+    client.close();
   }
 }

@@ -106,6 +106,13 @@ export interface ReclaimResult {
   readonly detail: string;
 }
 
+/** What `createSnapshot` made. */
+export interface NamedSnapshot {
+  readonly name: string;
+  /** ISO 8601. */
+  readonly createdAt: string;
+}
+
 export interface BlockDevice {
   /** A short kind name shown to users ("mem", "file", ...). */
   readonly kind: string;
@@ -158,6 +165,13 @@ export interface BlockDevice {
    * reports that there was nothing to reclaim.
    */
   reclaim?(): MaybePromise<ReclaimResult>;
+
+  /**
+   * Records a named, read-only point-in-time copy of everything written before the call, kept by the device's own
+   * store (objstore: a checkpoint that garbage collection preserves). Optional: the engine refuses the request for
+   * a device without it. It may flush on the way.
+   */
+  createSnapshot?(name: string): Promise<NamedSnapshot>;
 
   /**
    * Accepted data not yet in the device's final store, if any (undefined or 0 bytes: everything is there). Also

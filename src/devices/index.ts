@@ -100,7 +100,7 @@ export const deviceKinds = {
     },
   },
   objstore: {
-    description: "segments in S3 (or a directory) behind a local write-back cache; lz4, AES-GCM",
+    description: "a log of immutable objects in S3, Azure, Swift, SFTP or a directory, behind a local cache; lz4, AES-GCM",
     persistent: true,
     create: (o: DeviceOptions) =>
       openObjstoreDevice({

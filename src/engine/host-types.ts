@@ -19,6 +19,7 @@ export type HostEventKind =
   | "attached"
   | "flushed"
   | "trimmed"
+  | "snapshot"
   | "detached"
   | "refused"
   | "error"

@@ -3,7 +3,7 @@
  * stop) and watches (snapshots with state, running action, last error and clients; numbered events). Shutdown
  * always goes in the safe order: stop serving and finish in-flight requests, flush, then close.
  */
-import type { BlockDevice, DeviceNotice, DeviceStats, UnsettledData } from "../devices/device.ts";
+import type { BlockDevice, DeviceNotice, DeviceStats, NamedSnapshot, UnsettledData } from "../devices/device.ts";
 import { formatSize } from "../shared/format-size.ts";
 import type { Logger } from "../shared/log.ts";
 import type { ListenAddress } from "./address.ts";
@@ -216,6 +216,22 @@ export class Host {
       throw error;
     } finally {
       end();
+    }
+  }
+
+  /** A named snapshot of a serving device (objstore), taken without stopping it; a "snapshot" event reports it. */
+  async createSnapshot(name: string, snapshotName: string): Promise<NamedSnapshot> {
+    const hosted = this.find(name);
+    if (hosted.state === "detached" || hosted.state === "detaching") throw new Error(`${name} is ${hosted.state}; there is nothing to snapshot`);
+    const device = hosted.device;
+    if (device.createSnapshot === undefined) throw new Error(`${name} is a ${device.kind} device, which takes no snapshots (objstore volumes do)`);
+    try {
+      const made = await device.createSnapshot(snapshotName);
+      this.emit(name, "snapshot", `snapshot ${made.name} created (${made.createdAt})`);
+      return made;
+    } catch (error) {
+      this.emit(name, "error", `snapshot ${snapshotName} failed: ${errorMessage(error)}`);
+      throw error;
     }
   }
 

@@ -1,10 +1,12 @@
 // The objstore volume through the CLI: a second daemon on a volume in use exits 2 naming the holder, and
-// --objstore-takeover fences the first; `usbd-tui snapshot create|list|delete` on a stopped volume, a snapshot
+// --objstore-takeover fences the first; `usbd-tui snapshot create|list|delete` on a stopped volume and on one a
+// daemon serves (through its control socket), a snapshot
 // served read-only with --objstore-snapshot (nbdinfo sees it read-only, qemu-img reads the snapshot's bytes) and a
 // clone made with --objstore-clone-of.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { findDaemons } from "../../src/app/control/paths.ts";
 import { run, runResult, startDaemon, tempDir, removeDir, missingBinaries, type Daemon } from "../clients/helpers.ts";
 
 setDefaultTimeout(90_000);
@@ -55,7 +57,7 @@ describe.skipIf(missing.length > 0)("objstore volumes from the command line", ()
     }
   });
 
-  test("snapshot create, list and delete on a stopped volume; a snapshot served read-only; a clone", async () => {
+  test("snapshot create, list and delete on a stopped volume and on a serving one; a snapshot served read-only; a clone", async () => {
     const data = join(work, "a.bin");
     const a = new Uint8Array(4 * MiB).map((_, i) => (i * 13) & 255);
     writeFileSync(data, a);
@@ -78,11 +80,37 @@ describe.skipIf(missing.length > 0)("objstore volumes from the command line", ()
     d = await daemon("snapvol", home);
     writeFileSync(data, new Uint8Array(4 * MiB).fill(7));
     await put(d.uri, data);
-    // A daemon serves the volume: a snapshot of it from the CLI is refused.
-    const busy = await snap(["create", "tuesday"]);
-    expect(busy.exitCode).toBe(2);
-    expect(busy.stderr).toContain("Stop the daemon first");
+    // A daemon serves the volume: the CLI asks it through its control socket, and it takes the snapshot serving on.
+    const live = await snap(["create", "tuesday"]);
+    expect(live.stderr).toBe("");
+    expect(live.exitCode).toBe(0);
+    expect(live.stdout).toContain(`snapshot snapvol@tuesday created by the serving daemon (pid ${d.proc.pid}`);
+    expect((await snap(["create", "tuesday"])).exitCode).toBe(2);
+    // The same through `ctl snapshot DEVICE NAME`.
+    const control = findDaemons().find((x) => x.pid === d.proc.pid)!.path;
+    const ctl = await runResult([...CLI, "ctl", "--control", control, "--json", "snapshot", "snapvol", "tuesday2"], { timeoutMs: 30_000 });
+    expect(ctl.exitCode).toBe(0);
+    expect(JSON.parse(ctl.stdout)).toMatchObject({ device: "snapvol", name: "tuesday2" });
+    const notObjstore = await runResult([...CLI, "ctl", "--control", control, "snapshot", "nosuch", "x"], { timeoutMs: 30_000 });
+    expect(notObjstore.exitCode).toBe(1);
+    expect(notObjstore.stderr).toContain('no device named "nosuch"');
+    // Written after the snapshot: not in it. The daemon kept serving throughout.
+    writeFileSync(data, new Uint8Array(4 * MiB).fill(9));
+    await put(d.uri, data);
+    // Under another export name the CLI finds no daemon serving it, and says what to do.
+    const elsewhere = await runResult([...CLI, "snapshot", "create", "wednesday", `--store-dir=${home}`, ...common("snapvol"), "--export-name=other"], { timeoutMs: 30_000 });
+    expect(elsewhere.exitCode).toBe(2);
+    expect(elsewhere.stderr).toContain('No daemon on this machine serves it as export "other"');
+    expect(elsewhere.stderr.trim().split("\n").length).toBe(1);
     await d.stop();
+
+    const tuesday = await daemon("snapvol", machine("snap-tue"), ["--objstore-snapshot=tuesday"]);
+    try {
+      const back = await get(tuesday.uri, join(work, "tue.bin"));
+      expect(back.subarray(0, 4 * MiB).every((b) => b === 7)).toBe(true);
+    } finally {
+      await tuesday.stop();
+    }
 
     const ro = await daemon("snapvol", machine("snap-ro"), ["--objstore-snapshot=monday"]);
     try {

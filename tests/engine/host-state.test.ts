@@ -64,6 +64,27 @@ describe("the Host's state of each device", () => {
     expect(host.snapshot()[0]!.state).toBe("starting");
   });
 
+  test("a snapshot goes to a device that takes them, with an event; one that takes none is refused by name", async () => {
+    const host = new Host(silentLogger);
+    const taken: string[] = [];
+    const mem = createMemDevice({ size: 4 * MiB });
+    const snapshotting: BlockDevice = Object.assign(Object.create(mem) as BlockDevice, {
+      kind: "snappy",
+      createSnapshot: async (name: string) => {
+        taken.push(name);
+        return { name, createdAt: "2026-12-03T07:00:00.000Z" };
+      },
+    });
+    host.add("s", snapshotting);
+    host.add("m", createMemDevice({ size: 4 * MiB }));
+    expect(await host.createSnapshot("s", "monday")).toEqual({ name: "monday", createdAt: "2026-12-03T07:00:00.000Z" });
+    expect(taken).toEqual(["monday"]);
+    expect(host.recentEvents().at(-1)).toMatchObject({ device: "s", kind: "snapshot", message: "snapshot monday created (2026-12-03T07:00:00.000Z)" });
+    await expect(host.createSnapshot("m", "monday")).rejects.toThrow("m is a mem device, which takes no snapshots (objstore volumes do)");
+    await expect(host.createSnapshot("nosuch", "monday")).rejects.toThrow('no device named "nosuch"');
+    await host.stop({ force: true });
+  });
+
   test("a device's warnings logged through its logger become its events; its log lines carry its name", () => {
     const lines: Array<{ message: string; fields: unknown }> = [];
     const log: Logger = { log: (_level, message, fields) => void lines.push({ message, fields }) };

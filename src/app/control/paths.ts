@@ -5,7 +5,7 @@
  */
 import { readdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { processAlive } from "../pid-file.ts";
+import { processAlive } from "../../shared/process-alive.ts";
 
 export function defaultControlDir(env: Readonly<Record<string, string | undefined>> = process.env): string {
   const uid = process.getuid?.() ?? 0;

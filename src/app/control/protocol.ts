@@ -21,6 +21,8 @@ export type ControlRequest =
   | { readonly id: number; readonly command: "flush"; readonly device?: string }
   | { readonly id: number; readonly command: "trim"; readonly device: string }
   | { readonly id: number; readonly command: "detach"; readonly device: string; readonly force?: boolean }
+  /** A named snapshot of a serving objstore volume (see `usbd-tui snapshot`). */
+  | { readonly id: number; readonly command: "create-snapshot"; readonly device: string; readonly name: string }
   /** Shuts the daemon down in the safe order; refused while clients are connected unless `force`. */
   | { readonly id: number; readonly command: "stop"; readonly force?: boolean }
   /**
@@ -31,7 +33,7 @@ export type ControlRequest =
 
 export type ControlCommand = ControlRequest["command"];
 
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ["status", "stats", "snapshot", "flush", "trim", "detach", "stop", "events"];
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ["status", "stats", "snapshot", "flush", "trim", "detach", "create-snapshot", "stop", "events"];
 
 export interface DaemonInfo {
   readonly version: string;
@@ -63,6 +65,7 @@ export interface ControlResults {
   readonly flush: { readonly flushed: readonly { readonly device: string; readonly ms: number }[] };
   readonly trim: TrimResult;
   readonly detach: { readonly device: string };
+  readonly "create-snapshot": { readonly device: string; readonly name: string; readonly createdAt: string };
   readonly stop: { readonly code: number };
   readonly events: { readonly streaming: true; readonly lastSeq: number };
 }
@@ -87,8 +90,9 @@ export function parseRequest(line: string): { request: ControlRequest } | { id: 
     return { id, error: `unknown command ${JSON.stringify(r.command)}; one of: ${CONTROL_COMMANDS.join(", ")}` };
   }
   const optionalString = (key: string) => r[key] === undefined || typeof r[key] === "string";
-  const needsDevice = r.command === "trim" || r.command === "detach";
+  const needsDevice = r.command === "trim" || r.command === "detach" || r.command === "create-snapshot";
   if (needsDevice && typeof r.device !== "string") return { id, error: `${r.command} needs "device": the device's name` };
+  if (r.command === "create-snapshot" && typeof r.name !== "string") return { id, error: 'create-snapshot needs "name": the snapshot\'s name' };
   if (!optionalString("device")) return { id, error: '"device" is a string' };
   if (r.force !== undefined && typeof r.force !== "boolean") return { id, error: '"force" is true or false' };
   for (const key of ["window", "after", "last"] as const) {

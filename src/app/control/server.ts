@@ -109,6 +109,10 @@ export async function startControlServer(socketPath: string, target: ControlTarg
       case "detach":
         await host.detach(r.device, { force: r.force ?? false });
         return { device: r.device };
+      case "create-snapshot": {
+        const made = await host.createSnapshot(r.device, r.name);
+        return { device: r.device, name: made.name, createdAt: made.createdAt };
+      }
       case "stop": {
         const clients = host.snapshot().flatMap((d) => d.clients.map((c) => `${describeClient(c)} on ${d.name}`));
         if (clients.length > 0 && !r.force) {

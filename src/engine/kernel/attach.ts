@@ -5,6 +5,7 @@
  */
 import { resolveCapabilities } from "../../devices/device.ts";
 import type { Logger } from "../../shared/log.ts";
+import { processAlive } from "../../shared/process-alive.ts";
 import type { KernelAttachment, NbdInterface } from "./attachment.ts";
 import { IoctlAttachment } from "./ioctl-attach.ts";
 import type { KernelServeOptions } from "./kernel-sockets.ts";
@@ -12,7 +13,7 @@ import { KernelUsageError, ensureNbdModule, requireSysAdmin } from "./module.ts"
 import { NbdNetlink } from "./nbd-netlink.ts";
 import { NetlinkAttachment, type NetlinkSettings } from "./netlink-attach.ts";
 import { readAttachmentRecord, removeAttachmentRecord } from "./state.ts";
-import { nbdBackend, nbdConnections, nbdExists, nbdInUse, nbdIndex, nbdIndexes, nbdPid, notAnNbdNode, processAlive } from "./sysfs.ts";
+import { nbdBackend, nbdConnections, nbdExists, nbdInUse, nbdIndex, nbdIndexes, nbdPid, notAnNbdNode } from "./sysfs.ts";
 
 export interface KernelAttachOptions {
   /** The /dev/nbdN to use; absent lets the kernel pick a free one (netlink creates a new one when none is free). */

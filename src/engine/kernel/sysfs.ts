@@ -94,16 +94,6 @@ export function notAnNbdNode(path: string): string | undefined {
   return undefined;
 }
 
-/** Whether the process is alive (it may belong to another user: EPERM still means alive). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** CAP_SYS_ADMIN in the effective set: what both the ioctl and the netlink interfaces demand. */
 export function hasSysAdmin(): boolean {
   const text = readTrimmed("/proc/self/status");
