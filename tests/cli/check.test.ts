@@ -2,6 +2,7 @@
 // repaired, 1 unreadable store, 2 usage error, 3 problems left).
 import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
+import { readdirSync, readlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openDedupDevice } from "../../src/devices/dedup/index.ts";
 import { removeDir, runResult, tempDir } from "../clients/helpers.ts";
@@ -110,4 +111,45 @@ describe("usbd-tui check shows how far it is", () => {
     expect(seen).toContain("blocks 5120/5120");
     expect(seen.at(-1)).toMatch(/^map (\d+)\/\1$/);
   });
+
+  test("through the CLI, not on a terminal: a long check writes progress lines to stderr, stdout keeps only the verdict", async () => {
+    // 3 x 4096 unique blocks: the check reports at 4,096, 8,192 and 12,288 blocks, then at the map's end.
+    const dev = openDedupDevice({ storeDir: dir, storeName: "long", size: 64 * 1024 * 1024, compression: "none" });
+    const data = new Uint8Array(48 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+    dev.write(0, data);
+    dev.flush();
+    dev.close();
+    const verdict = `dedup store ${dir}/long: consistent (12288 blocks, 12288 references)`;
+    // Unheld it takes well under the 5 s between lines: nothing but the verdict.
+    const quick = await check("--store-name=long");
+    expect([quick.exitCode, quick.stdout.trim(), quick.stderr]).toEqual([0, verdict, ""]);
+
+    // Made to take longer than 5 s, as a large store does: held (SIGSTOP) for 5.5 s once it has the store open.
+    const proc = Bun.spawn([...CLI, "check", "--dev-type=dedup", `--store-dir=${dir}`, "--store-name=long"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const output = Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    const hasStoreOpen = () => {
+      try {
+        return readdirSync(`/proc/${proc.pid}/fd`).some((fd) => readlinkSync(`/proc/${proc.pid}/fd/${fd}`).endsWith("/long.dedup.blocks"));
+      } catch {
+        return false;
+      }
+    };
+    const deadline = Date.now() + 10_000;
+    while (!hasStoreOpen() && proc.exitCode === null && Date.now() < deadline) await Bun.sleep(1);
+    proc.kill("SIGSTOP");
+    await Bun.sleep(5500);
+    proc.kill("SIGCONT");
+    const [stdout, stderr, code] = await output;
+    expect(code, stderr).toBe(0);
+    expect(stdout.trim()).toBe(verdict);
+    // Plain lines (no bar redrawn in place), each saying something new: where the blocks phase is, its end, the map's end.
+    expect(stderr).not.toMatch(/[\r\u001B]/);
+    const lines = stderr.trimEnd().split("\n");
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    expect(lines.every((l) => /^usbd-tui check: (reading and hashing blocks|checking the map) [█░]+ \d+% \([\d,]+ of [\d,]+\)$/.test(l))).toBe(true);
+    expect(new Set(lines).size).toBe(lines.length);
+    expect(lines.filter((l) => l.endsWith("100% (12,288 of 12,288)"))).toHaveLength(1);
+    expect(lines.at(-1)).toMatch(/^usbd-tui check: checking the map [█░]+ 100% \((\d+) of \1\)$/);
+  }, 20_000);
 });

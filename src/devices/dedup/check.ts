@@ -106,9 +106,10 @@ function loadBlocks(catalog: Catalog, file: BlockFile, problems: Problems, skipD
   const content = Buffer.allocUnsafe(file.blockSize);
   const hash = Buffer.alloc(32);
   for (const row of catalog.allBlocks()) {
+    // Told before the next block, not as the 4096th is added: the end is told once, after the loop.
+    if (blocks.size > 0 && blocks.size % 4096 === 0) progress(blocks.size);
     const block: Block = { ...row, counted: 0, bad: false };
     blocks.set(row.slot, block);
-    if (blocks.size % 4096 === 0) progress(blocks.size);
     const chunk = chunkOf(row.slot);
     if (!slotAligned(row.slot, row.units) || (chunkUnits.get(chunk) ?? row.units) !== row.units) {
       problems.add(`slot ${row.slot}: a ${row.units}-unit block where the chunk's layout does not allow one`);
@@ -146,7 +147,8 @@ function countReferences(
   let lost = 0;
   let pages = 0;
   for (const [page, entries] of catalog.allPages()) {
-    if (++pages % 64 === 0) progress(pages);
+    if (pages > 0 && pages % 64 === 0) progress(pages);
+    pages++;
     for (let i = 0; i < MAP_PAGE_ENTRIES; i++) {
       const entry = entries[i]!;
       if (entry === 0) continue;
