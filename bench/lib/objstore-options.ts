@@ -29,7 +29,7 @@ local-directory backend. Sections (all but sustained by default):
 
 Options:
   --sections a,b        sections to run (default ${SECTIONS.join(",")})
-  --backends a,b        s3, local, azure, swift, s3api, sftp (default s3,local): azure on azurite, swift and s3api
+  --backends a,b        s3, local, azure, swift, s3api, sftp (default s3,local): azure on azurite (--disableTelemetry), swift, s3api
                         (the s3 backend on Swift's s3api) on Debian's Swift, sftp on openssh-server, all on loopback
   --objsizes a,b        object sizes for wa and seq (default 64KiB,256KiB,1MiB,4MiB,16MiB,64MiB)
   --cold-objsizes a,b   object sizes for cold (default 1MiB,4MiB,16MiB)

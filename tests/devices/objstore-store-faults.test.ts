@@ -1,4 +1,5 @@
-// What the real Swift and azurite cannot be made to do on demand, on hand-made loopback HTTP servers: a GET whose
+// What the real Swift and the Azure emulator (azurite, which the other suites start with --disableTelemetry)
+// cannot be made to do on demand, on hand-made loopback HTTP servers: a GET whose
 // body is cut off mid-answer (tests/helpers/cutting-server.ts), and a server that is busy or throttling (503, 429).
 // The s3 backend's cut-off tests are in objstore-store.test.ts, its throttling is the AWS SDK's classification.
 import { afterEach, describe, expect, test } from "bun:test";

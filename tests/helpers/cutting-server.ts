@@ -1,5 +1,6 @@
 /**
- * A hand-made HTTP server on loopback, for what the real test servers (s3rver, Swift, azurite) cannot be made to do:
+ * A hand-made HTTP server on loopback, for what the real test servers (s3rver, Swift, azurite: started elsewhere,
+ * always with --disableTelemetry) cannot be made to do:
  * cut a GET's body off mid-answer. Every GET of an object gets the same 64-byte object (or the range of it that a
  * `Range` or `x-ms-range` header asks for, as a 206), with the headers S3, Swift and Azure clients look for; the
  * first `cut` of them are closed after 10 bytes of the body, as a server that drops a kept-alive connection does.
