@@ -10,6 +10,8 @@
 import { existsSync, statSync } from "node:fs";
 import type { ObjstoreDevice, ObjstoreDeviceOptions } from "../../src/devices/objstore/index.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
+import { prng } from "./objstore-data.ts";
+import { gauge } from "./objstore-harness.ts";
 
 export const SUSTAINED_PATTERNS = ["4k-random", "64k-random", "1m-random", "1m-seq"] as const;
 export type SustainedPattern = (typeof SUSTAINED_PATTERNS)[number];
@@ -51,21 +53,6 @@ export interface SustainedRow {
   /** A cold open of the result on an empty cache directory: seconds, and the GETs it made. */
   coldOpenS: number;
   coldOpenGets: number;
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function gauge(dev: ObjstoreDevice, name: string): number {
-  return dev.stats().gauges.find((g) => g.name === name)?.value ?? Number.NaN;
 }
 
 const sizes: Record<SustainedPattern, number> = { "4k-random": 4 * KiB, "64k-random": 64 * KiB, "1m-random": MiB, "1m-seq": MiB };
