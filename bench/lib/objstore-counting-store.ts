@@ -21,10 +21,13 @@ export class CountingStore implements CountedStore {
   prepare(): Promise<void> {
     return this.inner.prepare();
   }
-  async put(key: string, body: Uint8Array): Promise<{ readonly etag: string }> {
+  get putDigest(): "md5" | undefined {
+    return this.inner.putDigest;
+  }
+  async put(key: string, body: Uint8Array, md5?: Uint8Array): Promise<{ readonly etag: string }> {
     this.puts++;
     this.putBytes += body.length;
-    return this.inner.put(key, body);
+    return this.inner.put(key, body, md5);
   }
   async createIfAbsent(key: string, body: Uint8Array): Promise<CreateResult> {
     this.puts++;

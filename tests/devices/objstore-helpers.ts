@@ -72,11 +72,12 @@ export function countingStore(inner: ObjectStore, gate?: (key: string) => Promis
   const counts: StoreCounts = { puts: 0, gets: 0, ranged: 0, deletes: 0, lists: 0 };
   const store: ObjectStore = {
     description: inner.description,
+    ...(inner.putDigest === undefined ? {} : { putDigest: inner.putDigest }),
     prepare: () => inner.prepare(),
-    async put(key, body) {
+    async put(key, body, md5) {
       counts.puts++;
       await gate?.(key);
-      return inner.put(key, body);
+      return inner.put(key, body, md5);
     },
     get(key, range) {
       counts.gets++;

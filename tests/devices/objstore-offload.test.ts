@@ -7,9 +7,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { deriveVolumeKeys } from "../../src/devices/objstore/codec/keys.ts";
 import { chunkSpan, KIND_LOG, LogObjectError, ObjectCodec, type LogExtent } from "../../src/devices/objstore/codec/log-object.ts";
-import { OFFLOAD_MIN_BYTES, OffloadedCodec } from "../../src/devices/objstore/codec/offloaded-codec.ts";
+import { OFFLOAD_MIN_BYTES, OffloadedCodec, WorkerLostError } from "../../src/devices/objstore/codec/offloaded-codec.ts";
 import { AES_MODES, OBJSTORE_COMPRESSIONS, type AesMode, type ObjstoreCompression } from "../../src/devices/objstore/layout.ts";
-import { backendOptions, openObjstoreDevice, tempDir } from "./objstore-helpers.ts";
+import { LocalObjectStore } from "../../src/devices/objstore/store/local.ts";
+import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
+import { backendOptions, countingStore, openObjstoreDevice, tempDir } from "./objstore-helpers.ts";
 
 setDefaultTimeout(30_000);
 const CHUNK = 64 * 1024;
@@ -69,6 +71,29 @@ describe("objects sealed on a worker are the objects the inline codec makes", ()
     expect(await openAll(off, body, 2)).toEqual(copy);
   });
 
+  test("the MD5 a store sends along comes with the object, from the worker and inline, and only when asked for", async () => {
+    const off = make(new OffloadedCodec(options("lz4", "aes-gcm")));
+    const md5 = (b: Uint8Array) => new Uint8Array(crypto.createHash("md5").update(b).digest());
+    const big = await off.encode(id(20), [], mixed(OFFLOAD_MIN_BYTES), true, true);
+    const small = await off.encode(id(21), [], mixed(4096), true, true);
+    const none = await off.encode(id(22), [], mixed(OFFLOAD_MIN_BYTES), true);
+    expect({ big: big.md5, small: small.md5, none: none.md5, offloaded: off.offloaded }).toEqual({ big: md5(big.body), small: md5(small.body), none: undefined, offloaded: 2 });
+  });
+
+  test("a handed-over run of stored chunks moves to the worker to be opened (detached here); otherwise it is copied", async () => {
+    const off = make(new OffloadedCodec(options("lz4", "aes-gcm")));
+    const data = mixed(2 * OFFLOAD_MIN_BYTES);
+    const { body } = await off.encode(id(23), [], data);
+    const { layout } = await off.decodeHeader(body, id(23), () => Promise.reject(new Error("no more")));
+    const span = chunkSpan(layout, 0, layout.chunks.length - 1);
+    const kept = body.slice(span.offset, span.offset + span.length);
+    expect(await off.decodeChunks(volumeId, layout, 0, kept)).toEqual(data);
+    expect(kept.length).toBe(span.length);
+    const given = body.slice(span.offset, span.offset + span.length);
+    expect(await off.decodeChunks(volumeId, layout, 0, given, true)).toEqual(data);
+    expect(given.length).toBe(0);
+  });
+
   test("jobs under OFFLOAD_MIN_BYTES stay on the calling thread", async () => {
     const off = make(new OffloadedCodec(options("lz4", "aes-gcm")));
     const data = mixed(OFFLOAD_MIN_BYTES - 1);
@@ -119,6 +144,21 @@ describe("errors", () => {
     await off.encode(id(8), [], data, true);
     expect(data.length).toBe(OFFLOAD_MIN_BYTES);
   });
+
+  test("handed-over chunks whose worker cannot start: a WorkerLostError (the caller fetches them again), then inline", async () => {
+    const data = mixed(2 * OFFLOAD_MIN_BYTES);
+    const { body } = await new ObjectCodec(options("lz4", "aes-gcm")).encode(id(24), [], data);
+    const broken = new URL("./no-such-seal-worker.ts", import.meta.url);
+    const off = make(new OffloadedCodec({ ...options("lz4", "aes-gcm"), workerEntry: broken }));
+    const { layout } = await off.decodeHeader(body, id(24), () => Promise.reject(new Error("no more")));
+    const span = chunkSpan(layout, 0, layout.chunks.length - 1);
+    const e = await off.decodeChunks(volumeId, layout, 0, body.slice(span.offset, span.offset + span.length), true).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(WorkerLostError);
+    expect((e as Error).message).toMatch(/^opening chunks of object 24: the sealing worker failed \(.*\) with the bytes handed to it; opening on the serving thread from now on$/);
+    const again = body.slice(span.offset, span.offset + span.length);
+    expect(await off.decodeChunks(volumeId, layout, 0, again, true)).toEqual(data);
+    expect(again.length).toBe(span.length);
+  });
 });
 
 describe("the device answers READs while a large upload is being sealed", () => {
@@ -158,6 +198,39 @@ describe("the device answers READs while a large upload is being sealed", () => 
       await flushing;
       expect(codec.offloaded).toBeGreaterThan(sealed);
       expect(during).toBeGreaterThan(3);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+describe("uploads carry the MD5 computed with the seal", () => {
+  const dir = tempDir("objstore-md5");
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  // The local store sends no digest; this one says it does (as S3 and Swift do) and records what put is given.
+  test("a store that sends MD5s gets each log object's digest from the codec, and it is the digest of the bytes", async () => {
+    const inner = new LocalObjectStore(path.join(dir, "objects"));
+    const logPuts: Array<{ given: string | undefined; actual: string }> = [];
+    const store: ObjectStore = {
+      ...countingStore(inner).store,
+      putDigest: "md5",
+      async put(key, body, md5) {
+        if (key.includes("/log/")) logPuts.push({ given: md5 === undefined ? undefined : Buffer.from(md5).toString("hex"), actual: crypto.createHash("md5").update(body).digest("hex") });
+        return await inner.put(key, body);
+      },
+    };
+    const storeDir = path.join(dir, "cache");
+    fs.mkdirSync(storeDir, { recursive: true });
+    const dev = await openObjstoreDevice({
+      storeDir, storeName: "md5", size: 64 * 2 ** 20, store, aesKey: `key:${"ce".repeat(32)}`, objectSize: 2 ** 20, flushEvery: 0, flushMode: "remote",
+    });
+    try {
+      await dev.write(0, mixed(3 * 2 ** 20));
+      await dev.write(40 * 2 ** 20, mixed(4096));
+      await dev.flush();
+      expect(logPuts.length).toBeGreaterThanOrEqual(4);
+      for (const p of logPuts) expect(p.given).toBe(p.actual);
     } finally {
       await dev.close();
     }

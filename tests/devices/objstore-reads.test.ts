@@ -3,6 +3,7 @@
 // before it is read.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import fs from "node:fs";
+import { WorkerLostError } from "../../src/devices/objstore/codec/offloaded-codec.ts";
 import { openObjectStore, parseObjectStoreConfig } from "../../src/devices/objstore/store/config.ts";
 import type { ObjectStore } from "../../src/devices/objstore/store/types.ts";
 import { expectSameBytes } from "../conformance/helpers.ts";
@@ -46,6 +47,11 @@ function watchedStore(inner: ObjectStore) {
     }
   };
   return { store, counts, settled };
+}
+
+/** A read's bytes copied in the turn the read returns them (a result served from the cache is a reused buffer's view). */
+function copyInTurn(result: Uint8Array | Promise<Uint8Array>): Uint8Array | Promise<Uint8Array> {
+  return result instanceof Promise ? result.then((b) => b.slice()) : result.slice();
 }
 
 /** A 16 MiB volume of random data in 1 MiB log objects, written and closed: every later open of it is cold. */
@@ -109,5 +115,40 @@ describe("objstore: reads from the store", () => {
     // And the stream keeps going: read to the end, everything intact.
     for (let at = 2 * step + 2 * MiB; at < data.length; at += step) expectSameBytes(await read(b, at, step), data.subarray(at, at + step), `read at ${at}`);
     await b.close();
+  });
+
+  // A stand-in for the seal worker dying with the fetched bytes handed to it: a real worker cannot be made to die
+  // at that moment, so the codec's decode throws the error OffloadedCodec throws then, once.
+  test("chunks lost with a worker that died opening them are fetched again: the read gets its bytes", async () => {
+    const { v, data } = await filledVolume("local");
+    const watched = watchedStore(v.store);
+    const dev = await v.open(v.machine("lost"), { store: watched.store });
+    const codec = dev.runtime.v.codec;
+    const decode = codec.decodeChunks.bind(codec);
+    let lost = 0;
+    codec.decodeChunks = (...args) => (lost++ === 0 ? Promise.reject(new WorkerLostError("opening chunks of object 1: the sealing worker failed (test)")) : decode(...args));
+    const before = watched.counts.ranged;
+    expectSameBytes(await read(dev, 5 * MiB, 4096), data.subarray(5 * MiB, 5 * MiB + 4096), "the read after the lost worker");
+    expect({ decodes: lost, gets: watched.counts.ranged - before }).toEqual({ decodes: 2, gets: 2 });
+    await dev.close();
+  });
+
+  test("a sequential cold read of a volume written sequentially costs one GET per log object, at QD1 and at QD8", async () => {
+    const { v, data } = await filledVolume("local");
+    const step = 256 * 1024;
+    for (const depth of [1, 8]) {
+      const watched = watchedStore(v.store);
+      const dev = await v.open(v.machine(`seq${depth}`), { store: watched.store });
+      const opening = watched.counts.ranged;
+      for (let at = 0; at < data.length; at += depth * step) {
+        const batch = Array.from({ length: depth }, (_, i) => at + i * step).filter((o) => o < data.length);
+        const got = await Promise.all(batch.map((o) => copyInTurn(dev.read(o, step))));
+        got.forEach((bytes, i) => expectSameBytes(bytes, data.subarray(batch[i]!, batch[i]! + step), `QD${depth} read at ${batch[i]}`));
+      }
+      await watched.settled();
+      // 16 objects of 1 MiB; the first read, not yet known to be sequential, fetches only itself (one GET more).
+      expect({ depth, gets: watched.counts.ranged - opening }).toEqual({ depth, gets: 17 });
+      await dev.close();
+    }
   });
 });

@@ -2,6 +2,7 @@
 // backend (auth v1, tempauth) and for the s3 backend through Swift's s3api middleware, a stricter S3 than s3rver
 // (it checks SigV4 signatures, and has no conditional create); then Keystone v3 and token renewal.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -85,6 +86,29 @@ describe("s3 on Swift's s3api: signatures are checked", () => {
     expect(error.message).toContain("access_key_id/secret_key");
     expect(error.message).not.toContain(WRONG);
   });
+});
+
+describe("the body's MD5: the caller's digest is sent, and a body that does not match it is refused", () => {
+  // Swift checks ETag and s3api checks Content-MD5 (s3rver checks neither), and s3api also checks the signature of a
+  // request whose payload went unsigned: the digest is what binds the body.
+  const md5 = (b: Uint8Array) => new Uint8Array(createHash("md5").update(b).digest());
+  for (const [name, open] of [
+    ["swift", () => v1("digest")],
+    ["s3 on Swift's s3api", () => s3("s3-digest")],
+  ] as const) {
+    test(name, async () => {
+      const store = open();
+      await store.prepare();
+      const body = bytes(3000, 5);
+      expect(store.putDigest).toBe("md5");
+      await store.put("vol/a", body, md5(body));
+      expect((await store.get("vol/a"))?.body).toEqual(body);
+      const error = await failure(store.put("vol/b", body, md5(bytes(3000, 6))));
+      expect(error.message).toMatch(/^object store: put "vol\/b" failed on /);
+      expect(error.message).not.toContain("\n");
+      expect(await store.get("vol/b")).toBeUndefined();
+    });
+  }
 });
 
 /**

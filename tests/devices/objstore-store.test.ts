@@ -1,6 +1,7 @@
 // The objstore device's object stores: one contract run against the local directory and against S3 (s3rver), then
 // what each backend does when things go wrong, then --objstore-cfg parsing and --objstore-kind presets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -211,6 +212,37 @@ describe("s3 store: failures", () => {
     const store = s3Store("contract");
     store.close();
     store.close();
+  });
+});
+
+describe("s3 store: the body's digest", () => {
+  // A loopback server that records what the SDK sends: s3rver checks Content-MD5 but neither signatures nor
+  // x-amz-content-sha256, so only the request itself shows that the payload went unsigned and the MD5 signed.
+  test("a PUT goes with its Content-MD5 signed and the payload unsigned (SigV4 does not hash the body again)", async () => {
+    const seen: Array<{ method: string; headers: Record<string, string>; body: Uint8Array }> = [];
+    const recorder = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(request) {
+        seen.push({ method: request.method, headers: Object.fromEntries(request.headers), body: new Uint8Array(await request.arrayBuffer()) });
+        return new Response(null, { status: 200, headers: { ETag: '"abc"' } });
+      },
+    });
+    try {
+      const body = bytes(5000, 3);
+      await s3Store("digest", { endpoint: `http://127.0.0.1:${recorder.port}` }).put("vol/log/1", body);
+      const put = seen.find((r) => r.method === "PUT")!;
+      const signed = /SignedHeaders=([^,]+)/.exec(put.headers.authorization ?? "")?.[1]?.split(";") ?? [];
+      expect({
+        sha256: put.headers["x-amz-content-sha256"],
+        md5: put.headers["content-md5"],
+        signsMd5: signed.includes("content-md5"),
+        signsSha: signed.includes("x-amz-content-sha256"),
+        body: put.body,
+      }).toEqual({ sha256: "UNSIGNED-PAYLOAD", md5: createHash("md5").update(body).digest("base64"), signsMd5: true, signsSha: true, body });
+    } finally {
+      recorder.stop(true);
+    }
   });
 });
 

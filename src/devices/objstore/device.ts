@@ -25,8 +25,12 @@ import type { SnapshotRecord } from "./snapshots.ts";
 const SCRATCH_MAX = 4 << 20;
 /** How long a write waits for uploads to make room under --objstore-diskcache before it fails with EIO. */
 const FULL_CACHE_PATIENCE_MS = 30_000;
-/** Sequential cold reads prefetch ahead of themselves, from this window up to the next. */
-const READAHEAD_MIN = 1 << 20;
+/**
+ * Sequential reads that fetch read ahead of themselves: a window that doubles from READAHEAD_MIN to READAHEAD_MAX,
+ * fetched again whenever less than half of it is left ahead of the reader, so the GETs are big (a whole log object
+ * where the window covers one) and already in flight when reads at any queue depth reach them.
+ */
+const READAHEAD_MIN = 2 << 20;
 const READAHEAD_MAX = 16 << 20;
 
 export interface ObjstoreDeviceSettings {
@@ -49,8 +53,8 @@ export class ObjstoreDevice implements BlockDevice {
   private readonly pieceScratch: MapPiece[] = [];
   private lastReadEnd = -1;
   private readahead = READAHEAD_MIN;
+  /** Where the bytes fetched (or being fetched) ahead of a sequential reader end; 0 when no reader is fetching. */
   private readaheadUntil = 0;
-  private prefetching: Promise<void> | undefined;
 
   constructor(runtime: ObjstoreRuntime, settings: ObjstoreDeviceSettings) {
     this.runtime = runtime;
@@ -74,7 +78,7 @@ export class ObjstoreDevice implements BlockDevice {
     const out = length > SCRATCH_MAX ? new Uint8Array(length) : this.readBuffer(length);
     this.copy(pieces, offset, out);
     pieces.length = 0;
-    if (sequential && this.lastReadEnd < this.readaheadUntil) this.prefetch(this.lastReadEnd, false);
+    if (sequential && offset < this.readaheadUntil) this.readAhead(offset, this.lastReadEnd);
     return out;
   }
 
@@ -124,7 +128,7 @@ export class ObjstoreDevice implements BlockDevice {
    */
   private async readSlow(offset: number, length: number, sequential: boolean): Promise<Uint8Array> {
     const out = new Uint8Array(length);
-    if (sequential) this.prefetch(offset + length, true);
+    if (sequential) this.readAhead(offset, offset + length);
     const own = new Map<number, Array<{ pos: number; bytes: Uint8Array }>>();
     const held = (piece: MapPiece) => own.get(piece.seq)?.find((f) => f.pos <= piece.pos && piece.pos + piece.length <= f.pos + f.bytes.length);
     for (let attempt = 0; ; attempt++) {
@@ -184,17 +188,26 @@ export class ObjstoreDevice implements BlockDevice {
     await Promise.all(jobs);
   }
 
-  /** Starts fetching the volume after `from` in the background (sequential reads), growing the window. */
-  private prefetch(from: number, grow: boolean): void {
-    if (this.prefetching !== undefined || from >= this.size) return;
-    if (grow) this.readahead = Math.min(READAHEAD_MAX, this.readahead * 2);
-    const length = Math.min(this.readahead, this.size - from);
-    this.readaheadUntil = from + length;
-    this.prefetching = this.warm(from, length)
-      .catch(() => {})
-      .finally(() => {
-        this.prefetching = undefined;
-      });
+  /**
+   * Fetches ahead of a sequential read of [start, end) when less than half the window is left ahead of it: from
+   * where the last fetch ahead ended (or the read itself, when it is past that) to a full, doubled window after the
+   * read. What a read needs that is already in flight it waits for; it does not fetch it again.
+   */
+  private readAhead(start: number, end: number): void {
+    if (this.readaheadUntil < start || this.readaheadUntil > end + READAHEAD_MAX) {
+      // A reader elsewhere than the last one fetching ahead: a new run, from this read on, with the smallest window.
+      this.readahead = READAHEAD_MIN;
+      this.readaheadUntil = start;
+    } else if (this.readaheadUntil - end >= this.readahead / 2) return;
+    else this.readahead = Math.min(READAHEAD_MAX, this.readahead * 2);
+    const from = this.readaheadUntil;
+    // Ends on a multiple of the object size: a volume written sequentially has its objects there, so each window
+    // fetches whole objects (one GET each) instead of cutting one into two GETs at every window's edge.
+    const objectSize = this.runtime.v.objectSize;
+    const to = Math.min(this.size, Math.ceil((end + this.readahead) / objectSize) * objectSize);
+    if (to <= from) return;
+    this.readaheadUntil = to;
+    this.warm(from, to - from).catch(() => {});
   }
 
   private async warm(offset: number, length: number): Promise<void> {

@@ -10,6 +10,7 @@
  */
 import { DeviceError } from "../device.ts";
 import { chunkSpan, type ObjectLayout } from "./codec/log-object.ts";
+import { WorkerLostError } from "./codec/offloaded-codec.ts";
 import type { Committer } from "./committer.ts";
 import { STORED, type LogObject } from "./objects.ts";
 import type { Volume } from "./volume.ts";
@@ -128,24 +129,28 @@ export class ReadCache {
     const owner = this.v.owner(o.seq);
     const key = this.v.keyOf(o.seq, o.epoch);
     const span = chunkSpan(layout, first, last);
-    let body: Uint8Array;
-    try {
-      const got = await store.get(key, span);
-      if (got === undefined) throw new Error("the object is missing from the store");
-      body = got.body;
-    } catch (e) {
-      const message = `cannot fetch ${key} from ${store.description}: ${e instanceof Error ? e.message : String(e)}`;
-      stats.failed(message);
-      throw new DeviceError("EIO", `objstore device: ${message}`);
-    }
-    stats.downloads++;
-    stats.downloadedBytes += body.length;
-    try {
-      return await codec.decodeChunks(owner.volumeId, layout, first, body);
-    } catch (e) {
-      const message = `${key} in ${store.description} is unreadable: ${e instanceof Error ? e.message : String(e)}`;
-      stats.failed(message);
-      throw new DeviceError("EIO", `objstore device: ${message}`);
+    for (let attempt = 0; ; attempt++) {
+      let body: Uint8Array;
+      try {
+        const got = await store.get(key, span);
+        if (got === undefined) throw new Error("the object is missing from the store");
+        body = got.body;
+      } catch (e) {
+        const message = `cannot fetch ${key} from ${store.description}: ${e instanceof Error ? e.message : String(e)}`;
+        stats.failed(message);
+        throw new DeviceError("EIO", `objstore device: ${message}`);
+      }
+      stats.downloads++;
+      stats.downloadedBytes += body.length;
+      try {
+        // Handed over: the body moves to the worker uncopied; if the worker dies with it, it is fetched again.
+        return await codec.decodeChunks(owner.volumeId, layout, first, body, true);
+      } catch (e) {
+        if (e instanceof WorkerLostError && attempt === 0) continue;
+        const message = `${key} in ${store.description} is unreadable: ${e instanceof Error ? e.message : String(e)}`;
+        stats.failed(message);
+        throw new DeviceError("EIO", `objstore device: ${message}`);
+      }
     }
   }
 

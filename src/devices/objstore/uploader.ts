@@ -128,8 +128,10 @@ export class Uploader {
     this.uploadsInFlight++;
     try {
       // Handed over (sealed on a worker without a copy): the object is read again from the cache for a retry.
-      const { body, layout } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_LOG, seq: o.seq, epoch: o.epoch, flags: o.continued ? FLAG_CONTINUED : 0 }, o.extents ?? [], data, true);
-      await store.put(key, body);
+      // The MD5 a store sends along is computed with the seal (on the worker for a big object), not by put.
+      const wantsMd5 = store.putDigest === "md5";
+      const { body, layout, md5 } = await codec.encode({ volumeId: this.v.volumeId, kind: KIND_LOG, seq: o.seq, epoch: o.epoch, flags: o.continued ? FLAG_CONTINUED : 0 }, o.extents ?? [], data, true, wantsMd5);
+      await store.put(key, body, md5);
       stats.uploads++;
       stats.uploadedBytes += body.length;
       stats.logBytes += body.length;

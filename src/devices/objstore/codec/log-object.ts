@@ -17,6 +17,7 @@
  * A log object's extents are the changes it makes to the volume, in no particular order and never overlapping; a
  * data extent's bytes are at `position` in the data area (which can also hold bytes no extent names any more).
  */
+import crypto from "node:crypto";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { compress as lz4Compress, uncompress as lz4Uncompress } from "lz4-napi";
@@ -76,6 +77,13 @@ export interface ObjectCodecOptions {
   readonly chunkSize: number;
 }
 
+/** An encoded object: its stored bytes, where its chunks are, and (when asked for) the MD5 digest of the bytes. */
+export interface EncodedObject {
+  readonly body: Uint8Array;
+  readonly layout: ObjectLayout;
+  readonly md5?: Uint8Array;
+}
+
 /** What encode needs to know about the object it writes. */
 export interface ObjectIdentity {
   readonly volumeId: Uint8Array;
@@ -103,9 +111,10 @@ export class ObjectCodec {
   /**
    * The stored object for `data` (the data area) and `extents`, with a fresh salt, and its layout. `handOver`: the
    * caller needs `data` no more, so a codec that encodes elsewhere may take it without a copy (OffloadedCodec
-   * detaches it; this one only reads it).
+   * detaches it; this one only reads it). `md5`: also the digest a store sends with the body (ObjectStore.putDigest),
+   * computed here so that a codec working elsewhere takes that work off the serving thread too.
    */
-  async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, _handOver = false): Promise<{ readonly body: Uint8Array; readonly layout: ObjectLayout }> {
+  async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, _handOver = false, md5 = false): Promise<EncodedObject> {
     const salt = newSalt();
     const ctx: SealContext = { ...id, salt };
     const chunkCount = Math.ceil(data.length / this.chunkSize);
@@ -135,7 +144,8 @@ export class ObjectCodec {
       sealInto(body.subarray(at, at + length), this.encryption, this.keys, ctx, i, plain.length, packed[i] !== undefined, payload);
       at += length;
     }
-    return { body, layout: { kind: id.kind, seq: id.seq, epoch: id.epoch, salt, dataLength: data.length, chunkSize: this.chunkSize, dataStart, chunks } };
+    const layout: ObjectLayout = { kind: id.kind, seq: id.seq, epoch: id.epoch, salt, dataLength: data.length, chunkSize: this.chunkSize, dataStart, chunks };
+    return md5 ? { body, layout, md5: new Uint8Array(crypto.createHash("md5").update(body).digest()) } : { body, layout };
   }
 
   /** Gives back what the codec holds (nothing here; OffloadedCodec's worker pool). */
@@ -172,9 +182,10 @@ export class ObjectCodec {
 
   /**
    * Opens chunks `first ..` of the object `layout` from `stored`, their sealed bytes back to back as one ranged GET
-   * returned them, and returns their plaintext joined.
+   * returned them, and returns their plaintext joined. `handOver`: the caller needs `stored` no more, so a codec that
+   * decodes elsewhere may take it without a copy (OffloadedCodec; this one only reads it).
    */
-  async decodeChunks(volumeId: Uint8Array, layout: ObjectLayout, first: number, stored: Uint8Array): Promise<Uint8Array> {
+  async decodeChunks(volumeId: Uint8Array, layout: ObjectLayout, first: number, stored: Uint8Array, _handOver = false): Promise<Uint8Array> {
     const ctx: SealContext = { volumeId, kind: layout.kind, seq: layout.seq, epoch: layout.epoch, salt: layout.salt };
     const pieces: Promise<Uint8Array>[] = [];
     let at = 0;

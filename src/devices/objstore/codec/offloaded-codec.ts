@@ -12,7 +12,7 @@
 import type { Logger } from "../../../shared/log.ts";
 import { workerEntry } from "../../../shared/worker-entry.ts";
 import { acquireWorkerPool, WorkerJobError, type WorkerPool, type WorkerPoolLease } from "../../../shared/worker-pool.ts";
-import { type LogExtent, LogObjectError, ObjectCodec, type ObjectCodecOptions, type ObjectIdentity, type ObjectLayout } from "./log-object.ts";
+import { type EncodedObject, type LogExtent, LogObjectError, ObjectCodec, type ObjectCodecOptions, type ObjectIdentity, type ObjectLayout } from "./log-object.ts";
 import type { VolumeKeys } from "./keys.ts";
 import type { Manifest } from "./manifest.ts";
 import type { sealJobs } from "./seal-jobs.ts";
@@ -24,6 +24,11 @@ const ENTRY = workerEntry("src/devices/objstore/codec/seal-worker.ts");
 const POOL_FAILURES = new Set(["WorkerExit", "DataCloneError", "PoolClosed"]);
 
 type SealJobs = typeof sealJobs;
+
+/** A job whose input was handed to a worker that then failed: the caller still has what it needs to redo it. */
+export class WorkerLostError extends Error {
+  override readonly name = "WorkerLostError";
+}
 
 export class OffloadedCodec extends ObjectCodec {
   private lease: WorkerPoolLease<SealJobs> | undefined;
@@ -50,29 +55,38 @@ export class OffloadedCodec extends ObjectCodec {
    * `encode` on a worker when `data` is big enough. With `handOver` the caller gives `data` away (its view is
    * detached, no copy is made); without it the worker gets a copy.
    */
-  override async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, handOver = false): Promise<{ readonly body: Uint8Array; readonly layout: ObjectLayout }> {
+  override async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, handOver = false, md5 = false): Promise<EncodedObject> {
     const pool = this.poolFor(data.length);
-    if (pool === undefined) return await super.encode(id, extents, data);
+    if (pool === undefined) return await super.encode(id, extents, data, false, md5);
     const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
     const transfer = handOver && whole ? [data.buffer as ArrayBuffer] : [];
     const length = data.length;
     try {
-      return await this.counted(pool.run("encodeObject", { options: this.jobOptions(), id, extents, data }, transfer));
+      return await this.counted(pool.run("encodeObject", { options: this.jobOptions(), id, extents, data, md5 }, transfer));
     } catch (e) {
       // With the data handed over it is gone from here: the caller (the uploader) reads the object again and retries.
-      const retry = data.length === length ? () => super.encode(id, extents, data) : undefined;
+      const retry = data.length === length ? () => super.encode(id, extents, data, false, md5) : undefined;
       return await this.recover(e, `encoding object ${id.seq}`, retry);
     }
   }
 
-  /** `decodeChunks` on a worker when `stored` is big enough (the worker gets a copy: the caller may keep it). */
-  override async decodeChunks(volumeId: Uint8Array, layout: ObjectLayout, first: number, stored: Uint8Array): Promise<Uint8Array> {
+  /**
+   * `decodeChunks` on a worker when `stored` is big enough. With `handOver` the caller gives `stored` away (moved to
+   * the worker without a copy, which costs a fraction of cloning it: 0.07 against 1.7 ms per 4 MiB here); should the
+   * pool then fail, the bytes are gone and the call throws a WorkerLostError, after which the caller fetches them
+   * again (the codec is inline from then on). Without it the worker gets a copy.
+   */
+  override async decodeChunks(volumeId: Uint8Array, layout: ObjectLayout, first: number, stored: Uint8Array, handOver = false): Promise<Uint8Array> {
     const pool = this.poolFor(stored.length);
     if (pool === undefined) return await super.decodeChunks(volumeId, layout, first, stored);
+    const whole = stored.byteOffset === 0 && stored.byteLength === stored.buffer.byteLength && stored.buffer instanceof ArrayBuffer;
+    const transfer = handOver && whole ? [stored.buffer as ArrayBuffer] : [];
+    const length = stored.length;
     try {
-      return await this.counted(pool.run("decodeChunks", { options: this.jobOptions(), volumeId, layout, first, stored }));
+      return await this.counted(pool.run("decodeChunks", { options: this.jobOptions(), volumeId, layout, first, stored }, transfer));
     } catch (e) {
-      return await this.recover(e, `opening chunks of object ${layout.seq}`, () => super.decodeChunks(volumeId, layout, first, stored));
+      const retry = stored.length === length ? () => super.decodeChunks(volumeId, layout, first, stored) : undefined;
+      return await this.recover(e, `opening chunks of object ${layout.seq}`, retry, true);
     }
   }
 
@@ -105,7 +119,7 @@ export class OffloadedCodec extends ObjectCodec {
   }
 
   /** A job error as the inline codec would throw it; a pool failure switches to inline and retries when it can. */
-  private async recover<T>(e: unknown, what: string, retry: (() => Promise<T>) | undefined): Promise<T> {
+  private async recover<T>(e: unknown, what: string, retry: (() => Promise<T>) | undefined, lostInput = false): Promise<T> {
     if (!(e instanceof WorkerJobError)) throw e;
     if (!POOL_FAILURES.has(e.kind)) throw e.kind === "LogObjectError" ? new LogObjectError(e.message) : new Error(e.message);
     if (e.kind === "PoolClosed" && this.closed && retry !== undefined) return await retry();
@@ -116,6 +130,7 @@ export class OffloadedCodec extends ObjectCodec {
       this.lease = undefined;
     }
     if (retry !== undefined) return await retry();
+    if (lostInput) throw new WorkerLostError(`${what}: the sealing worker failed (${e.message}) with the bytes handed to it; opening on the serving thread from now on`);
     throw new Error(`${what}: the sealing worker failed (${e.message}); sealing on the serving thread from now on, the upload is retried`);
   }
 }

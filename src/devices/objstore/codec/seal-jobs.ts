@@ -11,6 +11,8 @@ export interface EncodeJob {
   readonly id: ObjectIdentity;
   readonly extents: readonly LogExtent[];
   readonly data: Uint8Array;
+  /** Also the MD5 digest of the stored bytes. */
+  readonly md5: boolean;
 }
 
 export interface DecodeJob {
@@ -38,6 +40,6 @@ function codecFor(options: ObjectCodecOptions): ObjectCodec {
 }
 
 export const sealJobs = {
-  encodeObject: (job: EncodeJob) => codecFor(job.options).encode(job.id, job.extents, job.data),
+  encodeObject: (job: EncodeJob) => codecFor(job.options).encode(job.id, job.extents, job.data, false, job.md5),
   decodeChunks: (job: DecodeJob) => codecFor(job.options).decodeChunks(job.volumeId, job.layout, job.first, job.stored),
 };

@@ -111,6 +111,7 @@ const PROBE_PREFIX = ".usbd-probe/";
 /** An ObjectStore in one bucket of an S3(-compatible) service; etags are S3's, without the quotes. */
 export class S3ObjectStore implements ObjectStore {
   readonly description: string;
+  readonly putDigest = "md5";
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly region: string;
@@ -140,6 +141,18 @@ export class S3ObjectStore implements ObjectStore {
     };
     if (options.credentials !== undefined) config.credentials = { ...options.credentials };
     this.client = new S3Client(config);
+    // A request whose body carries a Content-MD5 goes with `x-amz-content-sha256: UNSIGNED-PAYLOAD`, so SigV4 does
+    // not hash the body a second time (SHA-256 of each object on the serving thread: 8% of it in an upload round).
+    // The body stays bound to the signature: Content-MD5 is a signed header, and the service refuses a body that
+    // does not match it (S3, MinIO, Ceph, Swift's s3api and s3rver accept an unsigned payload).
+    this.client.middlewareStack.add(
+      (next) => async (args) => {
+        const headers = (args.request as { headers?: Record<string, string> } | undefined)?.headers;
+        if (headers !== undefined && Object.keys(headers).some((h) => h.toLowerCase() === "content-md5")) headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD";
+        return await next(args);
+      },
+      { step: "build", name: "usbdUnsignedPayloadWithMd5" },
+    );
   }
 
   /** An ObjectStoreError for `err`, with what to do about it where the cause says. */
@@ -180,9 +193,9 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Uint8Array): Promise<{ readonly etag: string }> {
+  async put(key: string, body: Uint8Array, digest?: Uint8Array): Promise<{ readonly etag: string }> {
     // With checksums only "when required", Content-MD5 is what lets the service refuse a body damaged on the way.
-    const md5 = createHash("md5").update(body).digest("base64");
+    const md5 = digest === undefined ? createHash("md5").update(body).digest("base64") : Buffer.from(digest).toString("base64");
     try {
       const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentMD5: md5 }));
       if (out.ETag !== undefined) return { etag: bareEtag(out.ETag) };

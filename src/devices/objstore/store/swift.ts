@@ -98,6 +98,7 @@ async function wholeBody(response: Response): Promise<Uint8Array> {
 
 export class SwiftObjectStore implements ObjectStore {
   readonly description: string;
+  readonly putDigest = "md5";
   readonly createCaveat =
     "Swift checks If-None-Match: * when an upload starts, not when it lands: a create that starts after another has " +
     "finished fails as it should, but creates that overlap in time can all succeed (the last one's bytes stay)";
@@ -242,9 +243,9 @@ export class SwiftObjectStore implements ObjectStore {
     }
   }
 
-  private async upload(operation: "put" | "create", key: string, body: Uint8Array, extra: Record<string, string>): Promise<Response> {
+  private async upload(operation: "put" | "create", key: string, body: Uint8Array, extra: Record<string, string>, digest?: Uint8Array): Promise<Response> {
     // Swift checks the body against ETag (422 when they differ): a body damaged on the way is refused.
-    const md5 = createHash("md5").update(body).digest("hex");
+    const md5 = digest === undefined ? createHash("md5").update(body).digest("hex") : Buffer.from(digest).toString("hex");
     const response = await this.request("PUT", key, { body, headers: { ETag: md5, "Content-Type": "application/octet-stream", ...extra } });
     if (response.status === 404) {
       await response.body?.cancel();
@@ -253,9 +254,9 @@ export class SwiftObjectStore implements ObjectStore {
     return response;
   }
 
-  async put(key: string, body: Uint8Array): Promise<{ readonly etag: string }> {
+  async put(key: string, body: Uint8Array, digest?: Uint8Array): Promise<{ readonly etag: string }> {
     try {
-      const response = await this.upload("put", key, body, {});
+      const response = await this.upload("put", key, body, {}, digest);
       if (!response.ok) throw await this.failure("put", key, response);
       await response.body?.cancel();
       return { etag: bareEtag(response.headers.get("etag")) };

@@ -44,8 +44,16 @@ export interface ObjectStore {
   readonly description: string;
   /** Makes the store usable: creates the bucket (or directory) when it is missing. Called once before anything else. */
   prepare(): Promise<void>;
-  /** Stores `body` under `key`, replacing any object there, atomically (never a torn object). Resolves once durable. */
-  put(key: string, body: Uint8Array): Promise<{ readonly etag: string }>;
+  /**
+   * Stores `body` under `key`, replacing any object there, atomically (never a torn object). Resolves once durable.
+   * `md5`: the body's MD5 digest when the caller has it (see `putDigest`), so the store does not hash it again.
+   */
+  put(key: string, body: Uint8Array, md5?: Uint8Array): Promise<{ readonly etag: string }>;
+  /**
+   * Set when `put` sends the body's MD5 for the service to check it against (S3's Content-MD5, Swift's ETag): a
+   * caller that can compute it off the serving thread passes it to `put`.
+   */
+  readonly putDigest?: "md5";
   /**
    * Stores `body` under `key` only if no object is there. Atomic unless `createCaveat` says otherwise: of several
    * racing creates of one key (from any number of processes or hosts) exactly one gets `created`, the others `exists`.
