@@ -6,7 +6,11 @@ import path from "node:path";
 import type { KernelAttachOptions } from "../engine/kernel/attach.ts";
 import type { CliOptions } from "./flags.ts";
 
-/** The attach options for the device the flags describe; `persistent` devices get a reattach record. */
+/**
+ * The attach options for the device the flags describe; `persistent` devices get a reattach record, unless they are
+ * open read-only: a read-only open never changes the store's directory either (`--reattach /dev/nbdN` still takes a
+ * device over after a crash).
+ */
 export function kernelAttachOptions(options: CliOptions, persistent: boolean): KernelAttachOptions {
   const store = path.join(options.storeDir, options.storeName);
   return {
@@ -17,7 +21,7 @@ export function kernelAttachOptions(options: CliOptions, persistent: boolean): K
     deadConnTimeoutSeconds: options.deadConnTimeout,
     maxDevices: options.nbdMaxDevs,
     reattach: options.reattach,
-    stateFile: persistent ? `${store}.nbd.json` : undefined,
+    stateFile: persistent && !options.access.readOnly ? `${store}.nbd.json` : undefined,
     // The store's path names its data; a device whose data dies with the daemon is named by the daemon instead.
     backend: persistent ? `usbd-tui:${options.devType}:${store}` : `usbd-tui:${options.devType}:${options.exportName}:pid${process.pid}`,
   };

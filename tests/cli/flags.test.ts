@@ -1,6 +1,7 @@
 // Command-line parsing: the seed's flag names and spellings, sizes, defaults, and usage errors that say what to do.
 import { describe, expect, test } from "bun:test";
 import { UsageError, parseFlags } from "../../src/cli/flags.ts";
+import { kernelAttachOptions } from "../../src/cli/kernel.ts";
 import { SizeError, parseSize } from "../../src/cli/sizes.ts";
 import { formatSize } from "../../src/shared/format-size.ts";
 
@@ -209,5 +210,14 @@ describe("objstore flags", () => {
       expect(error, spec).toBeInstanceOf(UsageError);
       expect((error as Error).message).toBe("--objstore-aeskey takes key:<hex|base64>, file:<path> or env:<VARIABLE>");
     }
+  });
+});
+
+describe("the kernel attach a read-only open asks for", () => {
+  test("a persistent store gets a reattach record, except when open read-only (the store's directory stays as it was)", () => {
+    const writable = kernelAttachOptions(parseFlags(["--dev-type=file", "--store-dir=/srv/disks", "--store-name=vm1"]), true);
+    const readOnly = kernelAttachOptions(parseFlags(["--dev-type=file", "--store-dir=/srv/disks", "--store-name=vm1", "--read-only"]), true);
+    expect({ writable: writable.stateFile, readOnly: readOnly.stateFile }).toEqual({ writable: "/srv/disks/vm1.nbd.json", readOnly: undefined });
+    expect(readOnly.backend).toBe(writable.backend);
   });
 });
