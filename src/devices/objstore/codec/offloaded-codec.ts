@@ -25,6 +25,12 @@ const POOL_FAILURES = new Set(["WorkerExit", "DataCloneError", "PoolClosed"]);
 
 type SealJobs = typeof sealJobs;
 
+/** The buffer behind `bytes` to move to a worker, when `bytes` is all of it (a view of part of one is copied). */
+function movable(bytes: Uint8Array): ArrayBuffer[] {
+  const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
+  return whole ? [bytes.buffer as ArrayBuffer] : [];
+}
+
 /** A job whose input was handed to a worker that then failed: the caller still has what it needs to redo it. */
 export class WorkerLostError extends Error {
   override readonly name = "WorkerLostError";
@@ -58,8 +64,7 @@ export class OffloadedCodec extends ObjectCodec {
   override async encode(id: ObjectIdentity, extents: readonly LogExtent[], data: Uint8Array, handOver = false, md5 = false): Promise<EncodedObject> {
     const pool = this.poolFor(data.length);
     if (pool === undefined) return await super.encode(id, extents, data, false, md5);
-    const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
-    const transfer = handOver && whole ? [data.buffer as ArrayBuffer] : [];
+    const transfer = handOver ? movable(data) : [];
     const length = data.length;
     try {
       return await this.counted(pool.run("encodeObject", { options: this.jobOptions(), id, extents, data, md5 }, transfer));
@@ -79,8 +84,7 @@ export class OffloadedCodec extends ObjectCodec {
   override async decodeChunks(volumeId: Uint8Array, layout: ObjectLayout, first: number, stored: Uint8Array, handOver = false): Promise<Uint8Array> {
     const pool = this.poolFor(stored.length);
     if (pool === undefined) return await super.decodeChunks(volumeId, layout, first, stored);
-    const whole = stored.byteOffset === 0 && stored.byteLength === stored.buffer.byteLength && stored.buffer instanceof ArrayBuffer;
-    const transfer = handOver && whole ? [stored.buffer as ArrayBuffer] : [];
+    const transfer = handOver ? movable(stored) : [];
     const length = stored.length;
     try {
       return await this.counted(pool.run("decodeChunks", { options: this.jobOptions(), volumeId, layout, first, stored }, transfer));
