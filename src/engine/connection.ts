@@ -1,7 +1,7 @@
 /**
  * One client connection of a network listener: the handshake (with its deadline and its share of the memory
- * budget), then a Session on the same socket for the transmission phase. After NBD_OPT_STARTTLS both run inside a
- * TlsChannel on that socket; a plain-text connection uses the socket directly.
+ * budget), then a Session on the same socket for the transmission phase. After NBD_OPT_STARTTLS the socket is
+ * upgraded to TLS in place and both run inside its TlsChannel; a plain-text connection uses the socket directly.
  */
 import type { Socket } from "bun";
 import type { Logger } from "../shared/log.ts";
@@ -64,8 +64,11 @@ export class NetworkConnection {
   private handshakePaused = false;
   /** The TLS channel after STARTTLS. */
   private tls: TlsChannel | undefined;
-  /** The plain-text writer that still holds the STARTTLS acknowledgement, when the socket did not take it at once. */
-  private plainTail: ReplyWriter | undefined;
+  /**
+   * STARTTLS was acknowledged but the socket has not taken the whole acknowledgement yet: the upgrade waits for it
+   * (TLS must start after the last plain-text byte), and what the client sends meanwhile (its ClientHello) is kept.
+   */
+  private upgradeWaiting: Uint8Array[] | undefined;
 
   constructor(
     readonly id: number,
@@ -83,7 +86,7 @@ export class NetworkConnection {
       this.deadline = setTimeout(() => {
         if (this.handshake === undefined || this.closed) return;
         ctx.timedOut(this.peer);
-        this.socket.end();
+        (this.tls ?? this.socket).end();
       }, ctx.handshakeTimeoutMs);
     }
     this.handshake = new Handshake({
@@ -108,9 +111,13 @@ export class NetworkConnection {
     this.handshake.start();
   }
 
-  /** Bytes from the socket: plain text, or TLS records for the channel. */
+  /** Bytes from the socket: plain text; once TLS is up these are its records, which the channel reads itself. */
   onData(chunk: Buffer): void {
-    if (this.tls) return this.tls.feed(chunk);
+    if (this.tls) return;
+    if (this.upgradeWaiting) {
+      this.upgradeWaiting.push(Buffer.from(chunk));
+      return;
+    }
     this.received(chunk);
   }
 
@@ -122,14 +129,12 @@ export class NetworkConnection {
     this.holdHandshake();
   }
 
-  /** The socket takes writes again. */
+  /** The socket takes writes again (once TLS is up, the channel reports its own drain). */
   onDrain(): void {
-    if (this.tls === undefined) return this.drained();
-    if (this.plainTail !== undefined) {
-      this.plainTail.drain();
-      if (this.plainTail.pendingBytes === 0) this.plainTail = undefined;
-    }
-    this.tls.socketDrained();
+    if (this.tls) return;
+    if (this.upgradeWaiting === undefined) return this.drained();
+    this.out.drain();
+    if (this.out.pendingBytes === 0) this.upgrade(Buffer.concat(this.upgradeWaiting.splice(0)));
   }
 
   /** The transport (socket or TLS channel) takes writes again. */
@@ -149,6 +154,7 @@ export class NetworkConnection {
     this.closed = true;
     clearTimeout(this.deadline);
     this.out.markClosed();
+    this.upgradeWaiting = undefined;
     this.tls?.socketClosed();
     if (this.session) this.session.transportClosed();
     else this.account.close();
@@ -168,12 +174,16 @@ export class NetworkConnection {
 
   /** STARTTLS was acknowledged: the TLS handshake runs on the socket, then the option haggling starts over in it. */
   private startTls(early: Uint8Array): void {
-    const { ctx } = this;
-    const config = ctx.tls;
-    if (config === undefined) throw new Error("STARTTLS accepted without TLS settings");
+    if (this.ctx.tls === undefined) throw new Error("STARTTLS accepted without TLS settings");
     this.out.flush();
-    if (this.out.pendingBytes > 0) this.plainTail = this.out;
-    const channel = new TlsChannel(this.socket, config, {
+    if (this.out.pendingBytes === 0) return this.upgrade(early);
+    this.upgradeWaiting = early.length > 0 ? [Buffer.from(early)] : [];
+  }
+
+  private upgrade(early: Uint8Array): void {
+    const { ctx } = this;
+    this.upgradeWaiting = undefined;
+    const channel = new TlsChannel(this.socket, ctx.tls!, early, {
       secure: ({ protocol, peerSubject }) => {
         ctx.log.log("debug", "TLS established", { peer: this.peer, protocol, ...(peerSubject === undefined ? {} : { client: peerSubject }) });
         this.handshake?.restartInTls();
@@ -184,12 +194,11 @@ export class NetworkConnection {
       failed: (reason) => {
         ctx.log.log("warn", `TLS failed, closing the connection: ${reason}`, { peer: this.peer });
         this.out.markClosed();
-        this.socket.end();
       },
+      closed: () => this.onClose(),
     });
     this.tls = channel;
     this.out = new ReplyWriter(channel);
-    if (early.length > 0) channel.feed(early);
   }
 
   private startSession(result: Negotiated): void {

@@ -9,7 +9,8 @@ import { chmodSync, copyFileSync, cpSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Watched, waitFor, watch } from "../helpers/process.ts";
 import { type Pki, makePki } from "../helpers/tls-certs.ts";
-import { OPT, infoData, option, readOptionReplies, startHandshake } from "../protocol/raw-client.ts";
+import { OPT, REP, infoData, option, readOptionReplies, startHandshake } from "../protocol/raw-client.ts";
+import { startTlsByHand } from "./starttls-by-hand.ts";
 import { removeDir, run, runResult, sha256, skipReason, tempDir, writeRandomFile } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
@@ -97,8 +98,8 @@ describe.skipIf(skip !== undefined)("--tls require --tls-verify-peer on a Unix s
     expect(sha256(await Bun.file(back).bytes())).toBe(sum);
   });
 
-  // Many replies in flight at once: the server copies the replies of a tick into batches and hands TLS one batch at
-  // a time (tls-channel.ts); small and large replies, interleaved, must come back whole and in order.
+  // Many replies in flight at once, small and large interleaved, encrypted by Bun's TLS layer as the reply writer
+  // hands them over (tls-channel.ts): they must come back whole and in order.
   test("64 requests in flight, 4 KiB and 1 MiB: every reply comes back whole, the checksums match", async () => {
     const source = join(root, "pipelined.img");
     const sum = await writeRandomFile(source, SIZE);
@@ -108,6 +109,22 @@ describe.skipIf(skip !== undefined)("--tls require --tls-verify-peer on a Unix s
       await run(["nbdcopy", "--requests=64", `--request-size=${size}`, server.as(pki.client), back]);
       expect(sha256(await Bun.file(back).bytes())).toBe(sum);
     }
+  });
+
+  // A client may send its ClientHello without waiting for STARTTLS's acknowledgement; those bytes come in the same
+  // read as the option and must reach TLS (upgradeTLS's initial data), not the plain-text handshake.
+  test("a ClientHello sent in the same write as STARTTLS is not lost", async () => {
+    const r = await startTlsByHand(socket, pki.client, { helloWithStartTls: true, listsBefore: 0, readAfterMs: 0 });
+    expect(r.protocol).toBe("TLSv1.3");
+    expect(r.listInTls).toEqual([REP.SERVER, REP.ACK]);
+  });
+
+  // TLS may only start after the last plain-text byte: 20000 refused options stay unread while the server answers
+  // them (and pauses at its handshake reply limit), then STARTTLS; every refusal comes first, then TLS, in order.
+  test("STARTTLS behind 20000 unread options: TLS starts after the last plain-text reply", async () => {
+    const r = await startTlsByHand(socket, pki.client, { helloWithStartTls: false, listsBefore: 20_000, readAfterMs: 300 });
+    expect(r.plainReplies).toBe(20_000); // each answered ERR_TLS_REQD under --tls require
+    expect(r.listInTls).toEqual([REP.SERVER, REP.ACK]);
   });
 
   test("a plain-text client is refused: nbdinfo fails, and the raw protocol answers ERR_TLS_REQD", async () => {
