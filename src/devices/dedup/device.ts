@@ -324,6 +324,7 @@ export class DedupDevice implements BlockDevice {
       { name: "unflushed changes", value: index.dirtyCount + this.map.dirtyCount + this.partials.size, unit: "count" },
       { name: "blocks being coalesced", value: this.partials.size, unit: "count" },
       { name: "blocks hashed off-thread", value: this.hasher?.blocks ?? 0, unit: "count" },
+      { name: "rewrite reads skipped", value: this.runs.preReadsSkipped, unit: "count" },
       { name: "memory cache", value: this.cacheMemory(), unit: "bytes", max: this.memoryCache },
       // Cache misses since opening: map pages read from the database, compressed blocks decoded.
       { name: "map pages loaded", value: this.map.loads, unit: "count" },
