@@ -7,6 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { openDedupDevice, type DedupDevice } from "../../src/devices/dedup/index.ts";
 import { MiB, pattern } from "../conformance/index.ts";
+import { gauge } from "./dedup-helpers.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-dedup-cache-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -14,12 +15,6 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const BLOCK = 4096;
 /** Blocks per map page (layout.ts): one block in each page makes every read of it a different page. */
 const PAGE_BLOCKS = 1024;
-
-function gauge(dev: DedupDevice, name: string): number {
-  const found = dev.stats().gauges.find((g) => g.name === name);
-  if (found === undefined) throw new Error(`no gauge "${name}"`);
-  return found.value;
-}
 
 /** Writes `blocks` with `content(i)` at block `at(i)`, flushes and reopens with the smallest cache (1 MiB). */
 function storeAndReopen(name: string, blocks: number, at: (i: number) => number, content: (i: number) => Uint8Array): DedupDevice {

@@ -8,6 +8,7 @@ import path from "node:path";
 import { checkDedupStore } from "../../src/devices/dedup/check.ts";
 import { openDedupDevice, type DedupDevice } from "../../src/devices/dedup/index.ts";
 import { KiB, MiB, pattern } from "../conformance/index.ts";
+import { gauge } from "./dedup-helpers.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-dedup-coalesce-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -22,12 +23,6 @@ function fresh(): { dev: DedupDevice; reopen: () => DedupDevice; name: string } 
     dev: openDedupDevice({ storeDir: dir, storeName: name, size: 64 * MiB }),
     reopen: () => openDedupDevice({ storeDir: dir, storeName: name }),
   };
-}
-
-function gauge(dev: DedupDevice, name: string): number {
-  const found = dev.stats().gauges.find((g) => g.name === name);
-  if (found === undefined) throw new Error(`no gauge "${name}"`);
-  return found.value;
 }
 
 describe("dedup: sub-block writes are coalesced", () => {

@@ -7,23 +7,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { checkDedupStore } from "../../src/devices/dedup/check.ts";
-import { openDedupDevice, type DedupDevice } from "../../src/devices/dedup/index.ts";
+import { openDedupDevice } from "../../src/devices/dedup/index.ts";
 import { MiB } from "../conformance/index.ts";
+import { gauge, randomBytes } from "./dedup-helpers.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-dedup-preread-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-function gauge(dev: DedupDevice, name: string): number {
-  const found = dev.stats().gauges.find((g) => g.name === name);
-  if (found === undefined) throw new Error(`no gauge "${name}"`);
-  return found.value;
-}
-
-function randomBytes(length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
-  return out;
-}
 
 describe("dedup: the read of replaced blocks backs off when it finds nothing the same", () => {
   test("new data over old skips the read, same data over same ends the skipping, and nothing stored differs", () => {

@@ -8,6 +8,7 @@ import { checkDedupStore } from "../../src/devices/dedup/check.ts";
 import { openDedupDevice, type DedupCompression, type DedupDevice, type DedupDeviceOptions } from "../../src/devices/dedup/index.ts";
 import { expectSameBytes, isAllZero } from "../conformance/helpers.ts";
 import { MiB, pattern, runConformance } from "../conformance/index.ts";
+import { gauge, randomBytes } from "./dedup-helpers.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usbd-dedup-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -37,18 +38,6 @@ function fresh(options: { size?: number; compression?: DedupCompression; memoryC
   const open = (more: Partial<DedupDeviceOptions> = {}) =>
     openDedupDevice({ storeDir: dir, storeName: name, size: options.size ?? 512 * MiB, compression: options.compression, memoryCache: options.memoryCache, ...more });
   return { name, dev: open(), open, blocksFile: path.join(dir, `${name}.dedup.blocks`), dbFile: path.join(dir, `${name}.dedup.db`) };
-}
-
-function gauge(dev: DedupDevice, name: string): number {
-  const found = dev.stats().gauges.find((g) => g.name === name);
-  if (found === undefined) throw new Error(`no gauge "${name}"`);
-  return found.value;
-}
-
-function randomBytes(length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
-  return out;
 }
 
 /** Writes `data` at `offset` in 1 MiB requests, as a client would. */
