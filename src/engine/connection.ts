@@ -14,7 +14,7 @@ import { ReplyWriter } from "./reply-writer.ts";
 import { Session } from "./session.ts";
 import { socketFd, socketTransport } from "./socket-transport.ts";
 import type { TlsServerConfig } from "./tls.ts";
-import { TlsChannel } from "./tls-channel.ts";
+import { TlsChannel, closeThisDescriptor } from "./tls-channel.ts";
 
 /**
  * Handshake replies a client may leave unread before the server stops answering its options: far more than any
@@ -149,7 +149,30 @@ export class NetworkConnection {
     this.holdHandshake();
   }
 
+  /** The listener's socket closed; after STARTTLS that is the release of its descriptor, and the channel reports the close. */
   onClose(): void {
+    if (this.tls === undefined) this.finish();
+  }
+
+  /** Sends what is queued, then closes the connection. */
+  end(): void {
+    this.out.flush();
+    (this.tls ?? this.socket).end();
+  }
+
+  /** Closes the connection at once, dropping whatever is unsent. */
+  terminate(): void {
+    this.out.markClosed();
+    if (this.tls) this.tls.destroy();
+    else this.socket.terminate();
+  }
+
+  /** The connection's descriptor (after STARTTLS, the duplicate the TLS socket runs on). */
+  get fd(): number | undefined {
+    return this.tls?.fd ?? socketFd(this.socket);
+  }
+
+  private finish(): void {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.deadline);
@@ -183,7 +206,23 @@ export class NetworkConnection {
   private upgrade(early: Uint8Array): void {
     const { ctx } = this;
     this.upgradeWaiting = undefined;
-    const channel = new TlsChannel(this.socket, ctx.tls!, early, {
+    let channel: TlsChannel;
+    try {
+      channel = this.openChannel(early);
+    } catch (error) {
+      ctx.log.log("warn", `cannot start TLS, closing the connection: ${error instanceof Error ? error.message : String(error)}`, { peer: this.peer });
+      this.out.markClosed();
+      this.socket.terminate();
+      return;
+    }
+    this.tls = channel;
+    this.out = new ReplyWriter(channel);
+    closeThisDescriptor(this.socket);
+  }
+
+  private openChannel(early: Uint8Array): TlsChannel {
+    const { ctx } = this;
+    return new TlsChannel(this.socket, ctx.tls!, early, {
       secure: ({ protocol, peerSubject }) => {
         ctx.log.log("debug", "TLS established", { peer: this.peer, protocol, ...(peerSubject === undefined ? {} : { client: peerSubject }) });
         this.handshake?.restartInTls();
@@ -195,10 +234,8 @@ export class NetworkConnection {
         ctx.log.log("warn", `TLS failed, closing the connection: ${reason}`, { peer: this.peer });
         this.out.markClosed();
       },
-      closed: () => this.onClose(),
+      closed: () => this.finish(),
     });
-    this.tls = channel;
-    this.out = new ReplyWriter(channel);
   }
 
   private startSession(result: Negotiated): void {
@@ -220,7 +257,7 @@ export class NetworkConnection {
       onEnd: () => ctx.log.log("debug", "session ended", { peer: this.peer }),
     });
     ctx.log.log("debug", "client selected export", { peer: this.peer, export: result.exportName, structured: result.structuredReplies });
-    ctx.onClient?.({ kind: "connected", peer: this.peer, export: result.exportName, fd: socketFd(this.socket) });
+    ctx.onClient?.({ kind: "connected", peer: this.peer, export: result.exportName, fd: this.fd });
     if (result.rest.length > 0) this.session.receive(result.rest);
   }
 }

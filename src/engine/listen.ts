@@ -248,10 +248,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
     const graceful = Promise.all(
       closing.map(async (conn) => {
         if (conn.session) await conn.session.shutdown();
-        else {
-          conn.out.flush();
-          conn.socket.end();
-        }
+        else conn.end();
       }),
     );
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -262,8 +259,7 @@ export async function listen(address: ListenAddress, exports: readonly Export[],
       for (const conn of closing) {
         if (conn.closed) continue;
         log.log("warn", "connection still busy after the shutdown grace period; closing it", { peer: conn.peer });
-        conn.out.markClosed();
-        conn.socket.terminate();
+        conn.terminate();
       }
     }
     clearTimeout(timer);

@@ -1,12 +1,19 @@
 /**
- * A connection's byte stream after NBD_OPT_STARTTLS: the Bun socket the plain-text handshake used is upgraded in
- * place to a server-side TLS socket (`upgradeTLS` with `isServer`, the route Bun's own node:tls takes for a server
- * TLSSocket over a net.Socket), and the channel is the Transport the handshake and the session then use. Records
- * are decrypted and encrypted in Bun's native TLS layer: replies go from our buffers straight into it, decrypted
- * requests arrive as chunks. Plain-text connections never touch this file (socket-transport.ts).
+ * A connection's byte stream after NBD_OPT_STARTTLS: a server-side TLS socket (Bun's `upgradeTLS` with `isServer`,
+ * the route Bun's own node:tls takes for a server TLSSocket over a net.Socket), and the channel is the Transport the
+ * handshake and the session then use. Records are decrypted and encrypted in Bun's native TLS layer: replies go from
+ * our buffers straight into it, decrypted requests arrive as chunks. Plain-text connections never touch this file
+ * (socket-transport.ts).
+ *
+ * The TLS socket is not made from the listener's socket but from a second descriptor for the same connection. An
+ * upgraded socket keeps the handlers it had on its raw side, and Bun copies every encrypted record it reads into a
+ * Buffer for a raw `data` handler when there is one: the listener's is, and the copy, thrown away unread, was a
+ * tenth of the server's CPU on 1 MiB writes. A socket opened on the duplicate has no `data` handler, so nothing is
+ * copied; the listener's socket is then closed (its descriptor only, with no shutdown: `closeThisDescriptor`).
  */
-import type { Socket, SocketHandler } from "bun";
-import { peerClosed } from "../ffi/sockets.ts";
+import type { FdSocketOptions, Socket, SocketHandler } from "bun";
+import { libc } from "../ffi/libc.ts";
+import { duplicateDescriptor, peerClosed } from "../ffi/sockets.ts";
 import type { Transport } from "./reply-writer.ts";
 import { socketFd } from "./socket-transport.ts";
 import type { TlsServerConfig } from "./tls.ts";
@@ -43,18 +50,28 @@ interface ServerUpgradeOptions {
 type ServerUpgrade = (options: ServerUpgradeOptions) => [raw: Socket<undefined>, tls: Socket<undefined>];
 
 export class TlsChannel implements Transport {
-  private readonly tls: Socket<undefined> | undefined;
-  private readonly fd: number | undefined;
+  private readonly tls: Socket<undefined>;
+  /** The duplicate descriptor the TLS socket runs on (the listener's is closed once the channel exists). */
+  readonly fd: number;
   private readonly verifyPeer: boolean;
   private closed = false;
   private failureReported = false;
 
-  /** Upgrades `socket` at once: nothing may be left unsent on it in plain text (see NetworkConnection.startTls). */
+  /**
+   * Starts TLS on the connection `socket` carries, at once: nothing may be left unsent on it in plain text (see
+   * NetworkConnection.startTls). `socket` is paused here and must then be closed with `closeThisDescriptor`. Throws
+   * when the connection cannot be carried over (no descriptor left in the process); `socket` is then untouched but
+   * paused.
+   */
   constructor(socket: Socket<unknown>, config: TlsServerConfig, early: Uint8Array, private readonly events: TlsChannelEvents) {
-    this.fd = socketFd(socket);
     this.verifyPeer = config.verifyPeer;
-    const upgrade = (socket as unknown as { upgradeTLS: ServerUpgrade }).upgradeTLS.bind(socket);
-    const [, tls] = upgrade({
+    const original = socketFd(socket);
+    if (original === undefined) throw new Error("the connection has no descriptor to start TLS on");
+    socket.pause();
+    this.fd = duplicateDescriptor(original);
+    const plain = openOnDescriptor(this.fd, () => this.socketClosed());
+    const upgrade = (plain as unknown as { upgradeTLS: ServerUpgrade }).upgradeTLS.bind(plain);
+    this.tls = this.upgradeOrClose(plain, () => upgrade({
       isServer: true,
       data: undefined,
       ...(early.length > 0 ? { initialData: early } : {}),
@@ -72,8 +89,16 @@ export class TlsChannel implements Transport {
         error: (_tlsSocket, error) => this.fail(error.message),
         close: () => this.socketClosed(),
       },
-    });
-    this.tls = tls;
+    })[1]);
+  }
+
+  private upgradeOrClose(plain: Socket<undefined>, upgrade: () => Socket<undefined>): Socket<undefined> {
+    try {
+      return upgrade();
+    } catch (error) {
+      closeThisDescriptor(plain);
+      throw error;
+    }
   }
 
   private handshaken(tlsSocket: Socket<undefined>, success: boolean, authorizationError: Error | null): void {
@@ -102,26 +127,49 @@ export class TlsChannel implements Transport {
   }
 
   write(data: Uint8Array, byteOffset: number, byteLength: number): number {
-    if (this.closed || this.tls === undefined) return -1;
+    if (this.closed) return -1;
     return this.tls.write(data, byteOffset, byteLength);
   }
 
   end(): void {
-    if (!this.closed) this.tls?.end();
+    if (!this.closed) this.tls.end();
   }
 
   destroy(): void {
-    this.tls?.terminate();
+    this.tls.terminate();
     this.socketClosed();
   }
 
   pause(): void {
-    this.tls?.pause();
+    this.tls.pause();
   }
 
   resume(): void {
-    this.tls?.resume();
+    this.tls.resume();
   }
 
-  readonly peerGone = (): boolean => this.fd !== undefined && peerClosed(this.fd);
+  readonly peerGone = (): boolean => peerClosed(this.fd);
+}
+
+/**
+ * A Bun socket on the connected descriptor `fd`, with no `data` handler (see the file comment). Bun opens a socket
+ * given a descriptor before `connect` returns; if it cannot, `fd` is closed here and this throws.
+ */
+function openOnDescriptor(fd: number, closed: () => void): Socket<undefined> {
+  let opened: Socket<undefined> | undefined;
+  // Bun.connect takes FdSocketOptions, which its published overloads leave out.
+  const connect = Bun.connect as unknown as (options: FdSocketOptions<undefined>) => Promise<Socket<undefined>>;
+  connect({ fd, socket: { open: (socket) => void (opened = socket), drain() {}, close: closed } }).catch(() => undefined);
+  if (opened !== undefined) return opened;
+  libc().close(fd);
+  throw new Error(`Bun could not open a socket on descriptor ${fd}`);
+}
+
+/**
+ * Closes `socket` by close(2) of its own descriptor only, which leaves the connection open in a duplicate: how the
+ * listener's socket lets go of a connection that now runs in a TlsChannel (`end` would shut the connection down;
+ * `terminate` would set SO_LINGER so that its last close resets it). The socket's close handler runs at once.
+ */
+export function closeThisDescriptor(socket: Socket<unknown>): void {
+  (socket as unknown as { close(): void }).close();
 }

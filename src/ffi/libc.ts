@@ -49,6 +49,8 @@ function load() {
     __errno_location: { args: [], returns: ptr },
     open: { args: [cstring, i32, u32], returns: i32 },
     close: { args: [i32], returns: i32 },
+    // Fixed three-argument form, as for ioctl: the only command used (F_DUPFD_CLOEXEC) takes an int.
+    fcntl: { args: [i32, i32, i32], returns: i32 },
     fallocate: { args: [i32, i32, i64, i64], returns: i32 },
     // i64_fast: offsets come back as plain numbers (they fit: files stay below 2^53 bytes).
     lseek: { args: [i32, i64, i32], returns: i64_fast },

@@ -109,6 +109,15 @@ export function recvNonBlocking(fd: number, dest: Uint8Array): number {
   return receive(fd, dest, MSG_DONTWAIT);
 }
 
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A second descriptor for the socket (or file) `fd` refers to, close-on-exec; the two share the one connection. */
+export function duplicateDescriptor(fd: number): number {
+  const copy = libc().fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) throw failure("fcntl", `fd ${fd}, F_DUPFD_CLOEXEC`);
+  return copy;
+}
+
 const POLLERR = 0x8;
 const POLLHUP = 0x10;
 

@@ -5,7 +5,7 @@
  * --tls-verify-peer without a certificate or with another CA's, and the start-up refusals (exit 2, one line).
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { chmodSync, copyFileSync, cpSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, cpSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Watched, waitFor, watch } from "../helpers/process.ts";
 import { type Pki, makePki } from "../helpers/tls-certs.ts";
@@ -125,6 +125,17 @@ describe.skipIf(skip !== undefined)("--tls require --tls-verify-peer on a Unix s
     const r = await startTlsByHand(socket, pki.client, { helloWithStartTls: false, listsBefore: 20_000, readAfterMs: 300 });
     expect(r.plainReplies).toBe(20_000); // each answered ERR_TLS_REQD under --tls require
     expect(r.listInTls).toEqual([REP.SERVER, REP.ACK]);
+  });
+
+  // After STARTTLS the connection runs on a second descriptor and the listener's is closed (tls-channel.ts): neither
+  // may outlive the connection, and the client is still named by its process, found through the new descriptor.
+  test("TLS connections leave no descriptor open, and each client is named by its process", async () => {
+    const openDescriptors = () => readdirSync(`/proc/${server.w.proc.pid}/fd`).length;
+    const before = openDescriptors();
+    for (let i = 0; i < 10; i++) expect((await run(["nbdinfo", "--size", server.as(pki.client)])).trim()).toBe(String(SIZE));
+    await waitFor("the descriptors of 10 closed connections to be closed", server.w, () => (openDescriptors() <= before ? true : undefined), 10_000);
+    const log = server.w.stdout() + server.w.stderr();
+    expect(log.match(/client nbdinfo \(pid \d+\) connected/g)?.length ?? 0).toBeGreaterThanOrEqual(10);
   });
 
   test("a plain-text client is refused: nbdinfo fails, and the raw protocol answers ERR_TLS_REQD", async () => {
